@@ -1,0 +1,1 @@
+"""One module per ``obmd`` subcommand, each exposing ``register(subparsers)``."""

@@ -1,0 +1,259 @@
+"""Reading CT images and label maps (NIfTI, NRRD, MHA, DICOM series) and writing results back.
+
+Everything read is reoriented to the library's LPS (k, j, i) convention documented in
+:mod:`OpportunisticBMDLib.volume`; everything written goes back to the source file's own grid and
+orientation, so a mask opens on top of the CT in any viewer. Input files are only ever read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError, SegmentationError
+from .volume import SourceGeometry, Volume
+
+CT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+# A lumbar vertebral body is about 25 mm high; with less z coverage than this no level can be
+# measured (Zhou et al. 2019 lumbar morphometry report 24-28 mm body heights).
+MIN_Z_EXTENT_MM = 20.0
+MIN_SLICES = 3
+MAX_SPACING_MM = 10.0
+# HU sanity: a CT in HU contains fat (about -100 HU) or air (-1000 HU); an image whose lowest
+# values stay above this is not in HU (MR, 8-bit export, CT stored without rescale).
+HU_MUST_REACH_BELOW = -200.0
+HU_PLAUSIBLE_MIN = -3100.0  # below: padding values beyond any scanner's range (-3024 is common)
+HU_PLAUSIBLE_MAX = 32767.0
+
+_DICOM_TAGS = {
+    "modality": "0008|0060",
+    "manufacturer": "0008|0070",
+    "kvp": "0018|0060",
+    "contrast_agent": "0018|0010",
+    "convolution_kernel": "0018|1210",
+    "slice_thickness_mm": "0018|0050",
+    "patient_sex": "0010|0040",
+    "patient_age": "0010|1010",
+    "patient_birth_date": "0010|0030",
+    "study_date": "0008|0020",
+    "study_instance_uid": "0020|000d",
+    "series_instance_uid": "0020|000e",
+    "series_description": "0008|103e",
+}
+
+
+def _is_dicom_dir(path: Path) -> bool:
+    return path.is_dir()
+
+
+def _read_dicom_series(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
+    reader = sitk.ImageSeriesReader()
+    series_ids = reader.GetGDCMSeriesIDs(str(path))
+    if not series_ids:
+        raise InputError(f"{path}: no DICOM series found in this directory")
+    # The series with the most slices is the volume a user means when pointing at a folder.
+    files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series_ids}
+    series_id = max(files_per_series, key=lambda sid: len(files_per_series[sid]))
+    files = files_per_series[series_id]
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    reader.LoadPrivateTagsOff()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{path}: DICOM series could not be read ({exc.args[0].splitlines()[0]})") from exc
+    meta: dict[str, Any] = {"format": "dicom", "n_files": len(files), "n_series_in_folder": len(series_ids)}
+    for name, tag in _DICOM_TAGS.items():
+        if reader.HasMetaDataKey(0, tag):
+            meta[name] = reader.GetMetaData(0, tag).strip()
+    modality = meta.get("modality", "").upper()
+    if modality and modality != "CT":
+        raise InputError(f"{path}: DICOM modality is {modality}, not CT")
+    _check_dicom_slice_spacing(reader, len(files), path)
+    return image, meta
+
+
+def _check_dicom_slice_spacing(reader: sitk.ImageSeriesReader, n: int, path: Path) -> None:
+    if n < 3 or not reader.HasMetaDataKey(0, "0020|0032"):
+        return
+    positions = []
+    for idx in range(n):
+        if not reader.HasMetaDataKey(idx, "0020|0032"):
+            return
+        positions.append([float(v) for v in reader.GetMetaData(idx, "0020|0032").split("\\")])
+    steps = np.linalg.norm(np.diff(np.asarray(positions), axis=0), axis=1)
+    if steps.min() <= 1e-3:
+        raise InputError(f"{path}: DICOM series has duplicated slice positions (two series mixed?)")
+    if steps.max() - steps.min() > 0.1 * steps.mean() + 0.01:
+        raise InputError(
+            f"{path}: DICOM slices are unevenly spaced ({steps.min():.2f}-{steps.max():.2f} mm): "
+            "missing slices or a gantry-tilted/variable-spacing series"
+        )
+
+
+def read_image(path: str | os.PathLike[str]) -> tuple[sitk.Image, dict[str, Any]]:
+    """Read a file or DICOM folder as a SimpleITK image plus metadata; no checks on content."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if _is_dicom_dir(path):
+        return _read_dicom_series(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"{path}: not a readable image ({exc.args[0].splitlines()[0][:120]})") from exc
+    meta: dict[str, Any] = {"format": "".join(path.suffixes[-2:]) or path.suffix}
+    if image.HasMetaDataKey("pixdim[1]"):
+        meta["nifti_pixdim"] = [image.GetMetaData(f"pixdim[{a}]") for a in (1, 2, 3)]
+    return image, meta
+
+
+def _squeeze_to_3d(image: sitk.Image, path: Path) -> sitk.Image:
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: image has {image.GetNumberOfComponentsPerPixel()} components; need a scalar CT")
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        raise InputError(f"{path}: image is {image.GetDimension()}D (size {image.GetSize()}); need a 3D CT volume")
+    return image
+
+
+def _check_geometry(image: sitk.Image, meta: dict[str, Any], path: Path) -> None:
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"{path}: voxel spacing {tuple(spacing)} is missing or zero")
+    pixdim = meta.get("nifti_pixdim")
+    if pixdim is not None and any(float(p) == 0.0 for p in pixdim):
+        raise InputError(f"{path}: NIfTI header has zero voxel size (pixdim {pixdim}): spacing is missing")
+    if np.any(spacing > MAX_SPACING_MM):
+        raise InputError(f"{path}: voxel spacing {tuple(spacing)} mm is coarser than {MAX_SPACING_MM} mm")
+    size = image.GetSize()
+    if min(size) < MIN_SLICES:
+        raise InputError(f"{path}: only {min(size)} slices; a vertebra needs at least {MIN_SLICES}")
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    z_axis = int(np.argmax(np.abs(direction[2, :])))  # image axis closest to patient S-I
+    z_extent = size[z_axis] * spacing[z_axis]
+    if z_extent < MIN_Z_EXTENT_MM:
+        raise InputError(
+            f"{path}: covers only {z_extent:.1f} mm head-to-foot; a vertebral body needs {MIN_Z_EXTENT_MM:.0f} mm"
+        )
+
+
+def _check_hu(array: np.ndarray, path: Path) -> None:
+    if not np.issubdtype(array.dtype, np.number):
+        raise InputError(f"{path}: voxel type {array.dtype} is not numeric")
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise InputError(f"{path}: image contains NaN or infinite values")
+    lo, hi = float(array.min()), float(array.max())
+    if lo >= 0 and hi <= 255:
+        raise InputError(f"{path}: values {lo:.0f}..{hi:.0f} look like an 8-bit picture, not CT in HU")
+    if lo > HU_MUST_REACH_BELOW:
+        raise InputError(
+            f"{path}: lowest value is {lo:.0f}; a CT in HU has fat (-100) or air (-1000). "
+            "Not CT in Hounsfield units (an MR, or a CT stored without rescale slope/intercept?)"
+        )
+    if lo < HU_PLAUSIBLE_MIN - 1 and np.mean(array < HU_PLAUSIBLE_MIN) > 0.5:
+        raise InputError(f"{path}: most voxels are below {HU_PLAUSIBLE_MIN:.0f}: not CT in HU")
+
+
+def _source_geometry(image: sitk.Image) -> SourceGeometry:
+    return SourceGeometry(
+        size_xyz=tuple(int(s) for s in image.GetSize()),  # type: ignore[arg-type]
+        spacing_xyz_mm=tuple(float(s) for s in image.GetSpacing()),  # type: ignore[arg-type]
+        origin_lps_mm=tuple(float(o) for o in image.GetOrigin()),  # type: ignore[arg-type]
+        direction=tuple(float(d) for d in image.GetDirection()),
+    )
+
+
+def volume_from_sitk(image: sitk.Image, metadata: dict[str, Any] | None = None) -> Volume:
+    """Reorient (permute/flip only) to LPS and wrap as a :class:`Volume`."""
+    source = _source_geometry(image)
+    oriented = sitk.DICOMOrient(image, "LPS")
+    array = sitk.GetArrayFromImage(oriented)  # (k, j, i)
+    return Volume(
+        array=array,
+        spacing_mm=tuple(float(s) for s in oriented.GetSpacing()[::-1]),  # type: ignore[arg-type]
+        origin_lps_mm=tuple(float(o) for o in oriented.GetOrigin()),  # type: ignore[arg-type]
+        direction=tuple(float(d) for d in oriented.GetDirection()),
+        source_geometry=source,
+        metadata=dict(metadata or {}),
+    )
+
+
+def read_ct(path: str | os.PathLike[str]) -> Volume:
+    """Read and validate a CT in HU; raises :class:`InputError` with one clear line otherwise."""
+    path = Path(path)
+    image, meta = read_image(path)
+    image = _squeeze_to_3d(image, path)
+    _check_geometry(image, meta, path)
+    volume = volume_from_sitk(image, meta)
+    _check_hu(volume.array, path)
+    volume.array = volume.array.astype(np.float32, copy=False)
+    volume.metadata["path"] = str(path)
+    return volume
+
+
+def read_labels(path: str | os.PathLike[str], like: Volume | None = None) -> Volume:
+    """Read an integer label map; with ``like`` it must lie on the same grid as that CT."""
+    path = Path(path)
+    image, meta = read_image(path)
+    image = _squeeze_to_3d(image, path)
+    labels = volume_from_sitk(image, meta)
+    values = labels.array
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.allclose(values, np.round(values)):
+            raise SegmentationError(f"{path}: label map holds non-integer values")
+    labels.array = values.astype(np.int16, copy=False)
+    labels.metadata["path"] = str(path)
+    if like is not None:
+        check_same_grid(labels, like, what=str(path))
+    return labels
+
+
+def check_same_grid(a: Volume, b: Volume, what: str = "label map") -> None:
+    """Raise unless two volumes share shape, spacing, origin and direction (to 1e-3 mm)."""
+    if a.shape != b.shape:
+        raise SegmentationError(f"{what}: grid {a.shape} differs from the CT grid {b.shape}")
+    if not np.allclose(a.spacing_mm, b.spacing_mm, atol=1e-3):
+        raise SegmentationError(f"{what}: spacing {a.spacing_mm} differs from the CT {b.spacing_mm}")
+    if not np.allclose(a.origin_lps_mm, b.origin_lps_mm, atol=1e-2):
+        raise SegmentationError(f"{what}: origin {a.origin_lps_mm} differs from the CT {b.origin_lps_mm}")
+    if not np.allclose(a.direction, b.direction, atol=1e-4):
+        raise SegmentationError(f"{what}: orientation differs from the CT")
+
+
+def to_sitk(array: np.ndarray, like: Volume) -> sitk.Image:
+    """An array on ``like``'s LPS grid as a SimpleITK image, in the source file's orientation."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing(like.spacing_mm[::-1])
+    image.SetOrigin(like.origin_lps_mm)
+    image.SetDirection(like.direction)
+    source = like.source_geometry
+    if source is None:
+        return image
+    reference = sitk.Image(list(source.size_xyz), image.GetPixelID())
+    reference.SetSpacing(source.spacing_xyz_mm)
+    reference.SetOrigin(source.origin_lps_mm)
+    reference.SetDirection(source.direction)
+    # Same voxels, only axes permuted/flipped: nearest-neighbour resampling is exact.
+    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+
+
+def write_like(array: np.ndarray, like: Volume, path: str | os.PathLike[str]) -> Path:
+    """Write an array on ``like``'s grid to ``path`` (NIfTI/NRRD/MHA by suffix), source orientation."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if like.metadata.get("path") and Path(like.metadata["path"]).resolve() == path.resolve():
+        raise InputError(f"{path}: refusing to overwrite the input image")
+    sitk.WriteImage(to_sitk(array, like), str(path), useCompression=True)
+    return path
+
+
+def write_volume(volume: Volume, path: str | os.PathLike[str]) -> Path:
+    """Write a Volume on its own grid (orientation of its source if known)."""
+    return write_like(volume.array, volume, path)
