@@ -1,0 +1,513 @@
+"""The one bridge between MRML nodes (3D Slicer or slicer-core) and the library's plain objects.
+
+Used by the Slicer module (``OpportunisticBMD/``) and the browser app (``web/``); nothing else in the
+library imports slicer. Geometry: MRML stores RAS and a node's array is ``[k, j, i]`` in the node's
+own IJK; the library's :class:`Volume` is LPS ``[k=S, j=P, i=L]`` (see :mod:`.volume`). The node's
+IJK-to-RAS matrix is turned into an ITK (LPS) geometry and the array is reoriented by the same
+permute/flip code that reads files (:func:`.io.volume_from_sitk`), so a node loaded from a file and
+the file read by :func:`.io.read_ct` give identical Volumes, and every round trip is exact.
+
+Segments carry tags: ``OBMD.Key`` (our label name or ROI key), ``OBMD.Mask`` (a digest of the
+mask as the program wrote it) and ``OBMD.Edited`` ("1" once a user changed the segment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import slicer.util
+import vtk
+
+from .io import to_sitk, volume_from_sitk
+from .labels import LABEL_NAMES, LABELS
+from .volume import SourceGeometry, Volume
+
+TAG_KEY = "OBMD.Key"
+TAG_MASK = "OBMD.Mask"
+TAG_EDITED = "OBMD.Edited"
+ATTR_RESULTS = "OBMD.Results"  # table attribute holding the full results.json text
+_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
+
+# ---------------------------------------------------------------------------------------------
+# Volumes
+
+
+def node_geometry(node: Any) -> SourceGeometry:
+    """A volume node's grid as ITK (LPS) geometry of its array's own axes."""
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk_to_ras)
+    m = np.array([[ijk_to_ras.GetElement(r, c) for c in range(4)] for r in range(4)])
+    spacing = np.asarray(node.GetSpacing(), dtype=float)
+    direction_lps = _LPS_FROM_RAS @ (m[:3, :3] / spacing)  # columns = node i, j, k axes
+    origin_lps = _LPS_FROM_RAS @ m[:3, 3]
+    dims = node.GetImageData().GetDimensions()
+    return SourceGeometry(
+        size_xyz=tuple(int(d) for d in dims),  # type: ignore[arg-type]
+        spacing_xyz_mm=tuple(float(s) for s in spacing),  # type: ignore[arg-type]
+        origin_lps_mm=tuple(float(o) for o in origin_lps),  # type: ignore[arg-type]
+        direction=tuple(float(d) for d in direction_lps.ravel()),
+    )
+
+
+def _set_node_geometry(node: Any, geometry: SourceGeometry) -> None:
+    direction_ras = _LPS_FROM_RAS @ np.asarray(geometry.direction, dtype=float).reshape(3, 3)
+    node.SetSpacing(*geometry.spacing_xyz_mm)
+    node.SetOrigin(*(_LPS_FROM_RAS @ np.asarray(geometry.origin_lps_mm)))
+    node.SetIJKToRASDirectionMatrix(_vtk4(direction_ras))
+
+
+def _vtk4(m: np.ndarray) -> Any:
+    out = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            out.SetElement(r, c, float(m[r, c]))
+    return out
+
+
+def _sitk_on_geometry(array_node: np.ndarray, geometry: SourceGeometry) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_node))
+    image.SetSpacing(geometry.spacing_xyz_mm)
+    image.SetOrigin(geometry.origin_lps_mm)
+    image.SetDirection(geometry.direction)
+    return image
+
+
+def node_array_to_ours(array_node: np.ndarray, node: Any) -> np.ndarray:
+    """An array ``[k, j, i]`` in ``node``'s IJK (e.g. a segment mask) reoriented to the library grid."""
+    return volume_from_sitk(_sitk_on_geometry(array_node, node_geometry(node))).array
+
+
+def ours_to_node_array(array: np.ndarray, like: Volume, node: Any) -> np.ndarray:
+    """An array on the library grid of ``like`` as ``[k, j, i]`` in ``node``'s IJK (same voxels)."""
+    target = replace(like, source_geometry=node_geometry(node))
+    return sitk.GetArrayFromImage(to_sitk(array, target))
+
+
+def volume_from_node(node: Any, dtype: Any = None) -> Volume:
+    """A scalar or label map volume node as a :class:`Volume` (HU as float32 for scalar volumes)."""
+    if node.GetParentTransformNode() is not None:
+        raise ValueError(f"{node.GetName()}: harden its transform first (the library works on the image grid)")
+    geometry = node_geometry(node)
+    array = slicer.util.arrayFromVolume(node)
+    if dtype is None:
+        dtype = np.int16 if node.IsA("vtkMRMLLabelMapVolumeNode") else np.float32
+    metadata = {"mrml_node_id": node.GetID(), "name": node.GetName()}
+    volume = volume_from_sitk(_sitk_on_geometry(array, geometry), metadata)
+    volume.array = volume.array.astype(dtype, copy=False)
+    volume.source_geometry = geometry
+    return volume
+
+
+def node_from_volume(volume: Volume, name: str = "CT", labelmap: bool = False, node: Any = None) -> Any:
+    """A new (or updated) volume node holding ``volume`` on its source grid (or its own if none)."""
+    scene = slicer.mrmlScene
+    if node is None:
+        cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+        node = scene.AddNewNodeByClass(cls, name)
+    geometry = volume.source_geometry or SourceGeometry(
+        size_xyz=tuple(volume.shape[::-1]),  # type: ignore[arg-type]
+        spacing_xyz_mm=tuple(volume.spacing_mm[::-1]),  # type: ignore[arg-type]
+        origin_lps_mm=tuple(volume.origin_lps_mm),  # type: ignore[arg-type]
+        direction=tuple(volume.direction),
+    )
+    array_node = sitk.GetArrayFromImage(to_sitk(volume.array, replace(volume, source_geometry=geometry)))
+    _set_node_geometry(node, geometry)
+    slicer.util.updateVolumeFromArray(node, array_node)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+# ---------------------------------------------------------------------------------------------
+# Segment names, colors, terminology
+
+# Display colors (RGB 0-1): bone like Slicer's "bone", muscle red, fat yellow, organs by habit.
+_COLOR_BY_PREFIX = {
+    "vertebra": (0.95, 0.84, 0.57), "sacrum": (0.86, 0.75, 0.50), "rib": (0.99, 0.91, 0.62),
+    "intervertebral_disc": (0.74, 0.86, 0.93), "femur": (0.90, 0.80, 0.55), "hip": (0.82, 0.72, 0.48),
+    "psoas": (0.75, 0.33, 0.28), "paraspinal": (0.65, 0.28, 0.25), "other_muscle": (0.55, 0.25, 0.22),
+    "subcutaneous_fat": (0.98, 0.90, 0.35), "visceral_fat": (0.93, 0.80, 0.25), "body": (0.85, 0.70, 0.65),
+    "aorta": (0.85, 0.10, 0.10), "inferior_vena_cava": (0.20, 0.35, 0.85), "liver": (0.55, 0.25, 0.15),
+    "spleen": (0.60, 0.30, 0.50), "kidney": (0.70, 0.45, 0.35), "bowel": (0.80, 0.60, 0.45),
+    "metal": (0.50, 0.50, 0.55), "table": (0.30, 0.30, 0.30),
+    "trabecular": (0.10, 0.70, 0.95), "muscle_roi": (0.95, 0.20, 0.55), "fat_roi": (1.00, 0.60, 0.00),
+}
+
+# SNOMED CT codes (type, modifier) as SlicerTotalSegmentator maps TotalSegmentator classes
+# (lassoan/SlicerTotalSegmentator, TotalSegmentator/Resources/totalsegmentator_snomed_mapping.csv).
+_SCT = {
+    "vertebra_T10": ("7610001", "T10 vertebra"), "vertebra_T11": ("12989004", "T11 vertebra"),
+    "vertebra_T12": ("23215003", "T12 vertebra"), "vertebra_L1": ("66794005", "L1 vertebra"),
+    "vertebra_L2": ("14293000", "L2 vertebra"), "vertebra_L3": ("36470004", "L3 vertebra"),
+    "vertebra_L4": ("11994002", "L4 vertebra"), "vertebra_L5": ("49668003", "L5 vertebra"),
+    "sacrum": ("54735007", "Sacrum"), "femur": ("71341001", "Femur"), "hip": ("29836001", "Hip"),
+    "psoas": ("68455001", "Iliopsoas muscle"), "paraspinal": ("244849004", "Deep muscle of back"),
+    "aorta": ("15825003", "Aorta"), "inferior_vena_cava": ("64131007", "Inferior vena cava"),
+    "liver": ("10200004", "Liver"), "spleen": ("78961009", "Spleen"), "kidney": ("64033007", "Kidney"),
+    "subcutaneous_fat": ("67769002", "Subcutaneous fatty tissue"), "other_muscle": ("127954009", "Skeletal muscle"),
+}
+_SIDE = {"left": "SCT^7771000^Left", "right": "SCT^24028007^Right"}
+
+
+def roi_display_name(key: str) -> str:
+    """Segment name shown to users for a ROI key of ``AnalysisResult.rois``."""
+    if key.startswith("trabecular_"):
+        return f"Trabecular ROI {key.split('_', 1)[1]}"
+    fixed = {"muscle_roi": "Muscle ROI (psoas)", "fat_roi": "Fat ROI (subcutaneous)"}
+    if key in fixed:
+        return fixed[key]
+    return key.replace("_", " ").capitalize()
+
+
+def label_display_name(name: str) -> str:
+    """Segment name for a label of our schema (``vertebra_L1`` -> ``L1 vertebra``)."""
+    if name.startswith("vertebra_"):
+        return f"{name.split('_', 1)[1]} vertebra"
+    return name.replace("_", " ")
+
+
+def color_for(key: str) -> tuple[float, float, float]:
+    for prefix, color in _COLOR_BY_PREFIX.items():
+        if key.startswith(prefix):
+            return color
+    rng = np.random.default_rng(abs(hash(key)) % 2**32)  # stable within a run; unknown keys only
+    return tuple(float(c) for c in rng.uniform(0.3, 0.9, 3))  # type: ignore[return-value]
+
+
+def terminology_entry(name: str) -> str | None:
+    """Slicer terminology string for our label ``name`` where a SNOMED code is known."""
+    side = ""
+    base = name
+    for s in ("_left", "_right"):
+        if name.endswith(s):
+            base, side = name[: -len(s)], _SIDE[s[1:]]
+    code = _SCT.get(base)
+    if code is None:
+        return None
+    category = "SCT^85756007^Tissue" if base == "subcutaneous_fat" else "SCT^123037004^Anatomical Structure"
+    return (
+        f"Segmentation category and type - OpportunisticBMD~{category}~SCT^{code[0]}^{code[1]}~{side or '^^'}"
+        "~Anatomic codes - DICOM master list~^^~^^"
+    )
+
+
+def _mask_digest(mask: np.ndarray) -> str:
+    return hashlib.sha1(np.packbits(mask.astype(bool)).tobytes() + str(mask.shape).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Segmentations
+
+
+def new_segmentation_node(reference_node: Any, name: str) -> Any:
+    seg_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    seg_node.CreateDefaultDisplayNodes()
+    seg_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
+    return seg_node
+
+
+def _set_segment_mask(seg_node: Any, key: str, mask_node: np.ndarray, reference_node: Any, display: str) -> str:
+    """Create or replace segment ``key`` with a 0/1 array in the reference node's IJK; returns its id."""
+    segmentation = seg_node.GetSegmentation()
+    segment = segmentation.GetSegment(key)
+    if segment is None:
+        segmentation.AddEmptySegment(key, display, list(color_for(key)))
+        segment = segmentation.GetSegment(key)
+    segment.SetName(display)
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask_node.astype(np.uint8), seg_node, key, reference_node)
+    segment.SetTag(TAG_KEY, key)
+    segment.SetTag(TAG_MASK, _mask_digest(mask_node))
+    segment.SetTag(TAG_EDITED, "0")
+    return key
+
+
+def is_edited(seg_node: Any, segment_id: str) -> bool:
+    segment = seg_node.GetSegmentation().GetSegment(segment_id)
+    value = vtk.mutable("")
+    return bool(segment is not None and segment.GetTag(TAG_EDITED, value) and str(value) == "1")
+
+
+def set_edited(seg_node: Any, segment_id: str, edited: bool = True) -> None:
+    seg_node.GetSegmentation().GetSegment(segment_id).SetTag(TAG_EDITED, "1" if edited else "0")
+
+
+def segment_mask(seg_node: Any, segment_id: str, reference_node: Any) -> np.ndarray:
+    """A segment as a bool mask ``[k, j, i]`` in the reference node's IJK (volume grid, not cropped)."""
+    array = slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, segment_id, reference_node)
+    return np.asarray(array) > 0
+
+
+def update_edited_tags(seg_node: Any, reference_node: Any) -> list[str]:
+    """Tag as edited every segment whose voxels differ from what the program wrote; returns their ids."""
+    edited = []
+    segmentation = seg_node.GetSegmentation()
+    for segment_id in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(segment_id)
+        stored = vtk.mutable("")
+        if not segment.GetTag(TAG_MASK, stored):
+            continue
+        if is_edited(seg_node, segment_id) or _mask_digest(segment_mask(seg_node, segment_id, reference_node)) != str(
+            stored
+        ):
+            set_edited(seg_node, segment_id)
+            edited.append(segment_id)
+    return edited
+
+
+def watch_edits(seg_node: Any, on_edit: Any = None) -> int:
+    """Observe user edits: a modified segment gets ``OBMD.Edited``; ``on_edit(segment_id)`` is called.
+
+    Programmatic writes through this module are not reported (they are paused by :func:`_quiet`).
+    Returns the observer tag (``seg_node.GetSegmentation().RemoveObserver(tag)`` to stop).
+    """
+    segmentation = seg_node.GetSegmentation()
+
+    @vtk.calldata_type(vtk.VTK_STRING)
+    def _on_modified(_caller: Any, _event: Any, segment_id: str) -> None:
+        if seg_node.GetAttribute("OBMD.Writing") == "1" or not segment_id:
+            return
+        segment = segmentation.GetSegment(segment_id)
+        if segment is None or not segment.HasTag(TAG_MASK):
+            return
+        set_edited(seg_node, segment_id)
+        if on_edit is not None:
+            on_edit(segment_id)
+
+    return segmentation.AddObserver(slicer.vtkSegmentation.RepresentationModified, _on_modified)
+
+
+class _quiet:
+    """Context manager marking programmatic writes so :func:`watch_edits` ignores them."""
+
+    def __init__(self, seg_node: Any) -> None:
+        self.seg_node = seg_node
+
+    def __enter__(self) -> None:
+        self.seg_node.SetAttribute("OBMD.Writing", "1")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seg_node.SetAttribute("OBMD.Writing", "0")
+
+
+def labels_to_segmentation(labels: Volume, reference_node: Any, seg_node: Any = None, name: str = "Labels") -> Any:
+    """A label map of our schema as a segmentation: one named, colored, terminology-tagged segment
+    per label present (segment id = our label name)."""
+    seg_node = seg_node or new_segmentation_node(reference_node, name)
+    array_node = ours_to_node_array(labels.array, labels, reference_node)
+    with _quiet(seg_node):
+        for label_id in sorted(int(v) for v in np.unique(array_node) if v != 0):
+            key = LABEL_NAMES.get(label_id, f"label_{label_id}")
+            _set_segment_mask(seg_node, key, array_node == label_id, reference_node, label_display_name(key))
+            segment = seg_node.GetSegmentation().GetSegment(key)
+            segment.SetTag("OBMD.LabelId", str(label_id))
+            entry = terminology_entry(key)
+            if entry is not None:
+                segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), entry)
+    return seg_node
+
+
+def segmentation_to_labels(seg_node: Any, reference_node: Any, like: Volume) -> Volume:
+    """Segments back to one label map of our schema on ``like``'s grid. A segment's label comes from
+    its ``OBMD.LabelId`` tag, else its id or name if it is one of :data:`LABELS` (later segments win
+    where they overlap); segments that are not labels (ROIs, unknown names) are skipped."""
+    shape = tuple(reversed(node_geometry(reference_node).size_xyz))
+    out = np.zeros(shape, dtype=np.int16)
+    segmentation = seg_node.GetSegmentation()
+    for segment_id in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(segment_id)
+        tag = vtk.mutable("")
+        if segment.GetTag("OBMD.LabelId", tag):
+            label_id = int(str(tag))
+        else:
+            name = segment_id if segment_id in LABELS else segment.GetName()
+            if name not in LABELS:
+                continue
+            label_id = LABELS[name]
+        if label_id:
+            out[segment_mask(seg_node, segment_id, reference_node)] = label_id
+    return like.like(node_array_to_ours(out, reference_node), kind="labels")
+
+
+def rois_to_segmentation(
+    rois: dict[str, np.ndarray],
+    ct: Volume,
+    reference_node: Any,
+    seg_node: Any = None,
+    name: str = "BMD ROIs",
+    overwrite_edited: bool = False,
+) -> Any:
+    """ROI masks (``AnalysisResult.rois``, on ``ct``'s grid) as segments (id = ROI key).
+
+    Segments tagged edited are kept as they are unless ``overwrite_edited``."""
+    seg_node = seg_node or new_segmentation_node(reference_node, name)
+    with _quiet(seg_node):
+        for key, mask in rois.items():
+            if seg_node.GetSegmentation().GetSegment(key) is not None and is_edited(seg_node, key):
+                if not overwrite_edited:
+                    continue
+            mask_node = ours_to_node_array(mask.astype(np.uint8), ct, reference_node)
+            _set_segment_mask(seg_node, key, mask_node, reference_node, roi_display_name(key))
+    return seg_node
+
+
+def segmentation_to_rois(seg_node: Any, reference_node: Any, ct: Volume) -> dict[str, np.ndarray]:
+    """Segments carrying an ``OBMD.Key`` that is not a label name, back to bool masks on ``ct``'s grid."""
+    rois = {}
+    segmentation = seg_node.GetSegmentation()
+    for segment_id in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(segment_id)
+        key = vtk.mutable("")
+        if not segment.GetTag(TAG_KEY, key) or str(key) in LABELS or segment.HasTag("OBMD.LabelId"):
+            continue
+        rois[str(key)] = node_array_to_ours(segment_mask(seg_node, segment_id, reference_node), reference_node)
+    return rois
+
+
+# ---------------------------------------------------------------------------------------------
+# Results table
+
+# (column name, results key, unit, description) of the per-level spine table.
+SPINE_COLUMNS = [
+    ("vBMD", "vbmd_mg_cm3", "mg/cm3", "Volumetric BMD, hydroxyapatite-equivalent, trabecular ROI"),
+    ("HU mean", "trabecular_hu_mean", "HU", "Mean CT number in the trabecular ROI"),
+    ("HU median", "trabecular_hu_median", "HU", "Median CT number in the trabecular ROI"),
+    ("HU SD", "trabecular_hu_sd", "HU", "Standard deviation of CT numbers in the trabecular ROI"),
+    ("Voxel count", "voxel_count", "voxels", "Number of voxels in the trabecular ROI"),
+    ("ROI volume", "roi_volume_mm3", "mm3", "Volume of the trabecular ROI"),
+]
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def results_to_table(results: dict, table_node: Any = None, name: str = "BMD results") -> Any:
+    """``results.json`` content as a table: one row per vertebral level then a summary row; units and
+    descriptions per column as SegmentStatistics gives them; calibration as table attributes
+    (``OBMD.calibration.<key>``); the whole results dict as the ``OBMD.Results`` attribute."""
+    table_node = table_node or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table_node.RemoveAllColumns()
+    table = table_node.GetTable()
+    spine = results.get("spine", {})
+    levels = spine.get("levels", {})
+    summary = spine.get("summary", {})
+    level_col = vtk.vtkStringArray()
+    level_col.SetName("Level")
+    num_cols = []
+    for col_name, *_ in SPINE_COLUMNS:
+        arr = vtk.vtkDoubleArray()
+        arr.SetName(col_name)
+        num_cols.append(arr)
+    category_col = vtk.vtkStringArray()
+    category_col.SetName("Category")
+    for level, values in levels.items():
+        level_col.InsertNextValue(level)
+        for arr, (_, key, *_rest) in zip(num_cols, SPINE_COLUMNS, strict=True):
+            arr.InsertNextValue(_num(values.get(key)))
+        category_col.InsertNextValue("")
+    used = summary.get("levels_used") or []
+    level_col.InsertNextValue("Summary (" + "-".join(used) + ")" if used else "Summary")
+    for arr, (_, key, *_rest) in zip(num_cols, SPINE_COLUMNS, strict=True):
+        arr.InsertNextValue(_num(summary.get(key)))
+    category_col.InsertNextValue(str(summary.get("category", "")))
+    for arr in [level_col, *num_cols, category_col]:
+        table.AddColumn(arr)
+    table_node.SetColumnDescription("Level", "Vertebral level (summary: mean of the levels used)")
+    table_node.SetColumnDescription("Category", "ACR category of the summary vBMD")
+    for col_name, _key, unit, description in SPINE_COLUMNS:
+        table_node.SetColumnUnit(col_name, unit)
+        table_node.SetColumnDescription(col_name, description)
+    for key, value in (results.get("calibration") or {}).items():
+        if isinstance(value, (int, float, str)):
+            table_node.SetAttribute(f"OBMD.calibration.{key}", str(value))
+    table_node.SetAttribute(ATTR_RESULTS, json.dumps(results, default=_json_default))
+    table_node.SetUseColumnTitleAsColumnHeader(True)
+    table_node.Modified()
+    return table_node
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def table_to_results(table_node: Any) -> dict:
+    """The results dict a table was made from (its ``OBMD.Results`` attribute)."""
+    text = table_node.GetAttribute(ATTR_RESULTS)
+    if not text:
+        raise ValueError(f"{table_node.GetName()}: not an OpportunisticBMD results table")
+    return json.loads(text)
+
+
+def table_rows(table_node: Any) -> list[dict[str, Any]]:
+    """The table as a list of row dicts (column name -> value), as a user sees it."""
+    table = table_node.GetTable()
+    rows = []
+    for r in range(table.GetNumberOfRows()):
+        row = {}
+        for c in range(table.GetNumberOfColumns()):
+            column = table.GetColumn(c)
+            value = column.GetValue(r)
+            row[column.GetName()] = value if isinstance(column, vtk.vtkStringArray) else float(value)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Keypoints
+
+
+def keypoints_to_markups(
+    keypoints: dict[str, Any], ct: Volume, markups_node: Any = None, name: str = "Keypoints"
+) -> Any:
+    """Keypoints ``{name: (k, j, i) voxel index on ct's grid}`` as a point list (RAS), labels = names."""
+    node = markups_node or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    node.RemoveAllControlPoints()
+    for key, kji in keypoints.items():
+        if kji is None:
+            continue
+        lps = ct.index_to_lps_mm(np.asarray(kji, dtype=float))
+        ras = _LPS_FROM_RAS @ lps
+        index = node.AddControlPoint(vtk.vtkVector3d(*ras), key)
+        node.SetNthControlPointLabel(index, key)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def markups_to_keypoints(markups_node: Any, ct: Volume) -> dict[str, np.ndarray]:
+    """Point list back to ``{label: (k, j, i) continuous voxel index on ct's grid}``."""
+    out = {}
+    for index in range(markups_node.GetNumberOfControlPoints()):
+        ras = np.zeros(3)
+        markups_node.GetNthControlPointPosition(index, ras)
+        out[markups_node.GetNthControlPointLabel(index)] = ct.lps_mm_to_index(_LPS_FROM_RAS @ ras)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Subject hierarchy
+
+
+def place_in_study(input_node: Any, *output_nodes: Any) -> None:
+    """Put output nodes next to the input volume in the subject hierarchy (under its study)."""
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(input_node.GetScene())
+    if sh is None:
+        return
+    parent = sh.GetItemParent(sh.GetItemByDataNode(input_node))
+    for node in output_nodes:
+        if node is None:
+            continue
+        item = sh.GetItemByDataNode(node)
+        if item:
+            sh.SetItemParent(item, parent)
