@@ -19,8 +19,9 @@ halves it. What was used, dropped, fitted and the residuals go into ``details`` 
 ``calibration.details``).
 
 The HA scale is the partial density of HA in a base of marrow (``marrow_fat_fraction`` of yellow marrow
-by volume, default 0.5), the quantity the digital patient's truth uses; QCT's fat error remains for
-patients whose marrow is fattier or leaner than the base.
+by volume: from ``calibration_params``, else the age-typical value when the patient's age is known, else
+0.5), the quantity the digital patient's truth uses; QCT's fat error remains for patients whose marrow is
+fattier or leaner than the base.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ TISSUE_MATERIALS = {
 # Marrow of older adults' lumbar vertebrae is about half fat by volume (Griffith et al., Radiology
 # 236:945 (2005): MR fat fraction 0.5-0.6 in the 6th-7th decade); the base the HA scale is built on.
 DEFAULT_MARROW_FAT_FRACTION = 0.5
+
+
+def expected_marrow_fat_fraction(age_years: float) -> float:
+    """Typical lumbar marrow fat volume fraction at an age: about 0.3 at 30 y rising ~0.6 % per year
+    (MR spectroscopy: Griffith et al., J Magn Reson Imaging 36:225 (2012); Baum et al. 2012)."""
+    return float(np.clip(0.30 + 0.006 * (age_years - 30.0), 0.15, 0.75))
+
 # Drop a tissue only when the full fit misses by more than this (HU RMS; ~ROI noise + model error).
 MAX_RMS_RESIDUAL_HU = 4.0
 # Blood above this HU is contrast-enhanced (unenhanced blood 30-60 HU): its composition is unknown.
@@ -68,6 +76,7 @@ class InternalFit:
     tissues_used: list[str]
     dropped: dict[str, float] = field(default_factory=dict)  # tissue -> its leave-one-out residual (HU)
     kvp_source: str = "fitted"
+    marrow_fat_fraction: float = DEFAULT_MARROW_FAT_FRACTION
 
     def to_mg_cm3(self, hu_value: float | np.ndarray) -> float | np.ndarray:
         return self.intercept_mg_cm3 + self.slope_mg_cm3_per_hu * hu_value
@@ -178,6 +187,7 @@ def fit_internal_calibration(
         residuals_hu={t: float(r) for t, r in zip(names, res, strict=True)},
         tissues_used=list(names),
         dropped=dropped,
+        marrow_fat_fraction=marrow_fat_fraction,
         kvp_source="header" if (kvp is not None and energy_model == "spectrum") else "fitted",
     )
 
@@ -293,12 +303,20 @@ def internal_calibration(ct: Volume, rois: dict[str, np.ndarray], labels: Volume
     fit = fit_internal_calibration(
         tissue_hu,
         energy_model=params.get("energy_model", "spectrum"),
-        marrow_fat_fraction=float(params.get("marrow_fat_fraction", DEFAULT_MARROW_FAT_FRACTION)),
+        marrow_fat_fraction=_base_marrow_fat(params, getattr(options, "patient_age", None)),
         robust=bool(params.get("robust", True)),
         kvp=_known_kvp(ct, params),
     )
     fit.tissue_details = tissue_details  # type: ignore[attr-defined]
     return fit
+
+
+def _base_marrow_fat(params: dict, age_years: float | None) -> float:
+    if params.get("marrow_fat_fraction") is not None:
+        return float(params["marrow_fat_fraction"])
+    if age_years is not None:
+        return round(expected_marrow_fat_fraction(float(age_years)), 3)  # rounded: cache-friendly
+    return DEFAULT_MARROW_FAT_FRACTION
 
 
 def _known_kvp(ct: Volume, params: dict) -> float | None:
@@ -331,6 +349,7 @@ def fit_details(fit: InternalFit) -> dict:
         "rms_residual_hu": fit.rms_residual_hu,
         "tissues_used": fit.tissues_used,
         "dropped_tissues": list(fit.dropped),
+        "base_marrow_fat_fraction": fit.marrow_fat_fraction,
         "tissues": tissues,
     }
 
