@@ -13,22 +13,13 @@ import os
 import tempfile
 import types
 from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import slicer
 from vtkmodules.vtkCommonCore import vtkCollection
 
-
-@dataclass
-class HeadlessScene:
-    """What :func:`create_headless_scene` made; keeps the IO logics alive with the scene."""
-
-    scene: Any
-    app_logic: Any
-    logics: dict[str, Any]
-    io: dict[str, Any] = field(default_factory=dict)
+_KEEP_ALIVE: list[tuple[Any, Any, dict[str, Any]]] = []
 
 
 def _terminologies_share_dir() -> Path | None:
@@ -110,7 +101,9 @@ def create_headless_scene() -> tuple[Any, Any, dict[str, Any]]:
     logics["_io"] = {"remote_io": remote_io, "data_io": data_io, "cache_dir": cache_dir}
 
     slicer.mrmlScene = scene
-    slicer.app_logic = app_logic  # kept referenced: logics hold only weak pointers to it
+    # VTK objects die with their last Python reference and logics only hold weak pointers to the
+    # application logic and the IO manager: keep them alive as long as the process.
+    _KEEP_ALIVE.append((scene, app_logic, logics))
     _install_module_shims({k: v for k, v in logics.items() if not k.startswith("_")})
     return scene, app_logic, logics
 

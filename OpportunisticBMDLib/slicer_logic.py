@@ -1,0 +1,244 @@
+"""The Slicer-facing logic, free of Qt and of ScriptedLoadableModule so it runs headless.
+
+``OpportunisticBMD.OpportunisticBMDLogic`` (desktop Slicer) and the browser app both wrap
+:class:`BMDLogic`. It converts MRML nodes with :mod:`.mrml_bridge`, runs :mod:`.pipeline`, and puts
+the outputs back as nodes: a results table, a ROI segmentation (trabecular ROI per level, muscle
+ROI, fat ROI), a label segmentation when the models produced the labels, and a keypoints point list.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import mrml_bridge as bridge
+from .io import write_like
+from .labels import LABELS, VERTEBRA_LEVELS, looks_like_totalseg, totalseg_to_ours, vertebra_label
+from .progress import Progress, no_progress
+from .volume import Volume
+
+REF_INPUT = "OBMD.InputVolume"  # node reference from every output node to its CT
+REF_LABELS = "OBMD.Labels"  # from the ROI segmentation to the label segmentation used
+
+
+@dataclass
+class AnalysisOutputs:
+    """The nodes an analysis made or updated, plus the library objects behind them."""
+
+    table_node: Any = None
+    roi_segmentation_node: Any = None
+    markups_node: Any = None
+    labels_segmentation_node: Any = None
+    result: Any = None  # pipeline.AnalysisResult
+    ct: Volume | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _options(options: Any) -> Any:
+    from .pipeline import AnalysisOptions
+
+    if options is None:
+        return AnalysisOptions()
+    if isinstance(options, dict):
+        return AnalysisOptions(**options)
+    return options
+
+
+def vertebra_centres(labels: Volume) -> dict[str, np.ndarray]:
+    """Keypoints shown when the models gave none: centroid (k, j, i) of each vertebra label."""
+    out = {}
+    for level in VERTEBRA_LEVELS:
+        idx = np.argwhere(labels.array == vertebra_label(level))
+        if len(idx):
+            out[f"{level} centre"] = idx.mean(axis=0)
+    return out
+
+
+class BMDLogic:
+    """Analyze / recompute / export / report on MRML nodes of ``slicer.mrmlScene``."""
+
+    def labels_from_node(self, node: Any, volume_node: Any, ct: Volume) -> Volume:
+        """Our label map from a segmentation node or a label map volume node (TotalSegmentator ids or names
+        are mapped to our schema)."""
+        if node.IsA("vtkMRMLSegmentationNode"):
+            return bridge.segmentation_to_labels(node, volume_node, ct)
+        labels = bridge.volume_from_node(node, dtype=np.int16)
+        if looks_like_totalseg(labels.array):
+            labels.array = totalseg_to_ours(labels.array)
+        from .io import check_same_grid
+
+        check_same_grid(labels, ct)
+        return labels
+
+    def analyze(
+        self,
+        volume_node: Any,
+        segmentation_node: Any = None,
+        options: Any = None,
+        progress: Progress = no_progress,
+        outputs: AnalysisOutputs | None = None,
+        overwrite_edited: bool = False,
+    ) -> AnalysisOutputs:
+        """Full analysis. Without a segmentation the models segment the CT. Output nodes in
+        ``outputs`` are updated in place (edited ROI segments are kept unless ``overwrite_edited``)."""
+        from . import pipeline
+
+        outputs = outputs or AnalysisOutputs()
+        options = _options(options)
+        progress(0.0, "Reading the CT from the scene")
+        ct = bridge.volume_from_node(volume_node)
+        labels = self.labels_from_node(segmentation_node, volume_node, ct) if segmentation_node is not None else None
+        result = pipeline.analyze(ct, labels, options, progress=progress)
+        progress(0.95, "Creating segments and the results table")
+        if segmentation_node is None and result.labels is not None:
+            outputs.labels_segmentation_node = bridge.labels_to_segmentation(
+                result.labels, volume_node, outputs.labels_segmentation_node, name=f"{volume_node.GetName()} labels"
+            )
+        elif segmentation_node is not None:
+            outputs.labels_segmentation_node = segmentation_node
+        outputs.roi_segmentation_node = bridge.rois_to_segmentation(
+            result.rois, ct, volume_node, outputs.roi_segmentation_node,
+            name=f"{volume_node.GetName()} BMD ROIs", overwrite_edited=overwrite_edited,
+        )
+        if not overwrite_edited:
+            # Edited segments were kept: the numbers must come from what is in the scene.
+            edited = bridge.update_edited_tags(outputs.roi_segmentation_node, volume_node)
+            if edited:
+                rois = bridge.segmentation_to_rois(outputs.roi_segmentation_node, volume_node, ct)
+                result = pipeline.measure(ct, rois, options, labels=result.labels)
+        outputs.table_node = bridge.results_to_table(
+            result.results, outputs.table_node, name=f"{volume_node.GetName()} BMD results"
+        )
+        keypoints = getattr(result, "keypoints", None) or (vertebra_centres(result.labels) if result.labels else {})
+        if keypoints:
+            outputs.markups_node = bridge.keypoints_to_markups(
+                keypoints, ct, outputs.markups_node, name=f"{volume_node.GetName()} keypoints"
+            )
+        self._link(volume_node, outputs)
+        outputs.result, outputs.ct = result, ct
+        progress(1.0, "Done")
+        return outputs
+
+    def _link(self, volume_node: Any, outputs: AnalysisOutputs) -> None:
+        nodes = [outputs.table_node, outputs.roi_segmentation_node, outputs.markups_node]
+        if outputs.labels_segmentation_node is not None:
+            nodes.append(outputs.labels_segmentation_node)
+        for node in nodes:
+            if node is not None:
+                node.SetNodeReferenceID(REF_INPUT, volume_node.GetID())
+        if outputs.roi_segmentation_node is not None and outputs.labels_segmentation_node is not None:
+            outputs.roi_segmentation_node.SetNodeReferenceID(REF_LABELS, outputs.labels_segmentation_node.GetID())
+        bridge.place_in_study(volume_node, *nodes)
+
+    def recompute(
+        self,
+        volume_node: Any,
+        roi_segmentation_node: Any,
+        labels_segmentation_node: Any = None,
+        options: Any = None,
+        table_node: Any = None,
+        rederive_rois: bool = False,
+        overwrite_edited: bool = False,
+    ) -> AnalysisOutputs:
+        """Measure again from the ROI segments as they are now (user edits included), without models.
+
+        With ``rederive_rois`` the ROIs are derived again from the (possibly edited) label
+        segmentation first; segments tagged edited are still kept unless ``overwrite_edited``."""
+        from . import pipeline
+
+        options = _options(options)
+        ct = bridge.volume_from_node(volume_node)
+        if labels_segmentation_node is None:
+            labels_segmentation_node = roi_segmentation_node.GetNodeReference(REF_LABELS)
+        labels = (
+            self.labels_from_node(labels_segmentation_node, volume_node, ct) if labels_segmentation_node else None
+        )
+        bridge.update_edited_tags(roi_segmentation_node, volume_node)
+        if rederive_rois:
+            if labels is None:
+                raise ValueError("re-deriving ROIs needs the label segmentation")
+            bridge.rois_to_segmentation(
+                pipeline.derive_rois(ct, labels, options), ct, volume_node, roi_segmentation_node,
+                overwrite_edited=overwrite_edited,
+            )
+        rois = bridge.segmentation_to_rois(roi_segmentation_node, volume_node, ct)
+        result = pipeline.measure(ct, rois, options, labels=labels)
+        if table_node is None:
+            table_node = _find_referencing(volume_node, "vtkMRMLTableNode")
+        table_node = bridge.results_to_table(result.results, table_node, name=f"{volume_node.GetName()} BMD results")
+        outputs = AnalysisOutputs(
+            table_node=table_node, roi_segmentation_node=roi_segmentation_node,
+            labels_segmentation_node=labels_segmentation_node, result=result, ct=ct,
+        )
+        self._link(volume_node, outputs)
+        return outputs
+
+    def save_report(self, result: Any, ct: Volume, out_dir: str | Path) -> dict[str, Path]:
+        """The files ``obmd analyze`` writes (results.json, results.csv, masks/*.nii.gz)."""
+        from .pipeline import write_outputs
+
+        return write_outputs(result, ct, Path(out_dir))
+
+    def export_training_case(
+        self,
+        volume_node: Any,
+        segmentation_node: Any,
+        dataset_dir: str | Path,
+        case_id: str | None = None,
+    ) -> dict[str, Path]:
+        """Append the CT and its (corrected) label map to an nnU-Net v2 raw dataset folder:
+        ``imagesTr/<case>_0000.nii.gz``, ``labelsTr/<case>.nii.gz`` (our label schema, CT's own grid)
+        and ``dataset.json`` (``labels`` = :data:`.labels.LABELS`, ``numTraining`` = cases present)."""
+        dataset_dir = Path(dataset_dir)
+        ct = bridge.volume_from_node(volume_node)
+        labels = self.labels_from_node(segmentation_node, volume_node, ct)
+        if not np.any(labels.array):
+            raise ValueError(f"{segmentation_node.GetName()}: no segment maps to a label of the schema")
+        case_id = case_id or _next_case_id(dataset_dir, volume_node.GetName())
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+", case_id):
+            raise ValueError(f"case id {case_id!r}: use letters, digits, '_' and '-' only")
+        image_path = dataset_dir / "imagesTr" / f"{case_id}_0000.nii.gz"
+        label_path = dataset_dir / "labelsTr" / f"{case_id}.nii.gz"
+        if image_path.exists() or label_path.exists():
+            raise FileExistsError(f"{case_id}: already in {dataset_dir}")
+        ct_out = ct.like(ct.array)
+        ct_out.metadata = {}  # not the input path: write_like refuses to overwrite an input only
+        write_like(np.round(ct.array).astype(np.int16), ct_out, image_path)
+        write_like(labels.array.astype(np.uint8), ct_out, label_path)
+        dataset_json = _update_dataset_json(dataset_dir)
+        return {"image": image_path, "label": label_path, "dataset_json": dataset_json}
+
+
+def _find_referencing(volume_node: Any, class_name: str) -> Any:
+    scene = volume_node.GetScene()
+    for node in scene.GetNodesByClass(class_name):
+        if node.GetNodeReferenceID(REF_INPUT) == volume_node.GetID():
+            return node
+    return None
+
+
+def _next_case_id(dataset_dir: Path, name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9]+", "", name) or "case"
+    existing = {p.name[: -len(".nii.gz")] for p in (dataset_dir / "labelsTr").glob("*.nii.gz")}
+    n = 0
+    while f"{stem}_{n:03d}" in existing:
+        n += 1
+    return f"{stem}_{n:03d}"
+
+
+def _update_dataset_json(dataset_dir: Path) -> Path:
+    path = dataset_dir / "dataset.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault("name", dataset_dir.name)
+    data.setdefault("description", "OpportunisticBMD training cases; labels in the library schema (labels.py)")
+    data["channel_names"] = {"0": "CT"}
+    data["labels"] = dict(LABELS)
+    data["file_ending"] = ".nii.gz"
+    data["numTraining"] = len(list((dataset_dir / "labelsTr").glob("*.nii.gz")))
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path

@@ -1,0 +1,289 @@
+"""MRML bridge round trips on a real headless slicer-core scene with the shared real CT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer")
+
+from OpportunisticBMDLib import mrml_bridge as br  # noqa: E402
+from OpportunisticBMDLib import mrml_scene  # noqa: E402
+from OpportunisticBMDLib.io import read_ct, read_labels  # noqa: E402
+from OpportunisticBMDLib.labels import LABELS, totalseg_to_ours  # noqa: E402
+from OpportunisticBMDLib.slicer_logic import BMDLogic  # noqa: E402
+from OpportunisticBMDLib.volume import SourceGeometry, Volume  # noqa: E402
+
+pytestmark = pytest.mark.mrml
+
+
+@pytest.fixture(scope="module")
+def scene():
+    scene, _app, _logics = mrml_scene.create_headless_scene()
+    return scene
+
+
+@pytest.fixture(scope="module")
+def ct_node(scene, shared_data):
+    return mrml_scene.load_volume(shared_data / "ct.nii.gz", name="ct")
+
+
+@pytest.fixture(scope="module")
+def ct(shared_data):
+    return read_ct(shared_data / "ct.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def labels(shared_data, ct):
+    total = read_labels(shared_data / "ct_seg_total.nii.gz", like=ct)
+    return total.like(totalseg_to_ours(total.array))
+
+
+def edit_segment(scene, seg_node, segment_id, volume_node, mask_node_ijk, mode="remove"):
+    """Change a segment as a user would, through Slicer's segment editor logic."""
+    import slicer
+    import vtk
+    from vtkmodules.util import numpy_support
+
+    editor = slicer.vtkSlicerSegmentEditorLogic()
+    editor.SetMRMLScene(scene)
+    editor.SetSegmentEditorNode(scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode"))
+    editor.SetSegmentationNode(seg_node)
+    editor.SetSourceVolumeNode(volume_node)
+    editor.UpdateAlignedSourceVolume()
+    editor.SaveStateForUndo()
+    modifier = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(volume_node)
+    modifier.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    voxels = numpy_support.vtk_to_numpy(modifier.GetPointData().GetScalars())
+    voxels[:] = mask_node_ijk.astype(np.uint8).ravel()
+    modifier.Modified()
+    mode_id = {"remove": editor.ModificationModeRemove, "add": editor.ModificationModeAdd}[mode]
+    editor.ModifySegmentByLabelmap(seg_node, segment_id, modifier, mode_id, False, True)
+
+
+def test_volume_node_matches_file_reader(ct_node, ct):
+    volume = br.volume_from_node(ct_node)
+    assert np.array_equal(volume.array, ct.array) and volume.array.dtype == np.float32
+    assert volume.spacing_mm == ct.spacing_mm and volume.direction == ct.direction
+    assert np.allclose(volume.origin_lps_mm, ct.origin_lps_mm, atol=1e-9)
+
+
+def test_volume_round_trip_is_exact(scene, ct_node, ct):
+    import slicer.util
+
+    node = br.node_from_volume(ct, "ct copy")
+    assert np.array_equal(slicer.util.arrayFromVolume(node), slicer.util.arrayFromVolume(ct_node))
+    back = br.volume_from_node(node)
+    assert np.array_equal(back.array, ct.array)
+    assert back.origin_lps_mm == ct.origin_lps_mm and back.source_geometry == ct.source_geometry
+    scene.RemoveNode(node)
+
+
+def test_oblique_free_permuted_grid_puts_voxels_at_the_same_place(scene):
+    """A sagittal-stored volume: a marked voxel is at the same RAS point in the node and in the Volume."""
+    import vtk
+
+    rng = np.random.default_rng(0)
+    array = rng.permutation(12 * 10 * 8).reshape(12, 10, 8).astype(np.float32)  # unique values
+    source = SourceGeometry(  # file axes: x = -S, y = A, z = L (permuted and flipped)
+        size_xyz=(12, 10, 8), spacing_xyz_mm=(1.5, 0.7, 2.0), origin_lps_mm=(10.0, -20.0, 30.0),
+        direction=(0.0, 0.0, 1.0, 0.0, -1.0, 0.0, -1.0, 0.0, 0.0),
+    )
+    import SimpleITK as sitk
+
+    from OpportunisticBMDLib.io import volume_from_sitk
+
+    image = sitk.GetImageFromArray(np.moveaxis(array, (0, 1, 2), (2, 1, 0)).copy())  # file order
+    image.SetSpacing(source.spacing_xyz_mm)
+    image.SetOrigin(source.origin_lps_mm)
+    image.SetDirection(source.direction)
+    volume = volume_from_sitk(image)
+    node = br.node_from_volume(volume, "sagittal")
+    back = br.volume_from_node(node)
+    assert np.array_equal(back.array, volume.array) and back.source_geometry == volume.source_geometry
+    kji = np.array([3, 4, 5])
+    value = volume.array[tuple(kji)]
+    import slicer.util
+
+    node_array = slicer.util.arrayFromVolume(node)
+    hits = np.argwhere(node_array == value)
+    assert len(hits) == 1
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk_to_ras)
+    ras = np.array(ijk_to_ras.MultiplyPoint([*hits[0][::-1].astype(float), 1.0])[:3])
+    lps = volume.index_to_lps_mm(kji)
+    assert np.allclose(ras * [-1, -1, 1], lps, atol=1e-6)
+    scene.RemoveNode(node)
+
+
+def test_labels_segmentation_round_trip(scene, ct_node, ct, labels):
+    import slicer
+
+    seg = br.labels_to_segmentation(labels, ct_node)
+    segmentation = seg.GetSegmentation()
+    present = sorted(int(v) for v in np.unique(labels.array) if v)
+    assert segmentation.GetNumberOfSegments() == len(present)
+    l1 = segmentation.GetSegment("vertebra_L1")
+    assert l1.GetName() == "L1 vertebra"
+    assert "66794005" in br.segment_tag(seg, "vertebra_L1", slicer.vtkSegment.GetTerminologyEntryTagName())
+    assert np.allclose(l1.GetColor(), br.color_for("vertebra_L1"))
+    back = br.segmentation_to_labels(seg, ct_node, ct)
+    assert np.array_equal(back.array, labels.array)
+    scene.RemoveNode(seg)
+
+
+def test_totalseg_named_segments_map_to_our_schema(scene, ct_node, ct, labels):
+    seg = br.new_segmentation_node(ct_node, "ts")
+    import slicer.util
+
+    mask = labels.array == LABELS["vertebra_L2"]
+    seg.GetSegmentation().AddEmptySegment("x", "vertebrae_L2")
+    slicer.util.updateSegmentBinaryLabelmapFromArray(
+        br.ours_to_node_array(mask.astype(np.uint8), ct, ct_node), seg, "x", ct_node
+    )
+    back = br.segmentation_to_labels(seg, ct_node, ct)
+    assert np.array_equal(back.array == LABELS["vertebra_L2"], mask) and set(np.unique(back.array)) == {0, 5}
+    scene.RemoveNode(seg)
+
+
+def test_roi_round_trip_edit_tag_and_no_overwrite(scene, ct_node, ct, labels):
+    rois = {
+        "trabecular_L1": labels.array == LABELS["vertebra_L1"],
+        "muscle_roi": labels.array == LABELS["psoas_left"],
+        "fat_roi": np.zeros(ct.shape, bool),
+    }
+    rois["fat_roi"][40:45, 10:20, 30:60] = True
+    seg = br.rois_to_segmentation(rois, ct, ct_node)
+    assert seg.GetSegmentation().GetSegment("muscle_roi").GetName() == "Muscle ROI (psoas)"
+    assert seg.GetSegmentation().GetSegment("trabecular_L1").GetName() == "Trabecular ROI L1"
+    back = br.segmentation_to_rois(seg, ct_node, ct)
+    assert set(back) == set(rois) and all(np.array_equal(back[k], rois[k]) for k in rois)
+    assert br.update_edited_tags(seg, ct_node) == []
+
+    seen = []
+    br.watch_edits(seg, seen.append)
+    erase = np.zeros(ct.shape, bool)
+    erase[: ct.shape[0] // 2 + 10] = True  # inferior part of the volume
+    edit_segment(scene, seg, "muscle_roi", ct_node, br.ours_to_node_array(erase, ct, ct_node))
+    assert seen and set(seen) == {"muscle_roi"} and br.is_edited(seg, "muscle_roi")
+    edited = br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"]
+    assert np.array_equal(edited, rois["muscle_roi"] & ~erase)
+
+    # A new analysis does not overwrite the edited segment unless asked to.
+    br.rois_to_segmentation(rois, ct, ct_node, seg)
+    assert np.array_equal(br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"], edited)
+    br.rois_to_segmentation(rois, ct, ct_node, seg, overwrite_edited=True)
+    assert np.array_equal(br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"], rois["muscle_roi"])
+    assert not br.is_edited(seg, "muscle_roi")
+    scene.RemoveNode(seg)
+
+
+def test_edit_detected_by_digest_without_observer(scene, ct_node, ct, labels):
+    rois = {"muscle_roi": labels.array == LABELS["psoas_right"]}
+    seg = br.rois_to_segmentation(rois, ct, ct_node)
+    add = np.zeros(ct.shape, bool)
+    add[50:52, 2:4, 2:4] = True  # air in front of the body: outside the psoas
+    edit_segment(scene, seg, "muscle_roi", ct_node, br.ours_to_node_array(add, ct, ct_node), mode="add")
+    assert not br.is_edited(seg, "muscle_roi")  # no observer was installed
+    assert br.update_edited_tags(seg, ct_node) == ["muscle_roi"] and br.is_edited(seg, "muscle_roi")
+    scene.RemoveNode(seg)
+
+
+RESULTS = {
+    "spine": {
+        "levels": {
+            "T12": {"vbmd_mg_cm3": 151.5, "trabecular_hu_mean": 160.2, "trabecular_hu_median": 158.0,
+                    "trabecular_hu_sd": 31.0, "voxel_count": 410, "roi_volume_mm3": 11070.0},
+            "L1": {"vbmd_mg_cm3": 140.25, "trabecular_hu_mean": 150.0, "trabecular_hu_median": 149.0,
+                   "trabecular_hu_sd": 29.5, "voxel_count": 455, "roi_volume_mm3": 12285.0},
+        },
+        "summary": {"vbmd_mg_cm3": 140.25, "levels_used": ["L1"], "category": "normal"},
+    },
+    "calibration": {"method": "muscle-fat", "slope": 0.8, "intercept": 1.5, "muscle_hu": 50.0, "fat_hu": -100.0},
+    "qc": [{"code": "L2_missing", "severity": "info", "message": "x"}],
+}
+
+
+def test_results_table(scene):
+    table = br.results_to_table(RESULTS)
+    rows = br.table_rows(table)
+    assert [r["Level"] for r in rows] == ["T12", "L1", "Summary (L1)"]
+    assert rows[1]["vBMD"] == 140.25 and rows[0]["Voxel count"] == 410 and rows[2]["Category"] == "normal"
+    assert np.isnan(rows[2]["HU SD"])
+    assert table.GetColumnUnitLabel("vBMD") == "mg/cm3" and table.GetColumnUnitLabel("ROI volume") == "mm3"
+    assert "trabecular" in table.GetColumnDescription("vBMD")
+    assert table.GetAttribute("OBMD.calibration.slope") == "0.8"
+    assert br.table_to_results(table) == json.loads(json.dumps(RESULTS))
+    br.results_to_table(RESULTS, table)  # update in place: same rows, not appended
+    assert table.GetNumberOfRows() == 3
+    scene.RemoveNode(table)
+
+
+def test_keypoints_round_trip(scene, ct):
+    keypoints = {"L1 centre": np.array([60.0, 55.5, 61.25]), "femur head right": np.array([5.0, 40.0, 30.0])}
+    node = br.keypoints_to_markups(keypoints, ct)
+    assert node.GetNumberOfControlPoints() == 2 and node.GetNthControlPointLabel(0) == "L1 centre"
+    back = br.markups_to_keypoints(node, ct)
+    assert set(back) == set(keypoints)
+    assert all(np.allclose(back[k], keypoints[k], atol=1e-9) for k in keypoints)
+    scene.RemoveNode(node)
+
+
+def test_mrb_keeps_edits(tmp_path, scene, ct_node, ct, labels):
+    import slicer
+
+    rois = {"muscle_roi": labels.array == LABELS["psoas_left"], "trabecular_L2": labels.array == LABELS["vertebra_L2"]}
+    seg = br.rois_to_segmentation(rois, ct, ct_node, name="mrb rois")
+    erase = np.zeros(ct.shape, bool)
+    erase[:, :, ct.shape[2] // 2 :] = True  # patient's left half (axis i runs right -> left)
+    edit_segment(scene, seg, "muscle_roi", ct_node, br.ours_to_node_array(erase, ct, ct_node))
+    br.update_edited_tags(seg, ct_node)
+    table = br.results_to_table(RESULTS, name="mrb table")
+    edited = br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"]
+    path = mrml_scene.save_scene_mrb(tmp_path / "scene.mrb")
+
+    mrml_scene.load_scene_mrb(path)
+    seg2 = slicer.mrmlScene.GetFirstNodeByName("mrb rois")
+    ct2 = slicer.mrmlScene.GetFirstNodeByName("ct")
+    assert seg2 is not None and ct2 is not None
+    assert br.is_edited(seg2, "muscle_roi") and not br.is_edited(seg2, "trabecular_L2")
+    back = br.segmentation_to_rois(seg2, ct2, ct)
+    assert np.array_equal(back["muscle_roi"], edited) and edited.sum() < rois["muscle_roi"].sum()
+    assert np.array_equal(back["trabecular_L2"], rois["trabecular_L2"])
+    assert br.table_to_results(slicer.mrmlScene.GetFirstNodeByName("mrb table")) == json.loads(json.dumps(RESULTS))
+    assert np.array_equal(br.volume_from_node(ct2).array, ct.array)
+    del table
+
+
+def test_export_training_case_appends(tmp_path, scene, shared_data, ct, labels):
+    import SimpleITK as sitk
+
+    node = mrml_scene.load_volume(shared_data / "ct.nii.gz", name="export ct")
+    seg = br.labels_to_segmentation(labels, node)
+    dataset = tmp_path / "Dataset501_OBMD"
+    logic = BMDLogic()
+    first = logic.export_training_case(node, seg, dataset)
+    second = logic.export_training_case(node, seg, dataset)
+    assert first["image"].name == "exportct_000_0000.nii.gz" and second["label"].name == "exportct_001.nii.gz"
+    data = json.loads((dataset / "dataset.json").read_text())
+    assert data["numTraining"] == 2 and data["labels"] == LABELS and data["channel_names"] == {"0": "CT"}
+    assert data["file_ending"] == ".nii.gz"
+    for case in ("exportct_000", "exportct_001"):
+        assert (dataset / "imagesTr" / f"{case}_0000.nii.gz").exists()
+    written = read_labels(second["label"], like=ct)
+    assert np.array_equal(written.array, labels.array)
+    image = sitk.ReadImage(str(first["image"]))
+    original = sitk.ReadImage(str(shared_data / "ct.nii.gz"))
+    assert image.GetSize() == original.GetSize() and np.allclose(image.GetOrigin(), original.GetOrigin(), atol=1e-4)
+    assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(original).astype(np.int16))
+    with pytest.raises(FileExistsError):
+        logic.export_training_case(node, seg, dataset, case_id="exportct_000")
+
+
+def test_volume_without_source_geometry(scene):
+    volume = Volume(np.arange(60, dtype=np.float32).reshape(3, 4, 5), (2.0, 1.0, 0.5), (1.0, 2.0, 3.0))
+    back = br.volume_from_node(br.node_from_volume(volume, "plain"))
+    assert np.array_equal(back.array, volume.array) and back.origin_lps_mm == volume.origin_lps_mm
+    assert back.spacing_mm == volume.spacing_mm
