@@ -39,7 +39,8 @@ class AnalysisOutputs:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _options(options: Any) -> Any:
+def make_options(options: Any) -> Any:
+    """``pipeline.AnalysisOptions`` from None (defaults), a dict of its fields, or itself."""
     from .pipeline import AnalysisOptions
 
     if options is None:
@@ -47,6 +48,9 @@ def _options(options: Any) -> Any:
     if isinstance(options, dict):
         return AnalysisOptions(**options)
     return options
+
+
+_options = make_options  # the name web/workflow.py imports
 
 
 def vertebra_centres(labels: Volume) -> dict[str, np.ndarray]:
@@ -83,17 +87,24 @@ class BMDLogic:
         progress: Progress = no_progress,
         outputs: AnalysisOutputs | None = None,
         overwrite_edited: bool = False,
+        result: Any = None,
     ) -> AnalysisOutputs:
         """Full analysis. Without a segmentation the models segment the CT. Output nodes in
-        ``outputs`` are updated in place (edited ROI segments are kept unless ``overwrite_edited``)."""
+        ``outputs`` are updated in place (edited ROI segments are kept unless ``overwrite_edited``).
+
+        ``result``: an ``AnalysisResult`` already computed for this CT (e.g. by a worker thread or a
+        background ``obmd analyze`` process); then only the nodes are made."""
         from . import pipeline
 
         outputs = outputs or AnalysisOutputs()
         options = _options(options)
         progress(0.0, "Reading the CT from the scene")
         ct = bridge.volume_from_node(volume_node)
-        labels = self.labels_from_node(segmentation_node, volume_node, ct) if segmentation_node is not None else None
-        result = pipeline.analyze(ct, labels, options, progress=progress)
+        if result is None:
+            labels = None
+            if segmentation_node is not None:
+                labels = self.labels_from_node(segmentation_node, volume_node, ct)
+            result = pipeline.analyze(ct, labels, options, progress=progress)
         progress(0.95, "Creating segments and the results table")
         if segmentation_node is None and result.labels is not None:
             outputs.labels_segmentation_node = bridge.labels_to_segmentation(
