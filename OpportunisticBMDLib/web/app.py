@@ -1,0 +1,135 @@
+"""The trame application: trame-slicer's scene, views and segment editor wired to the BMD workflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import slicer
+from trame.app import TrameApp
+from trame_server.utils.typed_state import TypedState
+from trame_slicer import module as trame_slicer_module
+from trame_slicer.app.logic import LayoutButtonLogic, LoadVolumeLogic, SegmentEditorLogic
+from trame_slicer.app.ui import ViewerLayoutState
+from trame_slicer.core import SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+
+from .ui import WorkflowUI
+from .workflow import LoadedCase, Workflow, bind_scene_globals
+
+# CT display windows (width, level) in HU: the usual abdominal soft-tissue and bone windows.
+WINDOWS_HU = {"soft": (400.0, 40.0), "bone": (1800.0, 400.0)}
+# Label segments drawn as surfaces in the 3D view (skin, fat and organs would hide the spine).
+SHOW_3D_PREFIXES = ("vertebra", "sacrum", "femur", "hip", "psoas")
+
+
+class OBMDWebApp(TrameApp):
+    def __init__(self, server: Any = None, out_dir: Path = Path("obmd-web-out"), dataset_dir: Path | None = None,
+                 options: Any = None) -> None:
+        super().__init__(server)
+        self.server.enable_module(trame_slicer_module)
+        self.state.trame__title = "OpportunisticBMD"
+        self.slicer_app = SlicerApp()
+        bind_scene_globals(self.slicer_app)
+        register_rca_factories(self.slicer_app.view_manager, self.server)
+        self.editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
+        self.layout_logic = LayoutButtonLogic(self.server, self.slicer_app)
+        self.load_logic = LoadVolumeLogic(self.server, self.slicer_app)
+        self.viewer = TypedState(self.state, ViewerLayoutState)
+        out_dir = Path(out_dir)
+        self.workflow = Workflow(
+            self.slicer_app, self.state, out_dir, dataset_dir or out_dir / "nnUNet_raw" / "Dataset901_OBMD",
+            on_outputs=self.show_case, options=options,
+        )
+        self.ui = WorkflowUI(
+            self.server,
+            self.layout_logic.layout_manager,
+            actions={
+                "analyze": self.workflow.analyze,
+                "recompute": self.recompute,
+                "save_report": self.workflow.save_report,
+                "export": self.workflow.export_training_case,
+                "edit_segment": self.edit_segment,
+                "toggle_editor": self.toggle_editor,
+                "window": self.set_window,
+            },
+        )
+        self.editor_logic.set_ui(self.ui.segment_editor_ui)
+        self.layout_logic.set_ui(self.ui.layout_button)
+        self.load_logic.set_ui(self.ui.load_volume_ui)
+        self.load_logic.volume_loaded.connect(self.workflow.use_volume_node)
+
+    # ------------------------------------------------------------------------------------------
+    def show_case(self, case: LoadedCase) -> None:
+        """Show the CT and whatever the analysis made (segments in 2D and 3D, keypoints)."""
+        display = self.slicer_app.display_manager
+        display.show_volume_in_slice_background(case.volume_node)
+        display.show_volume_in_slice_foreground(None)
+        self.viewer.data.is_volume_loaded = True
+        outputs = case.outputs
+        if outputs is None:
+            self.set_window("soft")
+            display.reset_views()
+            if case.labels_node is not None:
+                self._style_labels(case.labels_node)
+            return
+        if case.labels_node is not None:
+            self._style_labels(case.labels_node)
+        roi_node = outputs.roi_segmentation_node
+        if roi_node is not None:
+            roi_display = roi_node.GetDisplayNode()
+            roi_display.SetOpacity2DFill(0.45)
+            roi_display.SetOpacity2DOutline(1.0)
+            self.slicer_app.segmentation_editor.set_active_segmentation(roi_node, case.volume_node)
+            self.slicer_app.segmentation_editor.set_surface_representation_enabled(True)
+        if outputs.markups_node is not None:
+            markups_display = outputs.markups_node.GetDisplayNode()
+            if markups_display is not None:
+                markups_display.SetGlyphScale(2.0)
+                markups_display.SetTextScale(2.5)
+        self.state.flush()
+
+    @staticmethod
+    def _style_labels(labels_node: Any) -> None:
+        """Labels as thin outlines in 2D (ROIs stay readable) and bone/psoas surfaces in 3D."""
+        labels_node.CreateDefaultDisplayNodes()
+        display = labels_node.GetDisplayNode()
+        display.SetOpacity2DFill(0.0)
+        display.SetOpacity2DOutline(0.8)
+        segmentation = labels_node.GetSegmentation()
+        for segment_id in segmentation.GetSegmentIDs():
+            display.SetSegmentVisibility3D(segment_id, segment_id.startswith(SHOW_3D_PREFIXES))
+        labels_node.CreateClosedSurfaceRepresentation()
+        display.SetOpacity3D(0.6)
+
+    def set_window(self, name: str) -> None:
+        case = self.workflow.case
+        if case is None:
+            return
+        width, level = WINDOWS_HU[name]
+        display = case.volume_node.GetDisplayNode()
+        display.AutoWindowLevelOff()
+        display.SetWindowLevel(width, level)
+
+    def toggle_editor(self) -> None:
+        visible = not self.viewer.data.is_drawer_visible
+        self.viewer.data.is_drawer_visible = visible
+        self.viewer.data.active_tool = "SegmentEditorUI" if visible else None
+
+    def edit_segment(self, segment_id: str) -> None:
+        """Select a ROI segment in the segment editor, open the editor and centre the slices on it."""
+        editor = self.slicer_app.segmentation_editor
+        if editor.active_segmentation is None or editor.get_segment(segment_id) is None:
+            return
+        editor.set_active_segment_id(segment_id)
+        self.viewer.data.is_drawer_visible = True
+        self.viewer.data.active_tool = "SegmentEditorUI"
+        centre = self.workflow.segment_centre_ras(segment_id)
+        if centre is not None:
+            slicer.vtkMRMLSliceNode.JumpAllSlices(
+                self.slicer_app.scene, *map(float, centre), slicer.vtkMRMLSliceNode.CenteredJumpSlice
+            )
+
+    def recompute(self) -> None:
+        self.workflow.recompute()
+        self.state.flush()

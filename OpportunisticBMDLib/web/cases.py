@@ -1,0 +1,44 @@
+"""What ``obmd web`` opens at start: a CT file (optionally with its label map) or a digital patient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from ..volume import Volume
+
+
+def case_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)] or "CT"
+    return name or "CT"
+
+
+def load_ct_case(ct_path: str | Path, labels_path: str | Path | None = None) -> tuple[Volume, Volume | None, str]:
+    """A CT (any format :func:`..io.read_ct` reads) and, if given, its label map mapped to our schema."""
+    from ..io import read_ct, read_labels
+    from ..labels import looks_like_totalseg, totalseg_to_ours
+
+    ct_path = Path(ct_path)
+    ct = read_ct(ct_path)
+    labels = None
+    if labels_path is not None:
+        labels = read_labels(Path(labels_path), like=ct)
+        if looks_like_totalseg(labels.array):
+            labels.array = totalseg_to_ours(labels.array)
+    name = case_name(ct_path)
+    if name == "ct":  # e.g. TotalSegmentator's folder layout: name the case after its folder
+        name = ct_path.resolve().parent.name or name
+    return ct, labels, name
+
+
+def load_phantom_case(seed: int) -> tuple[Volume, Volume | None, str]:
+    """A generated digital patient (CT + its true label map), reproducible from ``seed``."""
+    try:
+        from ..phantom import generate_patient
+    except ImportError as exc:
+        raise InputError(f"digital patient generator unavailable ({exc}); give a CT path instead") from exc
+    case = generate_patient(seed=seed)
+    return case.ct, case.labels, f"digital-patient-{seed:03d}"

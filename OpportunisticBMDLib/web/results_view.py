@@ -1,0 +1,144 @@
+"""``results.json`` content as the rows the browser shows: formatted text plus the raw numbers.
+
+Pure Python (no trame, no MRML) so it is tested on its own. Missing keys show as "–" rather than
+failing: partial results (e.g. no hip, a level excluded by QC) are normal.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+DASH = "–"
+
+# ACR–SPR–SSR Practice Parameter for the Performance of Quantitative CT Bone Densitometry (2018):
+# spine trabecular vBMD > 120 mg/cm3 normal, 80–120 osteopenia, < 80 osteoporosis.
+ACR_NOTE = "ACR 2018 (QCT, spine): > 120 mg/cm³ normal · 80–120 low bone mass · < 80 osteoporosis"
+
+# (label shown, key in results["calibration"], unit, decimals)
+CALIBRATION_ROWS = [
+    ("Method", "method", "", None),
+    ("Slope", "slope", "mg/cm³ per HU", 4),
+    ("Intercept", "intercept", "mg/cm³", 1),
+    ("Muscle ROI mean", "muscle_hu", "HU", 1),
+    ("Fat ROI mean", "fat_hu", "HU", 1),
+    ("Muscle density (assumed)", "muscle_density_mg_cm3", "mg/cm³", 1),
+    ("Fat density (assumed)", "fat_density_mg_cm3", "mg/cm³", 1),
+]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def fmt(value: Any, decimals: int | None = 1, unit: str = "") -> str:
+    """A number with fixed decimals (and unit), text as is, missing as a dash."""
+    if decimals is None or isinstance(value, str):
+        return DASH if value in (None, "") else str(value)
+    number = _number(value)
+    if number is None:
+        return DASH
+    text = f"{number:.{decimals}f}"
+    return f"{text} {unit}" if unit else text
+
+
+def level_rows(results: dict) -> list[dict[str, Any]]:
+    """One row per vertebral level, in the order of results.json (cranial to caudal)."""
+    levels = (results.get("spine") or {}).get("levels") or {}
+    used = set((results.get("spine") or {}).get("summary", {}).get("levels_used") or [])
+    rows = []
+    for level, values in levels.items():
+        volume_mm3 = _number(values.get("roi_volume_mm3"))
+        rows.append(
+            {
+                "level": level,
+                "used": level in used,
+                "vbmd_mg_cm3": _number(values.get("vbmd_mg_cm3")),
+                "hu_mean": _number(values.get("trabecular_hu_mean")),
+                "vbmd": fmt(values.get("vbmd_mg_cm3"), 1),
+                "hu": fmt(values.get("trabecular_hu_mean"), 1),
+                "hu_sd": fmt(values.get("trabecular_hu_sd"), 1),
+                "volume_cm3": fmt(None if volume_mm3 is None else volume_mm3 / 1000.0, 2),
+                "voxels": fmt(values.get("voxel_count"), 0),
+            }
+        )
+    return rows
+
+
+def summary_view(results: dict) -> dict[str, Any]:
+    summary = (results.get("spine") or {}).get("summary") or {}
+    used = summary.get("levels_used") or []
+    return {
+        "vbmd_mg_cm3": _number(summary.get("vbmd_mg_cm3")),
+        "vbmd": fmt(summary.get("vbmd_mg_cm3"), 1, "mg/cm³"),
+        "levels": "–".join([used[0], used[-1]]) if len(used) > 1 else (used[0] if used else DASH),
+        "category": str(summary.get("category") or DASH),
+        "note": ACR_NOTE,
+    }
+
+
+def calibration_rows(results: dict) -> list[dict[str, Any]]:
+    calibration = results.get("calibration") or {}
+    rows = []
+    for label, key, unit, decimals in CALIBRATION_ROWS:
+        if key not in calibration:
+            continue
+        rows.append(
+            {"label": label, "key": key, "value": fmt(calibration[key], decimals, unit), "raw": calibration[key]}
+        )
+    return rows
+
+
+def qc_rows(results: dict) -> list[dict[str, str]]:
+    rows = []
+    for item in results.get("qc") or []:
+        if isinstance(item, dict):
+            rows.append(
+                {
+                    "severity": str(item.get("severity", "info")),
+                    "code": str(item.get("code", "")),
+                    "message": str(item.get("message", "")),
+                }
+            )
+        else:
+            rows.append({"severity": "info", "code": "", "message": str(item)})
+    return rows
+
+
+def hip_rows(results: dict) -> list[dict[str, Any]]:
+    """Hip aBMD per side and region (CTXA-like projection), when the hip analysis ran."""
+    hip = results.get("hip") or {}
+    rows = []
+    for side in ("left", "right"):
+        regions = hip.get(side)
+        if not isinstance(regions, dict):
+            continue
+        for region, values in regions.items():
+            if not isinstance(values, dict) or "abmd_g_cm2" not in values:
+                continue
+            rows.append(
+                {
+                    "side": side,
+                    "region": region.replace("_", " "),
+                    "abmd": fmt(values.get("abmd_g_cm2"), 3),
+                    "t_score": fmt(values.get("t_score"), 1),
+                    "area": fmt(values.get("area_cm2"), 1),
+                }
+            )
+    return rows
+
+
+def results_view(results: dict | None) -> dict[str, Any]:
+    """Everything the results panel shows, JSON-serialisable (it goes into the trame state)."""
+    results = results or {}
+    return {
+        "levels": level_rows(results),
+        "summary": summary_view(results),
+        "calibration": calibration_rows(results),
+        "qc": qc_rows(results),
+        "hip": hip_rows(results),
+    }

@@ -1,0 +1,211 @@
+"""Page layout: trame-slicer's viewer layout plus the BMD workflow (actions bar, results panel).
+
+Elements the browser test (and a user) looks for carry ``data-testid`` attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trame.widgets import html
+from trame.widgets.vuetify3 import (
+    Template,
+    VAlert,
+    VBtn,
+    VCard,
+    VCardText,
+    VCardTitle,
+    VChip,
+    VDivider,
+    VNavigationDrawer,
+    VProgressLinear,
+    VSpacer,
+    VTable,
+)
+from trame_slicer.app.ui import ControlButton, LayoutButton, LoadVolumeUI, ViewerLayout
+from trame_slicer.app.ui.segmentation import SegmentEditorUI, SegmentEditorUndoRedoUI
+
+PANEL_CSS = """
+.obmd-panel td, .obmd-panel th { padding: 2px 6px !important; height: 26px !important; font-size: 13px; }
+.obmd-panel th { font-weight: 600 !important; }
+.obmd-num { text-align: right; font-variant-numeric: tabular-nums; }
+.obmd-big { font-size: 28px; font-weight: 600; line-height: 1.1; }
+.obmd-excluded { opacity: 0.55; }
+"""
+
+# Category -> chip color (ACR wording as results.json gives it; unknown words stay grey).
+CATEGORY_COLOR_JS = (
+    "({'normal': 'green', 'osteopenia': 'orange', 'low bone mass': 'orange', 'osteoporosis': 'red'})"
+    "[String(obmd_view.summary.category).toLowerCase()] || 'grey'"
+)
+
+
+def _testid(name: str) -> list[str]:
+    return [f'data-testid="{name}"']
+
+
+class WorkflowUI:
+    """Builds the page. ``actions`` maps names ("analyze", "recompute", ...) to server callbacks."""
+
+    def __init__(self, server: Any, layout_manager: Any, actions: dict[str, Any]) -> None:
+        self.server = server
+        self.actions = actions
+        with ViewerLayout(server, title="OpportunisticBMD", is_drawer_visible=False) as self.layout:
+            html.Style(PANEL_CSS)
+            self.layout.title.set_text("OpportunisticBMD · bone density from routine CT")
+            with self.layout.appbar, Template(v_slot_prepend=True):
+                self.load_volume_ui = LoadVolumeUI()
+            with self.layout.appbar:
+                self._action_buttons()
+                with Template(v_slot_extension=True, v_if=("obmd_busy",)):
+                    with VProgressLinear(
+                        model_value=("obmd_progress",), color="light-blue", height=18, striped=True,
+                        raw_attrs=_testid("progress"),
+                    ):
+                        html.Small("{{ obmd_progress_message }} ({{ Math.round(obmd_progress) }} %)")
+            with self.layout.drawer:
+                self.segment_editor_ui = SegmentEditorUI(v_if=("active_tool === 'SegmentEditorUI'",))
+            with self.layout.toolbar:
+                self.layout_button = LayoutButton(classes="mt-1", disabled=("!is_volume_loaded",))
+                ControlButton(
+                    name="{{ is_drawer_visible ? 'Close the segment editor' : 'Edit ROIs (segment editor)' }}",
+                    icon="mdi-brush", click=actions["toggle_editor"], active=("is_drawer_visible",),
+                    disabled=("!obmd_has_results",), classes="mt-1", raw_attrs=_testid("open-editor"),
+                )
+                ControlButton(
+                    name="Soft-tissue window (W 400 / L 40)", icon="mdi-alpha-s-box-outline",
+                    click=(actions["window"], "['soft']"), classes="mt-1", disabled=("!is_volume_loaded",),
+                )
+                ControlButton(
+                    name="Bone window (W 1800 / L 400)", icon="mdi-alpha-b-box-outline",
+                    click=(actions["window"], "['bone']"), classes="mt-1", disabled=("!is_volume_loaded",),
+                )
+            with self.layout.undo_redo:
+                SegmentEditorUndoRedoUI(editor_ui=self.segment_editor_ui, v_if=("is_drawer_visible",))
+            with self.layout.content:
+                layout_manager.initialize_layout_grid(self.layout)
+            with VNavigationDrawer(location="right", permanent=True, width=470, classes="obmd-panel"):
+                self._results_panel()
+
+    # ------------------------------------------------------------------------------------------
+    def _action_buttons(self) -> None:
+        a = self.actions
+        VChip("{{ obmd_case_name }}", v_if=("obmd_case_name",), variant="outlined", classes="mr-4",
+              prepend_icon="mdi-account-box-outline", raw_attrs=_testid("case-name"))
+        VBtn("Analyze", click=a["analyze"], color="primary", variant="flat", prepend_icon="mdi-play",
+             disabled=("!obmd_case_name || obmd_busy",), loading=("obmd_busy",), classes="mr-2",
+             raw_attrs=_testid("analyze"))
+        VBtn("Recompute", click=a["recompute"], prepend_icon="mdi-refresh",
+             color=("obmd_stale ? 'warning' : undefined",), variant=("obmd_stale ? 'flat' : 'tonal'",),
+             disabled=("!obmd_has_results || obmd_busy",), classes="mr-2", raw_attrs=_testid("recompute"))
+        VBtn("Save report", click=a["save_report"], prepend_icon="mdi-content-save", variant="tonal",
+             disabled=("!obmd_has_results || obmd_busy",), classes="mr-2", raw_attrs=_testid("save-report"))
+        VBtn("Export training case", click=a["export"], prepend_icon="mdi-database-export", variant="tonal",
+             disabled=("!obmd_has_results || obmd_busy",), classes="mr-2", raw_attrs=_testid("export"))
+
+    def _results_panel(self) -> None:
+        a = self.actions
+        with html.Div(classes="pa-2", raw_attrs=_testid("results-panel")):
+            VAlert(text=("obmd_error",), v_if=("obmd_error",), type="error", density="compact", classes="mb-2",
+                   raw_attrs=_testid("error"))
+            VAlert(text=("obmd_message",), v_if=("obmd_message && !obmd_error",),
+                   type=("obmd_stale ? 'warning' : 'info'",), density="compact", variant="tonal", classes="mb-2",
+                   raw_attrs=_testid("message"))
+            with html.Div(v_if=("obmd_has_results",)):
+                self._summary_card()
+                self._levels_table()
+                self._calibration_table()
+                self._hip_table()
+                self._qc_list()
+                self._edit_list(a)
+            with VCard(v_else=True, variant="tonal", classes="mb-2"):
+                VCardText(
+                    "Spine: trabecular volumetric BMD (mg/cm³ hydroxyapatite) per vertebra, calibrated on the "
+                    "patient's own muscle and fat (no phantom). Hip: CTXA-like areal BMD and T-scores when both "
+                    "femurs are in the scan. Press Analyze to start."
+                )
+
+    def _summary_card(self) -> None:
+        with VCard(variant="tonal", classes="mb-2", raw_attrs=_testid("summary")):
+            VCardTitle("Spine summary (levels {{ obmd_view.summary.levels }})", classes="text-subtitle-1")
+            with VCardText(classes="d-flex align-center"):
+                html.Span("{{ obmd_view.summary.vbmd }}", classes="obmd-big mr-3",
+                          raw_attrs=[*_testid("summary-vbmd"), ':data-value="obmd_view.summary.vbmd_mg_cm3"'])
+                VChip("{{ obmd_view.summary.category }}", color=(CATEGORY_COLOR_JS,), variant="flat",
+                      raw_attrs=_testid("category"))
+                VSpacer()
+                VChip("out of date: Recompute", v_if=("obmd_stale",), color="warning", size="small",
+                      raw_attrs=_testid("stale"))
+            VCardText("{{ obmd_view.summary.note }}", classes="text-caption pt-0")
+
+    def _levels_table(self) -> None:
+        html.Div("Per vertebra (trabecular ROI)", classes="text-subtitle-2 mt-2")
+        with VTable(density="compact", raw_attrs=_testid("levels-table")):
+            with html.Thead(), html.Tr():
+                for title, cls in (("Level", ""), ("vBMD mg/cm³", "obmd-num"), ("HU mean", "obmd-num"),
+                                   ("HU SD", "obmd-num"), ("ROI cm³", "obmd-num")):
+                    html.Th(title, classes=cls)
+            with html.Tbody():
+                with html.Tr(
+                    v_for="row in obmd_view.levels", key="row.level",
+                    classes=("row.used ? '' : 'obmd-excluded'",),
+                    raw_attrs=[*_testid("level-row"), ':data-level="row.level"', ':data-vbmd="row.vbmd_mg_cm3"',
+                               ':data-hu="row.hu_mean"'],
+                ):
+                    html.Td("{{ row.level }}{{ row.used ? '' : ' (excluded)' }}")
+                    html.Td("{{ row.vbmd }}", classes="obmd-num")
+                    html.Td("{{ row.hu }}", classes="obmd-num")
+                    html.Td("{{ row.hu_sd }}", classes="obmd-num")
+                    html.Td("{{ row.volume_cm3 }}", classes="obmd-num")
+
+    def _calibration_table(self) -> None:
+        html.Div("Calibration (patient's own tissues)", classes="text-subtitle-2 mt-2")
+        with VTable(density="compact", raw_attrs=_testid("calibration-table")):
+            with html.Tbody():
+                with html.Tr(v_for="row in obmd_view.calibration", key="row.key",
+                             raw_attrs=[':data-key="row.key"', ':data-value="row.raw"']):
+                    html.Td("{{ row.label }}")
+                    html.Td("{{ row.value }}", classes="obmd-num")
+
+    def _hip_table(self) -> None:
+        with html.Div(v_if=("obmd_view.hip.length",)):
+            html.Div("Hip (CTXA-like areal BMD)", classes="text-subtitle-2 mt-2")
+            with VTable(density="compact", raw_attrs=_testid("hip-table")):
+                with html.Thead(), html.Tr():
+                    for title in ("Side", "Region", "aBMD g/cm²", "T-score", "Area cm²"):
+                        html.Th(title)
+                with html.Tbody(), html.Tr(v_for="(row, i) in obmd_view.hip", key="i"):
+                    html.Td("{{ row.side }}")
+                    html.Td("{{ row.region }}")
+                    html.Td("{{ row.abmd }}", classes="obmd-num")
+                    html.Td("{{ row.t_score }}", classes="obmd-num")
+                    html.Td("{{ row.area }}", classes="obmd-num")
+
+    def _qc_list(self) -> None:
+        with html.Div(v_if=("obmd_view.qc.length",), raw_attrs=_testid("qc")):
+            html.Div("Quality checks", classes="text-subtitle-2 mt-2")
+            VAlert(
+                v_for="(item, i) in obmd_view.qc", key="i", density="compact", variant="tonal", classes="mb-1",
+                type=("item.severity === 'error' ? 'error' : (item.severity === 'warning' ? 'warning' : 'info')",),
+                text=("item.message",),
+            )
+
+    def _edit_list(self, a: dict[str, Any]) -> None:
+        VDivider(classes="my-2")
+        html.Div("Review / edit a ROI (centres the views, opens the segment editor)", classes="text-subtitle-2")
+        with html.Div(classes="d-flex flex-wrap"):
+            VChip(
+                "{{ item.name }}{{ obmd_edited.includes(item.id) ? ' (edited)' : '' }}",
+                v_for="item in obmd_roi_segments", key="item.id", color=("item.color",), variant="tonal",
+                size="small", classes="ma-1", prepend_icon="mdi-target",
+                click=(a["edit_segment"], "[item.id]"),
+                raw_attrs=[':data-testid="`edit-${item.id}`"'],
+            )
+        html.Div(
+            "Saved: {{ obmd_last_report }}", v_if=("obmd_last_report",), classes="text-caption mt-2",
+            raw_attrs=_testid("last-report"),
+        )
+        html.Div(
+            "Exported: {{ obmd_last_export }}", v_if=("obmd_last_export",), classes="text-caption",
+            raw_attrs=_testid("last-export"),
+        )
