@@ -1,0 +1,245 @@
+"""``analyze_hips``: CTXA-like areal BMD of each femur in view (see :mod:`OpportunisticBMDLib.hip`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from scipy import ndimage
+
+from ..labels import LABELS
+from ..volume import Volume
+from . import tscores
+from .geometry import FemurGeometry, femur_geometry
+from .projection import DEFAULT_PIXEL_MM, DEFAULT_STEP_MM, Projection, project
+from .regions import REGION_NAMES, HipRegions, build_regions, region_stats
+
+FEMUR_LABELS = {"left": LABELS["femur_left"], "right": LABELS["femur_right"]}
+# Cortical bone stays below ~2000 HU at 80-140 kVp; stainless steel, Co-Cr and titanium implants read
+# > 3000 HU (often saturating at 3071). 2500 HU separates them with margin.
+METAL_HU = 2500.0
+METAL_NEAR_MM = 10.0
+METAL_MIN_VOLUME_MM3 = 50.0  # a few voxels of streak are not an implant
+# Mineral outside the femur label but inside this distance is counted (cortex partial volume, blur).
+MINERAL_DILATION_MM = 3.0
+BASELINE_SHELL_MM = (4.0, 10.0)  # soft tissue around the femur that sets the DXA "zero"
+MIN_FEMUR_VOLUME_MM3 = 20_000.0  # less than a femoral head (~45 cm^3): not a measurable hip
+NECK_SHAFT_RANGE_DEG = (110.0, 150.0)  # adult range ~120-140 deg; outside 110-150 is implausible
+OTHER_BONE_LABELS = tuple(
+    v for k, v in LABELS.items() if k.startswith(("vertebra_", "rib", "hip_")) or k in ("sacrum", "metal")
+)
+
+
+class HasToMgCm3(Protocol):
+    def to_mg_cm3(self, hu: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class HipPicture:
+    """What a viewer needs to draw one hip: the projection, its regions and the numbers."""
+
+    side: str
+    projection: Projection
+    regions: HipRegions
+    geometry: FemurGeometry
+    results: dict[str, Any]
+    patient_age: float | None = None
+    patient_sex: str | None = None
+
+
+@dataclass
+class HipOptions:
+    pixel_mm: float = DEFAULT_PIXEL_MM
+    step_mm: float = DEFAULT_STEP_MM
+    mineral_dilation_mm: float = MINERAL_DILATION_MM
+    subtract_soft_tissue: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _qc(code: str, severity: str, message: str) -> dict[str, str]:
+    return {"code": code, "severity": severity, "message": message}
+
+
+def _parse_age(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    match = re.match(r"\s*(\d+)\s*([YMWD]?)", str(value).upper())
+    if not match:
+        return None
+    n, unit = float(match.group(1)), match.group(2) or "Y"
+    return n / {"Y": 1, "M": 12, "W": 52.18, "D": 365.25}[unit]
+
+
+def _crop_box(mask: np.ndarray, margin_vox: np.ndarray) -> tuple[slice, ...]:
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - margin_vox, 0)
+    hi = np.minimum(idx.max(0) + 1 + margin_vox, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def _empty_side(reason: str) -> dict[str, Any]:
+    out: dict[str, Any] = {r: None for r in REGION_NAMES}
+    out.update(category=None, neck_axis_angle_deg=None, neck_shaft_angle_deg=None, excluded_reason=reason, qc=[])
+    return out
+
+
+def within_mm(mask: np.ndarray, distance_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
+    """Voxels within ``distance_mm`` of ``mask`` (Euclidean, in mm: exact under anisotropic spacing)."""
+    if not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= distance_mm + 1e-6
+
+
+def metal_near(ct_hu: np.ndarray, label_arr: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]) -> float:
+    """Volume (mm^3) of metal (label 60 or CT > METAL_HU) in or within METAL_NEAR_MM of ``mask``."""
+    near = within_mm(mask, METAL_NEAR_MM, spacing)
+    metal = near & ((ct_hu > METAL_HU) | (label_arr == LABELS["metal"]))
+    return float(metal.sum() * np.prod(spacing))
+
+
+def measure_side(
+    hu: np.ndarray, label_arr: np.ndarray, side: str, spacing: tuple[float, float, float],
+    to_mg_cm3, opts: HipOptions, fov_shape: tuple[int, int, int], crop: tuple[slice, ...],
+    density_is_mineral: bool = False, geometry: FemurGeometry | None = None,
+) -> tuple[dict[str, Any], Projection, HipRegions, FemurGeometry, np.ndarray]:
+    """Measure one femur on a cropped grid. ``hu`` is CT (or, with ``density_is_mineral``, the true
+    mineral density in mg/cm^3). Returns results, projection, regions, geometry, mineral mask."""
+    mask = label_arr == FEMUR_LABELS[side]
+    qc: list[dict[str, str]] = []
+    geom = geometry or femur_geometry(mask, spacing, side)
+    dist_out = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    dil = dist_out <= max(opts.mineral_dilation_mm, max(spacing)) + 1e-6
+    other_bone = np.isin(label_arr, OTHER_BONE_LABELS)
+    mineral_mask = dil & ~other_bone
+    if density_is_mineral:
+        density = hu.astype(np.float32)
+    else:
+        density = np.asarray(to_mg_cm3(hu), dtype=np.float32)
+        if opts.subtract_soft_tissue:
+            # DXA measures mineral over the adjacent soft-tissue baseline: soft tissue in the rim
+            # around the cortex must read zero mineral.
+            inner, outer = BASELINE_SHELL_MM
+            shell = (dist_out > inner) & (dist_out <= outer)
+            shell &= ~other_bone & (hu > -200) & (hu < 200) & ~(label_arr == FEMUR_LABELS["left" if side == "right"
+                                                                                         else "right"])
+            baseline = float(np.median(density[shell])) if shell.sum() > 20 else 0.0
+            rim = mineral_mask & ~mask
+            density = np.where(rim, density - baseline, density)
+    proj = project(density, mask, mineral_mask, spacing, geom, opts.pixel_mm, opts.step_mm)
+    regions = build_regions(proj, geom)
+    out: dict[str, Any] = {}
+    for name in REGION_NAMES:
+        stats = region_stats(proj, regions.masks[name])
+        stats["t_score"] = tscores.t_score(stats["abmd_g_cm2"], name)
+        out[name] = stats
+    if not regions.distal_border_in_view:
+        qc.append(_qc("hip_lesser_trochanter_outside_fov", "warning",
+                      f"{side} hip: the total hip region's distal border (10 mm below the lesser trochanter) is "
+                      "outside the field of view; ISCD: QCT hip acquisition must extend from the femoral head to "
+                      "the proximal shaft. Total hip, trochanter and intertrochanter not reported."))
+        for name in ("trochanter", "intertrochanter", "total_hip"):
+            out[name] = None
+    t_values = {k: (out[k] or {}).get("t_score") for k in ("neck", "total_hip")}
+    out["category"] = tscores.hip_category(t_values)
+    out["neck_axis_angle_deg"] = round(geom.anteversion_deg, 1)
+    out["neck_shaft_angle_deg"] = round(geom.neck_shaft_angle_deg, 1)
+    out["head_radius_mm"] = round(geom.head_radius_mm, 1)
+    out["excluded_reason"] = None
+    out["reference"] = tscores.REFERENCE_NAME
+    out["z_score"] = None
+    out["z_score_note"] = tscores.Z_SCORE_UNAVAILABLE
+    out["pixel_mm"] = opts.pixel_mm
+    out["neck_box_mm"] = {"width_along_axis": 15.0, "length_across_axis": 49.0,
+                          "centre_from_head_centre": round(regions.neck_t_mm, 1)}
+    lo_ns, hi_ns = NECK_SHAFT_RANGE_DEG
+    if not lo_ns <= geom.neck_shaft_angle_deg <= hi_ns:
+        qc.append(_qc("hip_neck_shaft_angle_implausible", "warning",
+                      f"{side} hip: neck-shaft angle {geom.neck_shaft_angle_deg:.0f} deg outside "
+                      f"{lo_ns:.0f}-{hi_ns:.0f} deg: check the femur segmentation"))
+    if not geom.shaft_from_data:
+        qc.append(_qc("hip_shaft_not_in_view", "warning",
+                      f"{side} hip: too little femoral shaft in view to find its axis; a vertical shaft was assumed"))
+    # Field of view: femoral head and the femur's cut.
+    c_idx = (geom.head_centre_mm / np.asarray(spacing)) + [s.start for s in crop]
+    r_vox = geom.head_radius_mm / np.asarray(spacing)
+    if np.any(c_idx - r_vox < -0.5) or np.any(c_idx + r_vox > np.asarray(fov_shape) - 0.5):
+        qc.append(_qc("hip_head_outside_fov", "warning", f"{side} hip: the femoral head is partly outside the field "
+                      "of view"))
+    full_lo = np.array([s.start for s in crop])
+    idx = np.argwhere(mask) + full_lo
+    touches = [ax for ax in range(3) if idx[:, ax].min() == 0 or idx[:, ax].max() == fov_shape[ax] - 1]
+    if touches:
+        qc.append(_qc("hip_femur_cut_fov", "info" if regions.distal_border_in_view else "warning",
+                      f"{side} hip: the femur is cut by the field of view "
+                      f"({', '.join('kji'[a] for a in touches)} edge)"))
+    out["qc"] = qc
+    out["notes"] = geom.notes + regions.notes
+    return out, proj, regions, geom, mineral_mask
+
+
+def _roi_masks(proj: Projection, regions: HipRegions, mineral_mask: np.ndarray, spacing, crop, full_shape, side):
+    """3D masks: mineral-mask voxels whose projection falls in each region (region 'columns')."""
+    rois: dict[str, np.ndarray] = {}
+    pts_idx = np.argwhere(mineral_mask)
+    uvw = proj.frame.to_frame(pts_idx * np.asarray(spacing))
+    row, col = proj.pixel_of_uv(uvw[:, 0], uvw[:, 1])
+    ok = (row >= 0) & (row < proj.shape[0]) & (col >= 0) & (col < proj.shape[1])
+    for name, reg in regions.masks.items():
+        sel = np.zeros(len(pts_idx), bool)
+        sel[ok] = (reg & proj.mineral_footprint)[row[ok], col[ok]]
+        full = np.zeros(full_shape, bool)
+        p = pts_idx[sel] + [s.start for s in crop]
+        full[p[:, 0], p[:, 1], p[:, 2]] = True
+        rois[f"hip_{name}_roi_{side}"] = full
+    return rois
+
+
+def analyze_hips(
+    ct: Volume, labels: Volume, calibration: HasToMgCm3, options: Any = None, hip_options: HipOptions | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, HipPicture]]:
+    """Areal BMD per Hologic-style region for each femur (labels 20/21 of our schema).
+
+    Returns ``(results, rois, pictures)``: ``results = {"left": {...}, "right": {...}}`` (see the
+    package docstring), 3D ROI masks ``hip_<region>_roi_<side>`` on the CT grid, and per measured
+    side a :class:`HipPicture` for display (:mod:`.pictures` renders it)."""
+    opts = hip_options or HipOptions()
+    spacing = tuple(float(s) for s in ct.spacing_mm)
+    age = _parse_age(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
+    sex = getattr(options, "patient_sex", None) or ct.metadata.get("patient_sex")
+    results: dict[str, Any] = {}
+    rois: dict[str, np.ndarray] = {}
+    pictures: dict[str, HipPicture] = {}
+    for side, label_id in FEMUR_LABELS.items():
+        mask_full = labels.array == label_id
+        volume_mm3 = float(mask_full.sum() * ct.voxel_volume_mm3)
+        if volume_mm3 < MIN_FEMUR_VOLUME_MM3:
+            reason = "femur not in the field of view" if volume_mm3 == 0 else (
+                f"too little femur in view ({volume_mm3 / 1000:.0f} cm^3 segmented)")
+            results[side] = _empty_side(reason)
+            continue
+        margin = np.ceil((METAL_NEAR_MM + BASELINE_SHELL_MM[1] + 2) / np.asarray(spacing)).astype(int)
+        crop = _crop_box(mask_full, margin)
+        hu = ct.array[crop]
+        lab = labels.array[crop]
+        metal_mm3 = metal_near(hu, lab, lab == label_id, spacing)
+        if metal_mm3 >= METAL_MIN_VOLUME_MM3:
+            reason = (f"metal in or near the {side} femur ({metal_mm3 / 1000:.1f} cm^3 above {METAL_HU:.0f} HU or "
+                      "labelled metal, e.g. a hip prosthesis): areal BMD not measurable")
+            results[side] = _empty_side(reason)
+            results[side]["qc"] = [_qc("hip_metal", "warning", f"{side} hip excluded: {reason}")]
+            continue
+        try:
+            out, proj, regions, geom, mineral = measure_side(
+                hu, lab, side, spacing, calibration.to_mg_cm3, opts, ct.shape, crop)
+        except ValueError as exc:  # e.g. no neck found: report, never crash the whole analysis
+            results[side] = _empty_side(f"hip geometry failed: {exc}")
+            continue
+        out["calibration_method"] = getattr(calibration, "method", None)
+        results[side] = out
+        rois.update(_roi_masks(proj, regions, mineral, spacing, crop, ct.shape, side))
+        pictures[side] = HipPicture(side, proj, regions, geom, out, age, sex)
+    return results, rois, pictures
