@@ -1,0 +1,90 @@
+"""``obmd train``: train or fine-tune the segmentation/keypoint model on synthetic data.
+
+Sources: an nnU-Net v2 raw dataset (``--dataset``; labels in the library schema), phantoms from
+``obmd phantom`` output folders (``--phantom-dir``) or generated on the fly (``--phantoms N``), and
+the TotalSegmentator label maps of ``../shared/data`` as anatomy templates (``--shared-templates``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train or fine-tune the segmentation model (CPU or GPU)",
+                              description=__doc__)
+    p.add_argument("--out", required=True, help="run folder: checkpoint/, log.csv, best.safetensors")
+    p.add_argument("--dataset", action="append", default=[], help="nnU-Net v2 raw dataset folder (repeatable)")
+    p.add_argument("--phantom-dir", action="append", default=[], help="folder of `obmd phantom` outputs")
+    p.add_argument("--phantoms", type=int, default=0, help="generate N phantoms as templates")
+    p.add_argument("--phantom-seed", type=int, default=1000, help="first phantom seed")
+    p.add_argument("--shared-templates", metavar="DIR", help="TotalSegmentator example folder as anatomy template")
+    p.add_argument("--use-images", action="store_true", help="also train on the datasets' own (synthetic) images")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--iters-per-epoch", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--patch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--val-samples", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="safetensors to fine-tune from ('shipped' = the installed model)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this time")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--export", metavar="MODELS_DIR", help="after training, write best weights + manifest entry here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import InputError
+    from ..models import templates as T
+    from ..models.training import TrainConfig, Trainer, nnunet_templates, split_templates
+    from ..models.weights import export_model, model_entry
+    from ..progress import TerminalProgress
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sources: list[T.Template] = []
+    for d in args.dataset:
+        sources += nnunet_templates(Path(d))
+    for d in args.phantom_dir:
+        for case in sorted(p for p in Path(d).iterdir() if (p / "labels.nii.gz").is_file()):
+            sources.append(T.from_phantom_dir(case, use_image=args.use_images))
+    for n in range(args.phantoms):
+        sources.append(T.phantom_template(args.phantom_seed + n, use_image=args.use_images))
+    train, val = split_templates(sources, args.val_fraction)
+    if args.shared_templates:
+        train = T.default_shared_templates(Path(args.shared_templates)) + train
+        val = val or train
+    if not train:
+        raise InputError("no training data: give --dataset, --phantom-dir, --phantoms or --shared-templates")
+    init = None
+    if args.init == "shipped":
+        from ..resources import models_dir
+
+        init = models_dir() / model_entry()["file"]
+    elif args.init:
+        init = Path(args.init)
+    cfg = TrainConfig(out_dir=Path(args.out), epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
+                      batch_size=args.batch_size, patch_size=args.patch_size, learning_rate=args.lr, seed=args.seed,
+                      n_val_samples=args.val_samples, init_weights=init, resume=not args.no_resume,
+                      max_minutes=args.max_minutes)
+    print(f"training on {len(train)} template(s), validating on {len(val)}; run folder {cfg.out_dir}")
+    metrics = Trainer(cfg, train, val).run(TerminalProgress())
+    print(f"last epoch: train loss {metrics.get('train_loss', float('nan')):.3f}, "
+          f"val Dice {metrics.get('val_dice_mean', float('nan')):.3f}; log: {cfg.out_dir / 'log.csv'}")
+    if args.export:
+        import json
+
+        best = json.loads((cfg.out_dir / "best.json").read_text())
+        entry = export_model(cfg.out_dir / "best.safetensors", Path(args.export),
+                             training={"templates": [t.name for t in train], "iterations": metrics.get("iteration"),
+                                       "patch_size": cfg.patch_size},
+                             validation={"synthetic_val_dice_mean": best.get("val_dice_mean")})
+        print(f"exported {entry['file']} (sha256 {entry['sha256'][:12]}…) to {args.export}")
+    return 0

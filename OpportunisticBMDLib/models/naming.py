@@ -1,0 +1,242 @@
+"""Naming vertebral levels from anatomy, and splitting left/right, on the network's class map.
+
+The network says "vertebra", not which one. Vertebrae are separated by geodesic growth from
+body-centre seeds (heatmap peaks, else eroded components), ordered along the spine, and named by
+anchors: the lowest lumbar vertebra sits on the sacrum (L5), and the lowest rib-bearing vertebra is
+T12. When both anchors are seen they must agree; otherwise the result is flagged in ``qc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..labels import LABELS
+from .classes import NET_INDEX, SIDED
+
+# Ordered from superior to inferior; names beyond our schema (T9...) are kept for counting only.
+SPINE_ORDER: tuple[str, ...] = ("T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
+MIN_SEED_Z_GAP_MM = 12.0  # two body centres closer than this in z are one vertebra (bodies are 20-30 mm high)
+MAX_L5_TO_SACRUM_MM = 45.0  # L5 body centre to the top of S1: half a body (~14 mm) + disc (~10 mm) + margin
+# rib head to its vertebra's label: 9-13 mm in TotalSegmentator labels (joint gap); the next vertebra is >= 23 mm
+RIB_CONTACT_MM = 15.0
+MIN_RIB_VOXELS = 3
+MIN_VERTEBRA_MM3 = 1500.0  # fragments smaller than this are not a vertebra (a lumbar body is ~30 000 mm3)
+BODY_DEPTH_MM = 35.0  # lumbar body depth ~35 mm (Zhou et al. 2000)
+
+
+@dataclass
+class Naming:
+    instances: np.ndarray  # int16, library label ids of vertebrae (0 elsewhere)
+    centres_kji: dict[str, np.ndarray]  # level -> body centre (model-grid index)
+    method: str  # "sacrum+ribs", "sacrum", "ribs", "none"
+    confident: bool
+    qc: list[dict[str, str]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _seeds(vert: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> list[np.ndarray]:
+    seeds: list[tuple[float, np.ndarray]] = []
+    near = ndimage.binary_dilation(vert, iterations=2)
+    if heat is not None:
+        size = max(3, int(round(15.0 / spacing_mm)) | 1)
+        peaks = (heat == ndimage.maximum_filter(heat, size=size)) & (heat > 0.3) & near
+        seeds = [(float(heat[tuple(p)]), p.astype(float)) for p in np.argwhere(peaks)]
+    # body components without a seed get one (heatmap missed them): the anterior ~35 mm of the
+    # vertebra mask per slice holds the bodies; discs and a z-erosion separate neighbours
+    front = np.full(vert.shape[0], np.inf)
+    for k in np.nonzero(vert.any(axis=(1, 2)))[0]:
+        front[k] = np.nonzero(vert[k].any(axis=1))[0].min()
+    jj = np.arange(vert.shape[1])[None, :, None]
+    bodies = vert & (jj <= front[:, None, None] + BODY_DEPTH_MM / spacing_mm)
+    bodies = ndimage.binary_erosion(bodies, structure=np.ones((3, 1, 1), bool))
+    comp, n = ndimage.label(bodies)
+    min_vox = 0.3 * MIN_VERTEBRA_MM3 / spacing_mm**3
+    for c in range(1, n + 1):
+        idx = np.argwhere(comp == c)
+        if len(idx) < min_vox:
+            continue
+        if any(comp[tuple(np.round(p).astype(int))] == c for _, p in seeds):
+            continue
+        centre = idx.mean(axis=0)
+        if any(abs(centre[0] - p[0]) * spacing_mm < MIN_SEED_Z_GAP_MM for _, p in seeds):
+            continue
+        seeds.append((0.0, centre))
+    # merge seeds closer than a vertebra height in z (keep the strongest)
+    seeds.sort(key=lambda s: -s[0])
+    kept: list[np.ndarray] = []
+    for _, p in seeds:
+        if all(abs(p[0] - q[0]) * spacing_mm >= MIN_SEED_Z_GAP_MM for q in kept):
+            kept.append(p)
+    return sorted(kept, key=lambda p: p[0])  # inferior -> superior
+
+
+def _assign(vert: np.ndarray, seeds: list[np.ndarray]) -> np.ndarray:
+    """Geodesic growth of the seeds through the vertebra mask (breadth-first, one voxel per step)."""
+    lab = np.zeros(vert.shape, dtype=np.int16)
+    for n, p in enumerate(seeds, start=1):
+        lab[tuple(np.clip(np.round(p).astype(int), 0, np.array(vert.shape) - 1))] = n
+    idx = np.argwhere(vert | (lab > 0))
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    sub, mask = lab[box].copy(), vert[box] | (lab[box] > 0)
+    for _ in range(200):
+        grown = ndimage.maximum_filter(sub, size=3)
+        new = mask & (sub == 0) & (grown > 0)
+        if not new.any():
+            break
+        sub[new] = grown[new]
+    out = np.zeros(vert.shape, dtype=np.int16)
+    out[box] = np.where(vert[box], sub, 0)
+    return out
+
+
+def _rib_bearing(inst: np.ndarray, n: int, ribs: np.ndarray, spacing_mm: float) -> np.ndarray:
+    contact = np.zeros(n + 1, dtype=bool)
+    if not ribs.any():
+        return contact
+    iters = max(1, int(round(RIB_CONTACT_MM / spacing_mm)))
+    rib_near = ndimage.binary_dilation(ribs, iterations=iters)
+    counts = np.bincount(inst[rib_near & (inst > 0)], minlength=n + 1)
+    contact[:] = counts >= MIN_RIB_VOXELS
+    contact[0] = False
+    return contact
+
+
+def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> Naming:
+    """Name the vertebrae in a network class map (model grid, isotropic ``spacing_mm``)."""
+    vert = cls == NET_INDEX["vertebra"]
+    sacrum = cls == NET_INDEX["sacrum"]
+    ribs = cls == NET_INDEX["rib"]
+    qc: list[dict[str, str]] = []
+    seeds = _seeds(vert, heat, spacing_mm)
+    if not seeds:
+        return Naming(np.zeros(cls.shape, np.int16), {}, "none", False,
+                      [{"code": "no_vertebrae", "severity": "error", "message": "no vertebra found by the model"}])
+    inst = _assign(vert, seeds)
+    n = len(seeds)
+    # drop instances too small to be a vertebra (fragments, a cut-off edge)
+    sizes = np.bincount(inst.ravel(), minlength=n + 1) * spacing_mm**3
+    z = np.array([s[0] for s in seeds]) * spacing_mm
+    # --- anchors
+    sacrum_offset = None  # index of L5 among seeds
+    if sacrum.sum() * spacing_mm**3 > 5000:
+        lab, nl = ndimage.label(sacrum)
+        big = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+        sacrum_top_mm = np.argwhere(big)[:, 0].max() * spacing_mm
+        above = [m for m in range(n) if z[m] > sacrum_top_mm - 10.0]
+        if above and z[above[0]] - sacrum_top_mm <= MAX_L5_TO_SACRUM_MM:
+            sacrum_offset = above[0]
+    bearing = _rib_bearing(inst, n, ribs, spacing_mm)
+    rib_offset = None  # index of T12 among seeds
+    rib_idx = [m for m in range(n) if bearing[m + 1]]
+    if rib_idx:
+        rib_offset = rib_idx[0]
+    # --- names: L5 = SPINE_ORDER[-1] at sacrum_offset; T12 at rib_offset
+    t12 = SPINE_ORDER.index("T12")
+    l5 = SPINE_ORDER.index("L5")
+    start = None  # SPINE_ORDER index of seed 0 (the most inferior)
+    confident = False
+    if sacrum_offset is not None and rib_offset is not None:
+        from_sacrum, from_ribs = l5 + sacrum_offset, t12 + rib_offset
+        method = "sacrum+ribs"
+        start, confident = from_sacrum, from_sacrum == from_ribs
+        if not confident:
+            qc.append({"code": "level_naming_disagree", "severity": "warning",
+                       "message": f"counting from the sacrum and from the last rib disagree by "
+                                  f"{from_sacrum - from_ribs} level(s) (transitional vertebra or segmentation "
+                                  "error): levels named from the sacrum; check the labels"})
+    elif sacrum_offset is not None:
+        method, start, confident = "sacrum", l5 + sacrum_offset, True
+    elif rib_offset is not None:
+        method, start = "ribs", t12 + rib_offset
+        # sure only when a rib-free vertebra is seen below the last rib-bearing one
+        confident = rib_offset > 0
+        if not confident:
+            qc.append({"code": "level_naming_uncertain", "severity": "warning",
+                       "message": "levels named from the lowest rib-bearing vertebra (T12) only; no vertebra "
+                                  "below it in view to confirm: check the labels"})
+    else:
+        method = "none"
+        qc.append({"code": "level_naming_failed", "severity": "error",
+                   "message": "neither sacrum nor ribs found: vertebral levels cannot be named"})
+    names: dict[int, str] = {}
+    if start is not None:
+        # a gap of about two vertebra heights between neighbours means one was missed: skip a name
+        pos = start
+        gaps = np.diff(z)
+        typical = float(np.median(gaps)) if len(gaps) else 30.0
+        for m in range(n):
+            if m > 0 and gaps[m - 1] > 1.6 * typical:
+                pos -= int(round(gaps[m - 1] / typical)) - 1
+                qc.append({"code": "vertebra_missed", "severity": "warning",
+                           "message": "a gap in the spine suggests a vertebra the model missed"})
+            if 0 <= pos < len(SPINE_ORDER):
+                names[m + 1] = SPINE_ORDER[pos]
+            pos -= 1
+    out = np.zeros(cls.shape, dtype=np.int16)
+    centres: dict[str, np.ndarray] = {}
+    for m, level in names.items():
+        key = f"vertebra_{level}"
+        if key in LABELS and sizes[m] >= MIN_VERTEBRA_MM3:
+            out[inst == m] = LABELS[key]
+            centres[level] = seeds[m - 1]
+    details = {"spacing_mm": spacing_mm, "n_vertebrae_found": n, "sacrum_anchor": sacrum_offset is not None,
+               "rib_anchor": rib_offset is not None, "levels": [names.get(m + 1) for m in range(n)]}
+    return Naming(out, centres, method, confident, qc, details)
+
+
+def midline_i(cls: np.ndarray) -> np.ndarray:
+    """Midline column (i index) per axial slice: median of spine voxels, interpolated, else body centre."""
+    spine = np.isin(cls, [NET_INDEX["vertebra"], NET_INDEX["sacrum"], NET_INDEX["intervertebral_disc"]])
+    body = cls > 0
+    default = float(np.argwhere(body)[:, 2].mean()) if body.any() else cls.shape[2] / 2
+    ks = np.arange(cls.shape[0])
+    have = [k for k in ks if spine[k].sum() >= 3]
+    if not have:
+        return np.full(cls.shape[0], default)
+    mids = np.array([np.median(np.nonzero(spine[k])[1]) for k in have])
+    return np.interp(ks, have, mids)
+
+
+def to_schema(cls: np.ndarray, naming: Naming) -> np.ndarray:
+    """Library-schema label map from network classes + named vertebrae (model grid)."""
+    out = np.zeros(cls.shape, dtype=np.int16)
+    out[cls == NET_INDEX["body"]] = LABELS["body"]
+    out[cls == NET_INDEX["subcutaneous_fat"]] = LABELS["subcutaneous_fat"]
+    out[cls == NET_INDEX["intervertebral_disc"]] = LABELS["intervertebral_disc"]
+    out[cls == NET_INDEX["sacrum"]] = LABELS["sacrum"]
+    # vertebrae the naming could not place (e.g. above T10) stay "body"-free bone: keep as body
+    out[cls == NET_INDEX["vertebra"]] = LABELS["body"]
+    out[naming.instances > 0] = naming.instances[naming.instances > 0]
+    mid = midline_i(cls)
+    left = np.broadcast_to(np.arange(cls.shape[2])[None, None, :] > mid[:, None, None], cls.shape)  # i: right->left
+    for name in SIDED:
+        m = cls == NET_INDEX[name]
+        out[m & left] = LABELS[f"{name}_left"]
+        out[m & ~left] = LABELS[f"{name}_right"]
+    _ribs_to_schema(cls, naming, left, out)
+    return out
+
+
+def _ribs_to_schema(cls: np.ndarray, naming: Naming, left: np.ndarray, out: np.ndarray) -> None:
+    ribs = cls == NET_INDEX["rib"]
+    out[ribs] = LABELS["ribs_other"]
+    comp, n = ndimage.label(ribs)
+    if not n:
+        return
+    for level, number in (("T12", 12), ("T11", 11)):
+        vid = LABELS.get(f"vertebra_{level}")
+        iters = max(1, int(round(RIB_CONTACT_MM / naming.details.get("spacing_mm", 3.0))))
+        near = ndimage.binary_dilation(naming.instances == vid, iterations=iters)
+        if not near.any():
+            continue
+        for c in np.unique(comp[near & ribs]):
+            if c == 0:
+                continue
+            m = comp == c
+            side = "left" if left[m].mean() > 0.5 else "right"
+            out[m] = LABELS[f"rib_{side}_{number}"]
