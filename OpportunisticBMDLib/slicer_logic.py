@@ -253,3 +253,166 @@ def _update_dataset_json(dataset_dir: Path) -> Path:
     data["numTraining"] = len(list((dataset_dir / "labelsTr").glob("*.nii.gz")))
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Dependencies, sample data, background processing
+
+
+def missing_requirements(requirements_txt: str | Path) -> list[str]:
+    """Lines of a requirements file whose distribution is not installed (versions not checked)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    missing = []
+    for line in Path(requirements_txt).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name = re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0]
+        try:
+            distribution(name)
+        except PackageNotFoundError:
+            missing.append(line)
+    return missing
+
+
+def load_digital_patient(seed: int = 0, work_dir: str | Path | None = None) -> tuple[Any, Any]:
+    """Generate a digital patient (``obmd phantom``) into the scene: (CT volume node, label segmentation)."""
+    import contextlib
+    import io as _io
+    import tempfile
+
+    from .cli import main
+    from .io import read_ct, read_labels
+
+    out = Path(work_dir or tempfile.mkdtemp(prefix="obmd-phantom-"))
+    buffer = _io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        rc = main(["phantom", "--out", str(out), "--seed", str(seed)])
+    if rc != 0:
+        raise RuntimeError(f"obmd phantom failed ({rc}): {buffer.getvalue()[-300:]}")
+    ct = read_ct(out / "ct.nii.gz")
+    labels = read_labels(out / "labels.nii.gz", like=ct)
+    name = f"Digital patient {seed}"
+    volume_node = bridge.node_from_volume(ct, name=name)
+    seg_node = bridge.labels_to_segmentation(labels, volume_node, name=f"{name} labels")
+    return volume_node, seg_node
+
+
+_PROGRESS_LINE = re.compile(r"^\[\s*([0-9.]+)%\s+[0-9.]+s\]\s*(.*)$")  # progress.TerminalProgress, no tty
+
+
+class AnalysisJob:
+    """``obmd analyze`` in a child process so the GUI never freezes (as SlicerMONAIAuto3DSeg runs its
+    inference): inputs are written to a work folder, output lines are pumped by a reader thread and
+    read by the GUI's timer with :meth:`poll`; :meth:`cancel` kills the process; :meth:`result` reads
+    what ``obmd analyze`` wrote back as an ``AnalysisResult``."""
+
+    def __init__(self, argv: list[str], work_dir: Path, ct: Volume, labels: Volume | None) -> None:
+        import queue
+        import subprocess
+        import threading
+
+        self.argv, self.work_dir, self.ct, self.labels = argv, work_dir, ct, labels
+        self.cancelled = False
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
+        )
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def start(cls, volume_node: Any, segmentation_node: Any, options: Any, work_dir: str | Path) -> AnalysisJob:
+        import shutil
+        import sys
+
+        work_dir = Path(work_dir)
+        logic = BMDLogic()
+        ct = bridge.volume_from_node(volume_node)
+        ct_file = ct.like(ct.array)
+        ct_file.metadata = {}
+        write_like(ct.array, ct_file, work_dir / "ct.nii.gz")
+        python = shutil.which("PythonSlicer") or sys.executable
+        argv = [python, "-m", "OpportunisticBMDLib.cli", "analyze", str(work_dir / "ct.nii.gz")]
+        labels = None
+        if segmentation_node is not None:
+            labels = logic.labels_from_node(segmentation_node, volume_node, ct)
+            write_like(labels.array.astype(np.int16), ct_file, work_dir / "labels.nii.gz")
+            argv += ["--seg", str(work_dir / "labels.nii.gz")]
+        argv += ["--out", str(work_dir / "out")]
+        argv += _options_to_cli(options)
+        return cls(argv, work_dir, ct, labels)
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip())
+        self.proc.wait()
+
+    @property
+    def returncode(self) -> int | None:
+        if self._thread.is_alive():
+            return None
+        return self.proc.returncode
+
+    def poll(self) -> list[tuple[float | None, str]]:
+        """New output lines as (progress fraction or None, text)."""
+        import queue
+
+        out = []
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return out
+            self.lines.append(line)
+            match = _PROGRESS_LINE.match(line)
+            out.append((float(match.group(1)) / 100.0, match.group(2)) if match else (None, line))
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        self.proc.wait(timeout_s)
+        self._thread.join(timeout_s)
+        return self.proc.returncode
+
+    def cancel(self) -> None:
+        if self.proc.poll() is None:
+            self.cancelled = True
+            self.proc.kill()
+
+    def last_error(self) -> str:
+        errors = [line for line in self.lines if "error" in line.lower()]
+        return (errors or self.lines or ["(no output)"])[-1]
+
+    def result(self) -> Any:
+        """The ``AnalysisResult`` written by ``obmd analyze`` (results.json and masks/*.nii.gz)."""
+        from .io import read_labels
+        from .pipeline import AnalysisResult
+
+        out = self.work_dir / "out"
+        results = json.loads((out / "results.json").read_text())
+        rois, labels = {}, self.labels
+        for path in sorted((out / "masks").glob("*.nii.gz")):
+            key = path.name[: -len(".nii.gz")]
+            volume = read_labels(path, like=self.ct)
+            if key == "labels":
+                labels = volume
+            else:
+                rois[key] = volume.array > 0
+        return AnalysisResult(results=results, rois=rois, labels=labels)
+
+
+def _options_to_cli(options: Any) -> list[str]:
+    """``obmd analyze`` flags for the options a user sets in the panel."""
+    if options is None:
+        return []
+    if not isinstance(options, dict):
+        options = {"calibration": options.calibration, "calibration_params": options.calibration_params}
+    argv = []
+    if options.get("calibration"):
+        argv += ["--calibration", str(options["calibration"])]
+    params = options.get("calibration_params") or {}
+    if "slope" in params and "intercept" in params:
+        argv += ["--phantom-slope", str(params["slope"]), "--phantom-intercept", str(params["intercept"])]
+    return argv

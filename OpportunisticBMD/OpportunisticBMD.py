@@ -1,0 +1,416 @@
+"""3D Slicer module panel of OpportunisticBMD: a thin GUI over OpportunisticBMDLib.slicer_logic.BMDLogic.
+
+Everything that computes lives in the library (tested headless on slicer-core); this file only binds
+the panel to a parameter node, runs Analyze in a background ``obmd analyze`` process (or in Slicer's
+own process), and shows the outputs.
+"""
+
+import logging
+import os
+import tempfile
+
+import qt
+import slicer
+import vtk
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+)
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+CALIBRATION_METHODS = ["muscle-fat", "internal-multi", "phantom", "hu"]
+
+
+class OpportunisticBMD(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Opportunistic BMD"
+        self.parent.categories = ["Quantification"]
+        self.parent.contributors = ["OpportunisticBMD developers"]
+        self.parent.helpText = (
+            "Bone mineral density from routine CT: vertebral trabecular vBMD calibrated with psoas muscle and"
+            " fat (or a phantom), with editable ROIs and one-second Recompute. See the README."
+        )
+        self.parent.acknowledgementText = "Built on 3D Slicer, MONAI and PyTorch."
+
+
+@parameterNodeWrapper
+class OpportunisticBMDParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    inputSegmentation: vtkMRMLSegmentationNode
+    calibrationMethod: str = "muscle-fat"
+    phantomSlope: float = 1.0
+    phantomIntercept: float = 0.0
+    overwriteEdited: bool = False
+    runInBackground: bool = True
+    outputTable: vtkMRMLTableNode
+    outputRoiSegmentation: vtkMRMLSegmentationNode
+    outputKeypoints: vtkMRMLMarkupsFiducialNode
+    outputLabels: vtkMRMLSegmentationNode
+
+
+class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._jobTimer = qt.QTimer()
+        self._jobTimer.setInterval(500)
+        self._jobTimer.connect("timeout()", self.onJobTimer)
+        self._editObservation = None
+        self._lastResult = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/OpportunisticBMD.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = OpportunisticBMDLogic()
+
+        self.ui.calibrationMethodComboBox.addItems(CALIBRATION_METHODS)
+        self.ui.staleLabel.setVisible(False)
+        self.ui.reportDirectoryButton.directory = os.path.join(os.path.expanduser("~"), "OpportunisticBMD", "reports")
+        self.ui.datasetDirectoryButton.directory = os.path.join(
+            os.path.expanduser("~"), "OpportunisticBMD", "Dataset501_OBMD"
+        )
+        editor = self.ui.segmentEditorWidget
+        editor.setMRMLScene(slicer.mrmlScene)
+        editor.setEffectNameOrder(["Paint", "Erase", "Threshold", "Islands", "Scissors", "Smoothing"])
+        editor.unorderedEffectsVisible = False
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.analyzeButton.connect("clicked(bool)", self.onAnalyzeButton)
+        self.ui.recomputeButton.connect("clicked(bool)", self.onRecomputeButton)
+        self.ui.saveReportButton.connect("clicked(bool)", self.onSaveReportButton)
+        self.ui.exportTrainingCaseButton.connect("clicked(bool)", self.onExportTrainingCaseButton)
+        self.ui.loadDigitalPatientButton.connect("clicked(bool)", self.onLoadDigitalPatientButton)
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        self.removeObservers()
+        self._stopWatchingEdits()
+        if self._job is not None:
+            self._job.cancel()
+
+    def enter(self):
+        self.initializeParameterNode()
+        self.ui.segmentEditorWidget.installKeyboardShortcuts()
+
+    def exit(self):
+        self.ui.segmentEditorWidget.setActiveEffect(None)
+        self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None):
+        p = self._parameterNode
+        busy = self._job is not None
+        self.ui.analyzeButton.enabled = bool(p and p.inputVolume) or busy
+        self.ui.analyzeButton.text = "Cancel" if busy else "Analyze"
+        haveRois = bool(p and p.inputVolume and p.outputRoiSegmentation)
+        self.ui.recomputeButton.enabled = haveRois and not busy
+        self.ui.saveReportButton.enabled = self._lastResult is not None and not busy
+        self.ui.exportTrainingCaseButton.enabled = bool(p and p.inputVolume and self._labelsNode()) and not busy
+        self.ui.phantomSlopeSpinBox.enabled = bool(p and p.calibrationMethod == "phantom")
+        self.ui.phantomInterceptSpinBox.enabled = bool(p and p.calibrationMethod == "phantom")
+
+    def _labelsNode(self):
+        p = self._parameterNode
+        return p.inputSegmentation or p.outputLabels
+
+    def _log(self, text):
+        self.ui.logTextEdit.appendPlainText(text)
+        logging.info(text)
+
+    def _progress(self, fraction, message):
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message
+        slicer.app.processEvents()
+
+    # ------------------------------------------------------------------ Analyze
+    def onAnalyzeButton(self):
+        if self._job is not None:  # the button reads "Cancel" while a job runs
+            self._job.cancel()
+            return
+        p = self._parameterNode
+        if not self.logic.ensureDependencies(needModels=p.inputSegmentation is None):
+            return
+        self.ui.logTextEdit.clear()
+        if p.runInBackground:
+            with slicer.util.tryWithErrorDisplay("Failed to start the analysis.", waitCursor=True):
+                self._job = self.logic.startBackgroundAnalysis(p)
+                self._log("Started: " + " ".join(self._job.argv))
+                self._jobTimer.start()
+                self._checkCanApply()
+            return
+        with slicer.util.tryWithErrorDisplay("Analysis failed.", waitCursor=True):
+            outputs = self.logic.analyze(p, progress=self._progress)
+            self._showOutputs(outputs)
+
+    def onJobTimer(self):
+        job = self._job
+        for fraction, message in job.poll():
+            if fraction is not None:
+                self.ui.progressBar.value = int(round(100 * fraction))
+            self.ui.statusLabel.text = message
+            self._log(message)
+        if job.returncode is None:
+            return
+        self._jobTimer.stop()
+        self._job = None
+        if job.cancelled:
+            self.ui.statusLabel.text = "Cancelled."
+        elif job.returncode != 0:
+            slicer.util.errorDisplay("Analysis failed:\n" + job.last_error())
+        else:
+            with slicer.util.tryWithErrorDisplay("Importing the results failed.", waitCursor=True):
+                outputs = self.logic.finishBackgroundAnalysis(self._parameterNode, job)
+                self._showOutputs(outputs)
+        self._checkCanApply()
+
+    def _showOutputs(self, outputs):
+        p = self._parameterNode
+        p.outputTable = outputs.table_node
+        p.outputRoiSegmentation = outputs.roi_segmentation_node
+        if outputs.markups_node is not None:
+            p.outputKeypoints = outputs.markups_node
+        if outputs.labels_segmentation_node is not None and p.inputSegmentation is None:
+            p.outputLabels = outputs.labels_segmentation_node
+        self._lastResult = (outputs.result, outputs.ct)
+        self.ui.resultsTableView.setMRMLTableNode(outputs.table_node)
+        self.ui.staleLabel.setVisible(False)
+        editor = self.ui.segmentEditorWidget
+        editor.setSegmentationNode(outputs.roi_segmentation_node)
+        editor.setSourceVolumeNode(p.inputVolume)
+        self._watchEdits(outputs.roi_segmentation_node, outputs.markups_node)
+        self.ui.progressBar.value = 100
+        summary = outputs.result.results.get("spine", {}).get("summary", {})
+        self.ui.statusLabel.text = "vBMD {} mg/cm³ ({}): {}".format(
+            _fmt(summary.get("vbmd_mg_cm3")), ", ".join(summary.get("levels_used") or []), summary.get("category", "")
+        )
+        slicer.util.setSliceViewerLayers(background=p.inputVolume, fit=True)
+        self._checkCanApply()
+
+    # ------------------------------------------------------------------ edits and Recompute
+    def _watchEdits(self, segNode, markupsNode):
+        from OpportunisticBMDLib import mrml_bridge
+
+        self._stopWatchingEdits()
+        tag = mrml_bridge.watch_edits(segNode, lambda segmentId: self._markStale(f"edited: {segmentId}"))
+        self._editObservation = (segNode.GetSegmentation(), tag)
+        if markupsNode is not None:
+            self.addObserver(markupsNode, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self._onKeypointMoved)
+
+    def _stopWatchingEdits(self):
+        if self._editObservation is not None:
+            segmentation, tag = self._editObservation
+            segmentation.RemoveObserver(tag)
+            self._editObservation = None
+
+    def _onKeypointMoved(self, caller, event):
+        self._markStale("keypoint moved")
+
+    def _markStale(self, why):
+        self.ui.staleLabel.setVisible(True)
+        self.ui.staleLabel.toolTip = why
+
+    def onRecomputeButton(self):
+        with slicer.util.tryWithErrorDisplay("Recompute failed.", waitCursor=True):
+            outputs = self.logic.recompute(self._parameterNode)
+            self._lastResult = (outputs.result, outputs.ct)
+            self.ui.resultsTableView.setMRMLTableNode(outputs.table_node)
+            self.ui.staleLabel.setVisible(False)
+            self._log("Recomputed from the current segments.")
+
+    # ------------------------------------------------------------------ report, export, sample
+    def onSaveReportButton(self):
+        with slicer.util.tryWithErrorDisplay("Saving the report failed.", waitCursor=True):
+            files = self.logic.bmd.save_report(*self._lastResult, self.ui.reportDirectoryButton.directory)
+            self._log("Report written: " + ", ".join(str(f) for f in files.values()))
+
+    def onExportTrainingCaseButton(self):
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
+            files = self.logic.bmd.export_training_case(
+                p.inputVolume, self._labelsNode(), self.ui.datasetDirectoryButton.directory
+            )
+            self._log(f"Training case written: {files['image']} and {files['label']}")
+
+    def onLoadDigitalPatientButton(self):
+        with slicer.util.tryWithErrorDisplay("Generating the digital patient failed.", waitCursor=True):
+            volumeNode, segNode = self.logic.loadDigitalPatient()
+            self._parameterNode.inputVolume = volumeNode
+            self._parameterNode.inputSegmentation = segNode
+            slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
+
+
+def _fmt(value):
+    try:
+        return f"{float(value):.1f}"
+    except (TypeError, ValueError):
+        return "n/a"
+
+
+class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
+    """Thin wrapper: parameter node in, OpportunisticBMDLib.slicer_logic.BMDLogic does the work."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._bmd = None
+
+    def getParameterNode(self):
+        return OpportunisticBMDParameterNode(super().getParameterNode())
+
+    @property
+    def bmd(self):
+        if self._bmd is None:
+            from OpportunisticBMDLib.slicer_logic import BMDLogic
+
+            self._bmd = BMDLogic()
+        return self._bmd
+
+    # Python packages Slicer's own Python lacks (torch comes from the PyTorch extension).
+    def ensureDependencies(self, needModels=False, askConfirmation=True):
+        from OpportunisticBMDLib.resources import resources_dir
+        from OpportunisticBMDLib.slicer_logic import missing_requirements
+
+        requirements = str(resources_dir() / "requirements.txt")
+        missing = missing_requirements(requirements)
+        if missing:
+            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                "OpportunisticBMD needs these Python packages, which will be downloaded and installed now:\n"
+                + "\n".join(missing)
+            ):
+                return False
+            slicer.util.pip_install(["-r", requirements])
+        if needModels:
+            try:
+                import PyTorchUtils
+            except ModuleNotFoundError:
+                slicer.util.errorDisplay("Segmenting needs the PyTorch extension (Extensions Manager).")
+                return False
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if not torchLogic.torchInstalled():
+                if torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=">=2.2") is None:
+                    return False
+        return True
+
+    def _options(self, p):
+        params = {"slope": p.phantomSlope, "intercept": p.phantomIntercept} if p.calibrationMethod == "phantom" else {}
+        return {"calibration": p.calibrationMethod, "calibration_params": params}
+
+    def _outputs(self, p):
+        from OpportunisticBMDLib.slicer_logic import AnalysisOutputs
+
+        return AnalysisOutputs(
+            table_node=p.outputTable, roi_segmentation_node=p.outputRoiSegmentation, markups_node=p.outputKeypoints,
+            labels_segmentation_node=None if p.inputSegmentation else p.outputLabels,
+        )
+
+    def analyze(self, p, progress=None):
+        kwargs = {"progress": progress} if progress else {}
+        return self.bmd.analyze(
+            p.inputVolume, p.inputSegmentation, self._options(p), outputs=self._outputs(p),
+            overwrite_edited=p.overwriteEdited, **kwargs,
+        )
+
+    def startBackgroundAnalysis(self, p):
+        from OpportunisticBMDLib.slicer_logic import AnalysisJob
+
+        workDir = tempfile.mkdtemp(prefix="obmd-")
+        return AnalysisJob.start(p.inputVolume, p.inputSegmentation, self._options(p), workDir)
+
+    def finishBackgroundAnalysis(self, p, job):
+        return self.bmd.analyze(
+            p.inputVolume, p.inputSegmentation, self._options(p), outputs=self._outputs(p),
+            overwrite_edited=p.overwriteEdited, result=job.result(),
+        )
+
+    def recompute(self, p):
+        return self.bmd.recompute(
+            p.inputVolume, p.outputRoiSegmentation, p.inputSegmentation or p.outputLabels, self._options(p),
+            table_node=p.outputTable,
+        )
+
+    def loadDigitalPatient(self, seed=0):
+        from OpportunisticBMDLib.slicer_logic import load_digital_patient
+
+        return load_digital_patient(seed=seed)
+
+
+class OpportunisticBMDTest(ScriptedLoadableModuleTest):
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_AnalyzeEditRecompute()
+
+    def test_AnalyzeEditRecompute(self):
+        """The real logic on a generated digital patient: analyze, erase half the muscle ROI, recompute."""
+        import numpy as np
+
+        from OpportunisticBMDLib import mrml_bridge
+
+        self.delayDisplay("Generating a digital patient")
+        logic = OpportunisticBMDLogic()
+        volumeNode, segNode = logic.loadDigitalPatient(seed=1)
+        p = logic.getParameterNode()
+        p.inputVolume, p.inputSegmentation, p.runInBackground = volumeNode, segNode, False
+        outputs = logic.analyze(p)
+        rows = mrml_bridge.table_rows(outputs.table_node)
+        self.assertTrue(any(np.isfinite(r["vBMD"]) for r in rows))
+        p.outputTable, p.outputRoiSegmentation = outputs.table_node, outputs.roi_segmentation_node
+
+        roiNode = outputs.roi_segmentation_node
+        mask = mrml_bridge.segment_mask(roiNode, "muscle_roi", volumeNode)
+        half = np.zeros_like(mask)
+        half[: mask.shape[0] // 2] = mask[: mask.shape[0] // 2]
+        slicer.util.updateSegmentBinaryLabelmapFromArray(half.astype(np.uint8), roiNode, "muscle_roi", volumeNode)
+        recomputed = logic.recompute(p)
+        self.assertTrue(mrml_bridge.is_edited(roiNode, "muscle_roi"))
+        before = outputs.result.results["calibration"]["muscle_hu"]
+        after = recomputed.result.results["calibration"]["muscle_hu"]
+        self.assertNotEqual(before, after)
+        self.delayDisplay("Test passed")

@@ -1,0 +1,95 @@
+"""Static checks of the Slicer module (desktop Slicer cannot run here): every widget the Widget code
+uses exists in the .ui, every parameter-bound widget names a parameter-node field, and every library
+name the module imports exists."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = REPO / "OpportunisticBMD" / "OpportunisticBMD.py"
+UI = REPO / "OpportunisticBMD" / "Resources" / "UI" / "OpportunisticBMD.ui"
+
+
+def _ui_widgets() -> dict[str, str]:
+    root = ET.parse(UI).getroot()
+    return {w.get("name"): w.get("class") for w in root.iter("widget")}
+
+
+def _parameter_fields() -> set[str]:
+    tree = ast.parse(MODULE.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "OpportunisticBMDParameterNode":
+            return {item.target.id for item in node.body if isinstance(item, ast.AnnAssign)}
+    raise AssertionError("no OpportunisticBMDParameterNode class")
+
+
+def test_every_ui_name_used_by_the_widget_exists():
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text()))
+    widgets = _ui_widgets()
+    assert used, "the Widget uses no ui names?"
+    missing = sorted(used - set(widgets))
+    assert not missing, f"names used in OpportunisticBMD.py but absent from the .ui: {missing}"
+
+
+def test_ui_widget_names_are_unique_and_classes_declared():
+    root = ET.parse(UI).getroot()
+    names = [w.get("name") for w in root.iter("widget")]
+    assert len(names) == len(set(names))
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used_classes = {w.get("class") for w in root.iter("widget")}
+    custom = {c for c in used_classes if c.startswith(("ctk", "qMRML", "qSlicer"))}
+    assert custom <= declared, f"custom widget classes not declared: {custom - declared}"
+
+
+def test_parameter_bound_widgets_name_parameter_fields():
+    root = ET.parse(UI).getroot()
+    bound = {}
+    for widget in root.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[widget.get("name")] = prop.findtext("string")
+    fields = _parameter_fields()
+    assert bound and set(bound.values()) <= fields, set(bound.values()) - fields
+    for required in ("inputVolume", "inputSegmentation", "calibrationMethod", "outputTable", "outputRoiSegmentation"):
+        assert required in bound.values()
+
+
+def test_library_names_the_module_uses_exist():
+    tree = ast.parse(MODULE.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("OpportunisticBMDLib"):
+            if node.module.endswith(("slicer_logic", "mrml_bridge")):
+                pytest.importorskip("slicer")
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), (
+                    f"{node.module}.{alias.name}"
+                )
+    bridge_attrs = set(re.findall(r"mrml_bridge\.(\w+)", MODULE.read_text()))
+    pytest.importorskip("slicer")
+    from OpportunisticBMDLib import mrml_bridge, slicer_logic
+
+    assert all(hasattr(mrml_bridge, a) for a in bridge_attrs), bridge_attrs
+    logic_calls = set(re.findall(r"self\.bmd\.(\w+)|self\.logic\.bmd\.(\w+)", MODULE.read_text()))
+    for names in logic_calls:
+        for name in names:
+            assert not name or hasattr(slicer_logic.BMDLogic, name), name
+
+
+def test_calibration_choices_exist_in_the_registry():
+    tree = ast.parse(MODULE.read_text())
+    choices = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "CALIBRATION_METHODS":
+            choices = ast.literal_eval(node.value)
+    assert choices and choices[0] == "muscle-fat"
+    calibration = pytest.importorskip("OpportunisticBMDLib.calibration")
+    registered = set(getattr(calibration, "CALIBRATIONS", {}))
+    assert set(choices) <= registered, set(choices) - registered
