@@ -9,6 +9,8 @@ import pytest
 
 pytest.importorskip("slicer")
 
+from mrml_helpers import edit_segment  # noqa: E402
+
 from OpportunisticBMDLib import mrml_bridge as br  # noqa: E402
 from OpportunisticBMDLib import mrml_scene  # noqa: E402
 from OpportunisticBMDLib.io import read_ct, read_labels  # noqa: E402
@@ -39,28 +41,6 @@ def ct(shared_data):
 def labels(shared_data, ct):
     total = read_labels(shared_data / "ct_seg_total.nii.gz", like=ct)
     return total.like(totalseg_to_ours(total.array))
-
-
-def edit_segment(scene, seg_node, segment_id, volume_node, mask_node_ijk, mode="remove"):
-    """Change a segment as a user would, through Slicer's segment editor logic."""
-    import slicer
-    import vtk
-    from vtkmodules.util import numpy_support
-
-    editor = slicer.vtkSlicerSegmentEditorLogic()
-    editor.SetMRMLScene(scene)
-    editor.SetSegmentEditorNode(scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode"))
-    editor.SetSegmentationNode(seg_node)
-    editor.SetSourceVolumeNode(volume_node)
-    editor.UpdateAlignedSourceVolume()
-    editor.SaveStateForUndo()
-    modifier = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(volume_node)
-    modifier.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    voxels = numpy_support.vtk_to_numpy(modifier.GetPointData().GetScalars())
-    voxels[:] = mask_node_ijk.astype(np.uint8).ravel()
-    modifier.Modified()
-    mode_id = {"remove": editor.ModificationModeRemove, "add": editor.ModificationModeAdd}[mode]
-    editor.ModifySegmentByLabelmap(seg_node, segment_id, modifier, mode_id, False, True)
 
 
 def test_volume_node_matches_file_reader(ct_node, ct):

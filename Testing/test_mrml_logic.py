@@ -1,0 +1,156 @@
+"""BMDLogic on a real headless MRML scene (slicer-core) with the shared real CT and its
+TotalSegmentator labels: analyze, check the table, edit the muscle ROI with the segment editor
+logic, recompute, check the change against the muscle-fat formula by hand, reload from .mrb,
+report and background job."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer")
+pipeline = pytest.importorskip("OpportunisticBMDLib.pipeline")
+
+from mrml_helpers import edit_segment  # noqa: E402
+
+from OpportunisticBMDLib import mrml_bridge as br  # noqa: E402
+from OpportunisticBMDLib import mrml_scene  # noqa: E402
+from OpportunisticBMDLib.io import read_ct, read_labels  # noqa: E402
+from OpportunisticBMDLib.labels import LABELS, totalseg_to_ours  # noqa: E402
+from OpportunisticBMDLib.slicer_logic import AnalysisJob, BMDLogic  # noqa: E402
+
+pytestmark = pytest.mark.mrml
+
+
+@pytest.fixture(scope="module")
+def case(shared_data):
+    """Scene with the CT and TotalSegmentator labels as nodes, analysed once; plus the direct result."""
+    mrml_scene.create_headless_scene()
+    ct_node = mrml_scene.load_volume(shared_data / "ct.nii.gz", name="ct")
+    labels_node = mrml_scene.load_volume(shared_data / "ct_seg_total.nii.gz", name="ct labels", labelmap=True)
+    ct = read_ct(shared_data / "ct.nii.gz")
+    total = read_labels(shared_data / "ct_seg_total.nii.gz", like=ct)
+    labels = total.like(totalseg_to_ours(total.array))
+    logic = BMDLogic()
+    outputs = logic.analyze(ct_node, labels_node)
+    direct = pipeline.analyze(ct, labels, pipeline.AnalysisOptions())
+    return {"ct_node": ct_node, "labels_node": labels_node, "ct": ct, "labels": labels, "logic": logic,
+            "outputs": outputs, "direct": direct}
+
+
+def _vbmd_by_level(table_node) -> dict[str, float]:
+    return {r["Level"]: r["vBMD"] for r in br.table_rows(table_node) if not r["Level"].startswith("Summary")}
+
+
+def test_analyze_table_matches_pipeline(case):
+    outputs, direct = case["outputs"], case["direct"]
+    table = outputs.table_node
+    rows = br.table_rows(table)
+    levels = [r["Level"] for r in rows if not r["Level"].startswith("Summary")]
+    assert {"T12", "L1", "L2", "L3", "L4", "L5"} <= set(levels)
+    assert levels == list(direct.results["spine"]["levels"])
+    assert rows[-1]["Level"].startswith("Summary")
+    assert table.GetColumnUnitLabel("vBMD") == "mg/cm3" and table.GetColumnUnitLabel("HU mean") == "HU"
+    by_level = _vbmd_by_level(table)
+    for level in ("T12", "L1", "L2", "L3", "L4", "L5"):
+        expected = direct.results["spine"]["levels"][level]["vbmd_mg_cm3"]
+        assert np.isfinite(by_level[level]) and by_level[level] == pytest.approx(expected, rel=1e-12)
+        assert 20 < by_level[level] < 400  # plausible adult trabecular vBMD
+    assert table.GetAttribute("OBMD.calibration.method") == direct.results["calibration"]["method"]
+
+
+def test_analyze_segments_are_the_pipeline_rois(case):
+    outputs, direct, ct_node, ct = case["outputs"], case["direct"], case["ct_node"], case["ct"]
+    seg = outputs.roi_segmentation_node
+    names = {seg.GetSegmentation().GetSegment(i).GetName() for i in seg.GetSegmentation().GetSegmentIDs()}
+    assert {"Trabecular ROI L1", "Muscle ROI (psoas)", "Fat ROI (subcutaneous)"} <= names
+    back = br.segmentation_to_rois(seg, ct_node, ct)
+    for key, mask in direct.rois.items():
+        assert np.array_equal(back[key], mask), key
+    assert outputs.markups_node.GetNumberOfControlPoints() >= 6  # one centre per vertebra T11..L5
+    sh = __import__("slicer").vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(ct_node.GetScene())
+    parent = sh.GetItemParent(sh.GetItemByDataNode(ct_node))
+    assert sh.GetItemParent(sh.GetItemByDataNode(outputs.table_node)) == parent
+
+
+def test_edit_muscle_roi_then_recompute_changes_vbmd_as_the_formula_says(case):
+    ct_node, ct, logic, outputs = case["ct_node"], case["ct"], case["logic"], case["outputs"]
+    seg = outputs.roi_segmentation_node
+    before = br.table_to_results(outputs.table_node)
+    muscle = br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"]
+    # Erase the psoas ROI on the patient's left (axis i runs right -> left): a real user edit.
+    midline_i = int(np.median(np.argwhere(case["labels"].array == LABELS["vertebra_L1"])[:, 2]))
+    erase = np.zeros(ct.shape, bool)
+    erase[:, :, midline_i:] = True
+    edit_segment(seg.GetScene(), seg, "muscle_roi", ct_node, br.ours_to_node_array(erase, ct, ct_node))
+    edited_mask = muscle & ~erase
+    assert 0 < edited_mask.sum() < muscle.sum()
+
+    out = logic.recompute(ct_node, seg, table_node=outputs.table_node)
+    assert out.table_node is outputs.table_node and br.is_edited(seg, "muscle_roi")
+    after = br.table_to_results(out.table_node)
+    cal = after["calibration"]
+    muscle_hu = float(ct.array[edited_mask].mean())
+    assert cal["muscle_hu"] == pytest.approx(muscle_hu, abs=1e-3)
+    assert cal["fat_hu"] == pytest.approx(before["calibration"]["fat_hu"], abs=1e-9)
+    m_d, f_d, f_ct = cal["muscle_density_mg_cm3"], cal["fat_density_mg_cm3"], cal["fat_hu"]
+    for level, values in before["spine"]["levels"].items():
+        spine_hu = values["trabecular_hu_mean"]
+        # Radiologic Practice 2024 muscle-fat formula (../shared/notes/references.md), by hand:
+        expected = m_d + (spine_hu - muscle_hu) * (m_d - f_d) / (muscle_hu - f_ct)
+        assert after["spine"]["levels"][level]["vbmd_mg_cm3"] == pytest.approx(expected, abs=1e-3), level
+        assert after["spine"]["levels"][level]["trabecular_hu_mean"] == pytest.approx(spine_hu, abs=1e-9)
+    assert cal["muscle_hu"] != pytest.approx(before["calibration"]["muscle_hu"], abs=0.05)
+    assert _vbmd_by_level(out.table_node)["L1"] == pytest.approx(after["spine"]["levels"]["L1"]["vbmd_mg_cm3"])
+
+    # Analyze again: the edited segment is kept and the numbers come from it.
+    again = logic.analyze(ct_node, case["labels_node"], outputs=outputs)
+    assert np.array_equal(br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"], edited_mask)
+    assert br.table_to_results(again.table_node)["calibration"]["muscle_hu"] == pytest.approx(muscle_hu, abs=1e-3)
+    case["edited"] = {"mask": edited_mask, "results": after}
+
+
+def test_mrb_reload_keeps_edits_and_numbers(case, tmp_path):
+    import slicer
+
+    if "edited" not in case:
+        pytest.skip("needs the edit test first")
+    path = mrml_scene.save_scene_mrb(tmp_path / "edited.mrb")
+    roi_name = case["outputs"].roi_segmentation_node.GetName()
+    mrml_scene.load_scene_mrb(path)
+    ct_node = slicer.mrmlScene.GetFirstNodeByName("ct")
+    seg = slicer.mrmlScene.GetFirstNodeByName(roi_name)
+    assert br.is_edited(seg, "muscle_roi")
+    assert np.array_equal(br.segmentation_to_rois(seg, ct_node, case["ct"])["muscle_roi"], case["edited"]["mask"])
+    out = BMDLogic().recompute(ct_node, seg)
+    assert out.result.results["calibration"]["muscle_hu"] == pytest.approx(
+        case["edited"]["results"]["calibration"]["muscle_hu"], abs=1e-9
+    )
+    case.update(ct_node=ct_node, reloaded_roi=seg, reloaded=out)
+
+
+def test_save_report_writes_what_obmd_analyze_writes(case, tmp_path):
+    files = case["logic"].save_report(case["direct"], case["ct"], tmp_path / "report")
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert results["spine"]["levels"]["L1"]["vbmd_mg_cm3"] == pytest.approx(
+        case["direct"].results["spine"]["levels"]["L1"]["vbmd_mg_cm3"]
+    )
+    assert all(p.exists() for p in files.values())
+
+
+def test_background_job_gives_the_same_table(case, tmp_path):
+    scene, _app, _logics = mrml_scene.create_headless_scene()
+    ct_node = br.node_from_volume(case["ct"], "bg ct")
+    seg = br.labels_to_segmentation(case["labels"], ct_node)
+    job = AnalysisJob.start(ct_node, seg, None, tmp_path)
+    assert job.wait(120) == 0, "\n".join(job.lines[-5:])
+    job.poll()
+    outputs = BMDLogic().analyze(ct_node, seg, result=job.result())
+    direct = case["direct"].results["spine"]["levels"]
+    got = _vbmd_by_level(outputs.table_node)
+    for level, values in direct.items():
+        assert got[level] == pytest.approx(values["vbmd_mg_cm3"], rel=1e-9), level
+    assert np.array_equal(br.segmentation_to_rois(outputs.roi_segmentation_node, ct_node, case["ct"])["muscle_roi"],
+                          case["direct"].rois["muscle_roi"])
