@@ -273,26 +273,36 @@ def update_edited_tags(seg_node: Any, reference_node: Any) -> list[str]:
     return edited
 
 
-def watch_edits(seg_node: Any, on_edit: Any = None) -> int:
-    """Observe user edits: a modified segment gets ``OBMD.Edited``; ``on_edit(segment_id)`` is called.
+def watch_edits(seg_node: Any, on_edit: Any = None, reference_node: Any = None) -> int:
+    """Observe user edits: a segment whose voxels now differ from what the program wrote gets
+    ``OBMD.Edited`` and ``on_edit(segment_id)`` is called (renaming or recoloring is not an edit).
 
-    Programmatic writes through this module are not reported (they are paused by :func:`_quiet`).
-    Returns the observer tag (``seg_node.GetSegmentation().RemoveObserver(tag)`` to stop).
-    """
+    ``reference_node`` (the CT) defaults to the segmentation's reference geometry volume. Writes made
+    through this module are ignored. Returns the observer tag on ``seg_node.GetSegmentation()``
+    (``seg_node.GetSegmentation().RemoveObserver(tag)`` stops it)."""
     segmentation = seg_node.GetSegmentation()
+    if reference_node is None:
+        reference_node = seg_node.GetNodeReference(seg_node.GetReferenceImageGeometryReferenceRole())
 
+    # Segment editor effects, slicer.util updates and tag/name changes all end in SegmentModified.
     @vtk.calldata_type(vtk.VTK_STRING)
-    def _on_modified(_caller: Any, _event: Any, segment_id: str) -> None:
+    def on_segment_modified(_caller: Any, _event: Any, segment_id: str) -> None:
         if seg_node.GetAttribute("OBMD.Writing") == "1" or not segment_id:
             return
         segment = segmentation.GetSegment(segment_id)
         if segment is None or not segment.HasTag(TAG_MASK):
             return
-        set_edited(seg_node, segment_id)
+        if reference_node is not None:
+            stored = segment_tag(seg_node, segment_id, TAG_MASK)
+            if _mask_digest(segment_mask(seg_node, segment_id, reference_node)) == stored:
+                return
+        if not is_edited(seg_node, segment_id):
+            with _quiet(seg_node):
+                set_edited(seg_node, segment_id)
         if on_edit is not None:
             on_edit(segment_id)
 
-    return segmentation.AddObserver(slicer.vtkSegmentation.RepresentationModified, _on_modified)
+    return segmentation.AddObserver(slicer.vtkSegmentation.SegmentModified, on_segment_modified)
 
 
 class _quiet:
@@ -375,6 +385,13 @@ def rois_to_segmentation(
             mask_node = ours_to_node_array(mask.astype(np.uint8), ct, reference_node)
             _set_segment_mask(seg_node, key, mask_node, reference_node, roi_display_name(key))
     return seg_node
+
+
+def edit_segment_voxels(seg_node: Any, segment_id: str, mask: np.ndarray, ct: Volume, reference_node: Any) -> None:
+    """Replace a segment's voxels with ``mask`` (on ``ct``'s grid) as a user edit would: the segment's
+    program digest is kept, so :func:`update_edited_tags` (and :func:`watch_edits`) see it as edited."""
+    mask_node = ours_to_node_array(mask.astype(np.uint8), ct, reference_node)
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask_node, seg_node, segment_id, reference_node)
 
 
 def segmentation_to_rois(seg_node: Any, reference_node: Any, ct: Volume) -> dict[str, np.ndarray]:

@@ -317,8 +317,15 @@ class AnalysisJob:
         self.cancelled = False
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
+        import os
+
+        # The child must import this very package (an extension's folder is not on PythonSlicer's path).
+        env = dict(os.environ)
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1, env=env
         )
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()

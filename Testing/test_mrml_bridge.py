@@ -267,3 +267,20 @@ def test_volume_without_source_geometry(scene):
     back = br.volume_from_node(br.node_from_volume(volume, "plain"))
     assert np.array_equal(back.array, volume.array) and back.origin_lps_mm == volume.origin_lps_mm
     assert back.spacing_mm == volume.spacing_mm
+
+
+def test_edit_segment_voxels_counts_as_a_user_edit(scene, ct_node, ct, labels):
+    rois = {"fat_roi": labels.array == LABELS["psoas_right"]}
+    seg = br.rois_to_segmentation(rois, ct, ct_node)
+    seen = []
+    br.watch_edits(seg, seen.append)
+    smaller = rois["fat_roi"].copy()
+    smaller[: ct.shape[0] // 2] = False
+    br.edit_segment_voxels(seg, "fat_roi", smaller, ct, ct_node)
+    assert set(seen) == {"fat_roi"} and br.is_edited(seg, "fat_roi")
+    n_reports = len(seen)
+    seg.GetSegmentation().GetSegment("fat_roi").SetName("renamed")  # not an edit of the voxels
+    assert len(seen) == n_reports
+    assert br.update_edited_tags(seg, ct_node) == ["fat_roi"]
+    assert np.array_equal(br.segmentation_to_rois(seg, ct_node, ct)["fat_roi"], smaller)
+    scene.RemoveNode(seg)
