@@ -76,8 +76,19 @@ def _nearest_label_lut(cls: np.ndarray, schema: np.ndarray) -> np.ndarray:
 
 
 def segment(ct: Volume, device: str = "cpu", progress: Progress = no_progress, model: str = DEFAULT_MODEL,
-            model_dir: str | Path | None = None) -> tuple[Volume, dict[str, Any]]:
-    """Label map (library schema, on the CT grid) and vertebral body keypoints of a CT in HU."""
+            model_dir: str | Path | None = None, backend: str = "obmd") -> tuple[Volume, dict[str, Any]]:
+    """Label map (library schema, on the CT grid) and vertebral body keypoints of a CT in HU.
+
+    ``keypoints`` = ``{"model", "levels": {level: {"position_lps_mm", "index_kji", "heatmap"}},
+    "naming": {"method", "confident", "levels_bottom_up"}, "qc": [{code, severity, message}]}``.
+    ``backend="totalsegmentator"`` runs that package instead (when installed).
+    """
+    if backend == "totalsegmentator":
+        from .totalseg_backend import segment_totalsegmentator
+
+        return segment_totalsegmentator(ct, device=device, progress=progress)
+    if backend not in ("obmd", "model", None):
+        raise ModelError(f"unknown segmentation backend {backend!r} (obmd | totalsegmentator)")
     dev = resolve_device(device)
     progress(0.0, "loading model")
     net, entry = _cached_model(model, str(model_dir) if model_dir else None, str(dev))

@@ -1,0 +1,124 @@
+"""``obmd bench speed``: end-to-end seconds and peak memory of model-based analysis on a realistic-size scan.
+
+A torso-like CT of 512x512x300 voxels at 0.78x0.78x1.25 mm (generated: body, fat, muscles, a spine
+of vertebrae and discs) is written to a temporary NIfTI and analysed in a child process exactly as a
+user would run it (``obmd analyze CT --out DIR`` with no ``--seg``; segmentation only if that command
+is missing), so the peak memory is that of the analysis alone. CPU always; CUDA too when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import add_json_option, write_json
+
+SHAPE_KJI = (300, 512, 512)
+SPACING_KJI_MM = (1.25, 0.78, 0.78)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("speed", help="end-to-end seconds and peak memory on a realistic-size scan",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda when present)")
+    p.add_argument("--shape", type=int, nargs=3, default=list(SHAPE_KJI), metavar=("Z", "Y", "X"))
+    add_json_option(p)
+    p.set_defaults(func=run)
+
+
+def torso_ct(shape: tuple[int, int, int] = SHAPE_KJI, spacing_mm: tuple[float, float, float] = SPACING_KJI_MM,
+             seed: int = 0) -> np.ndarray:
+    """A simple torso in HU (int16, k j i): skin/fat/muscle/organs, lumbar-like spine with discs."""
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = shape
+    y = (np.arange(ny) - ny / 2) * spacing_mm[1]
+    x = (np.arange(nx) - nx / 2) * spacing_mm[2]
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    r_body = (xx / 160.0) ** 2 + (yy / 115.0) ** 2
+    r_inner = (xx / 140.0) ** 2 + (yy / 95.0) ** 2
+    sl = np.full((ny, nx), -1000, np.int16)
+    sl[r_body <= 1] = -100
+    sl[r_inner <= 1] = 40
+    for side in (-1, 1):  # psoas and paraspinal muscles
+        sl[((xx - side * 40) / 22) ** 2 + ((yy - 20) / 20) ** 2 <= 1] = 50
+        sl[((xx - side * 30) / 25) ** 2 + ((yy - 75) / 18) ** 2 <= 1] = 50
+    body_ring = ((xx / 28) ** 2 + ((yy - 10) / 22) ** 2) <= 1
+    canal = ((xx / 9) ** 2 + ((yy - 40) / 8) ** 2) <= 1
+    arch = (((xx / 20) ** 2 + ((yy - 42) / 16) ** 2) <= 1) & ~canal
+    out = np.empty(shape, np.int16)
+    z = np.arange(nz) * spacing_mm[0]
+    period_mm = 36.0  # vertebra (~27 mm) + disc (~9 mm)
+    for k in range(nz):
+        s = sl.copy()
+        if (z[k] % period_mm) < 27.0:
+            s[body_ring] = 200
+            s[arch] = 400
+        else:
+            s[body_ring] = 80
+        out[k] = s
+    out += rng.normal(0, 12, size=shape).astype(np.int16)
+    return out
+
+
+def _write_scan(path: Path, shape: tuple[int, int, int]) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(torso_ct(shape))
+    image.SetSpacing(tuple(float(s) for s in SPACING_KJI_MM[::-1]))
+    sitk.WriteImage(image, str(path), useCompression=False)
+
+
+def _child_command(scan: Path, out_dir: Path, device: str) -> list[str]:
+    try:
+        from ..commands import analyze  # noqa: F401
+    except ImportError:
+        code = ("import sys; from OpportunisticBMDLib.io import read_ct; from OpportunisticBMDLib.models.inference "
+                f"import segment; segment(read_ct(sys.argv[1]), device={device!r})")
+        return [sys.executable, "-c", code, str(scan)]
+    return [sys.executable, "-m", "OpportunisticBMDLib.cli", "analyze", str(scan), "--out", str(out_dir),
+            "--device", device]
+
+
+def measure(scan: Path, device: str, work: Path) -> dict[str, Any]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    cmd = _child_command(scan, work / f"out_{device}", device)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = {"device": device, "seconds": round(seconds, 2), "peak_memory_mb": round(max(peak_kb, before) / 1024, 1),
+              "command": " ".join(c if " " not in c else repr(c) for c in cmd[1:4]) + " …",
+              "returncode": proc.returncode}
+    if proc.returncode != 0:
+        result["error"] = (proc.stderr or proc.stdout)[-500:]
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    shape = tuple(args.shape)
+    figures: dict[str, Any] = {"scan": {"shape_kji": list(shape), "spacing_kji_mm": list(SPACING_KJI_MM)},
+                               "cpu_threads": torch.get_num_threads(), "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        scan = work / "torso.nii"
+        print(f"generating a {shape[2]}x{shape[1]}x{shape[0]} scan at "
+              f"{SPACING_KJI_MM[2]}x{SPACING_KJI_MM[1]}x{SPACING_KJI_MM[0]} mm …")
+        _write_scan(scan, shape)
+        for device in devices:
+            r = measure(scan, device, work)
+            figures["runs"].append(r)
+            status = "ok" if r["returncode"] == 0 else f"FAILED: {r.get('error', '')[-200:]}"
+            print(f"{device}: {r['seconds']:.1f} s end to end, peak memory {r['peak_memory_mb']:.0f} MB ({status})")
+    write_json(args.json, figures)
+    return 0 if all(r["returncode"] == 0 for r in figures["runs"]) else 1
