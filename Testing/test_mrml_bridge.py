@@ -270,7 +270,7 @@ def test_volume_without_source_geometry(scene):
 
 
 def test_edit_segment_voxels_counts_as_a_user_edit(scene, ct_node, ct, labels):
-    rois = {"fat_roi": labels.array == LABELS["psoas_right"]}
+    rois = {"fat_roi": labels.array == LABELS["psoas_right"], "muscle_roi": labels.array == LABELS["psoas_left"]}
     seg = br.rois_to_segmentation(rois, ct, ct_node)
     seen = []
     br.watch_edits(seg, seen.append)
@@ -279,8 +279,8 @@ def test_edit_segment_voxels_counts_as_a_user_edit(scene, ct_node, ct, labels):
     br.edit_segment_voxels(seg, "fat_roi", smaller, ct, ct_node)
     assert set(seen) == {"fat_roi"} and br.is_edited(seg, "fat_roi")
     n_reports = len(seen)
-    seg.GetSegmentation().GetSegment("fat_roi").SetName("renamed")  # not an edit of the voxels
-    assert len(seen) == n_reports
+    seg.GetSegmentation().GetSegment("muscle_roi").SetName("renamed")  # not an edit of the voxels
+    assert len(seen) == n_reports and not br.is_edited(seg, "muscle_roi")
     assert br.update_edited_tags(seg, ct_node) == ["fat_roi"]
     assert np.array_equal(br.segmentation_to_rois(seg, ct_node, ct)["fat_roi"], smaller)
     scene.RemoveNode(seg)
