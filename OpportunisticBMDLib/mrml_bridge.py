@@ -469,6 +469,61 @@ def results_to_table(results: dict, table_node: Any = None, name: str = "BMD res
         if isinstance(value, (int, float, str)):
             table_node.SetAttribute(f"OBMD.calibration.{key}", str(value))
     table_node.SetAttribute(ATTR_RESULTS, json.dumps(results, default=_json_default))
+    table_node.SetAttribute("OBMD.TableKind", "spine")
+    table_node.SetUseColumnTitleAsColumnHeader(True)
+    table_node.Modified()
+    return table_node
+
+
+HIP_REGIONS = ("neck", "trochanter", "intertrochanter", "total_hip")
+HIP_COLUMNS = [
+    ("aBMD", "abmd_g_cm2", "g/cm2", "Areal BMD of the region in the DXA-like projection (CTXA-like)"),
+    ("Area", "area_cm2", "cm2", "Projected area of the region"),
+    ("BMC", "bmc_g", "g", "Bone mineral content of the region"),
+    ("T-score", "t_score", "SD", "T-score vs NHANES III young White women (ISCD)"),
+]
+
+
+def hip_results_to_table(results: dict, table_node: Any = None, name: str = "Hip BMD results") -> Any | None:
+    """Hip part of ``results.json`` as a table (one row per side and region, category per side);
+    None when there are no hip results."""
+    hip = results.get("hip") or {}
+    sides = [side for side in ("left", "right") if isinstance(hip.get(side), dict)]
+    if not sides:
+        return None
+    table_node = table_node or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table_node.RemoveAllColumns()
+    side_col, region_col, category_col = vtk.vtkStringArray(), vtk.vtkStringArray(), vtk.vtkStringArray()
+    side_col.SetName("Side")
+    region_col.SetName("Region")
+    category_col.SetName("Category")
+    num_cols = []
+    for col_name, *_ in HIP_COLUMNS:
+        arr = vtk.vtkDoubleArray()
+        arr.SetName(col_name)
+        num_cols.append(arr)
+    for side in sides:
+        block = hip[side]
+        regions = [r for r in HIP_REGIONS if isinstance(block.get(r), dict)]
+        if not regions:  # excluded femur (metal, cut by the field of view): one row saying why
+            regions = [None]
+        for region in regions:
+            side_col.InsertNextValue(side)
+            region_col.InsertNextValue(region.replace("_", " ") if region else "excluded")
+            values = block.get(region, {}) if region else {}
+            for arr, (_, key, *_rest) in zip(num_cols, HIP_COLUMNS, strict=True):
+                arr.InsertNextValue(_num(values.get(key)))
+            category_col.InsertNextValue(
+                str(block.get("category") or "") if region else str(block.get("excluded_reason") or "")
+            )
+    for arr in [side_col, region_col, *num_cols, category_col]:
+        table_node.GetTable().AddColumn(arr)
+    for col_name, _key, unit, description in HIP_COLUMNS:
+        table_node.SetColumnUnitLabel(col_name, unit)
+        table_node.SetColumnTitle(col_name, f"{col_name} ({unit})")
+        table_node.SetColumnDescription(col_name, description)
+    table_node.SetColumnDescription("Category", "WHO category of the side from its lowest T-score, or why excluded")
+    table_node.SetAttribute("OBMD.TableKind", "hip")
     table_node.SetUseColumnTitleAsColumnHeader(True)
     table_node.Modified()
     return table_node

@@ -34,6 +34,7 @@ class AnalysisOutputs:
     roi_segmentation_node: Any = None
     markups_node: Any = None
     labels_segmentation_node: Any = None
+    hip_table_node: Any = None
     result: Any = None  # pipeline.AnalysisResult
     ct: Volume | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +126,9 @@ class BMDLogic:
         outputs.table_node = bridge.results_to_table(
             result.results, outputs.table_node, name=f"{volume_node.GetName()} BMD results"
         )
+        outputs.hip_table_node = bridge.hip_results_to_table(
+            result.results, outputs.hip_table_node, name=f"{volume_node.GetName()} hip BMD results"
+        )
         keypoints = getattr(result, "keypoints", None) or (vertebra_centres(result.labels) if result.labels else {})
         if keypoints:
             outputs.markups_node = bridge.keypoints_to_markups(
@@ -136,7 +140,7 @@ class BMDLogic:
         return outputs
 
     def _link(self, volume_node: Any, outputs: AnalysisOutputs) -> None:
-        nodes = [outputs.table_node, outputs.roi_segmentation_node, outputs.markups_node]
+        nodes = [outputs.table_node, outputs.hip_table_node, outputs.roi_segmentation_node, outputs.markups_node]
         if outputs.labels_segmentation_node is not None:
             nodes.append(outputs.labels_segmentation_node)
         for node in nodes:
@@ -180,10 +184,16 @@ class BMDLogic:
         rois = bridge.segmentation_to_rois(roi_segmentation_node, volume_node, ct)
         result = pipeline.measure(ct, rois, options, labels=labels)
         if table_node is None:
-            table_node = _find_referencing(volume_node, "vtkMRMLTableNode")
+            table_node = _find_referencing(volume_node, "vtkMRMLTableNode", kind="spine")
         table_node = bridge.results_to_table(result.results, table_node, name=f"{volume_node.GetName()} BMD results")
+        hip_table_node = None
+        if result.results.get("hip"):
+            hip_table_node = bridge.hip_results_to_table(
+                result.results, _find_referencing(volume_node, "vtkMRMLTableNode", kind="hip"),
+                name=f"{volume_node.GetName()} hip BMD results",
+            )
         outputs = AnalysisOutputs(
-            table_node=table_node, roi_segmentation_node=roi_segmentation_node,
+            table_node=table_node, hip_table_node=hip_table_node, roi_segmentation_node=roi_segmentation_node,
             labels_segmentation_node=labels_segmentation_node, result=result, ct=ct,
         )
         self._link(volume_node, outputs)
@@ -225,12 +235,16 @@ class BMDLogic:
         return {"image": image_path, "label": label_path, "dataset_json": dataset_json}
 
 
-def _find_referencing(volume_node: Any, class_name: str) -> Any:
+def _find_referencing(volume_node: Any, class_name: str, kind: str | None = None) -> Any:
+    """The newest output node of ``class_name`` (and table kind) made from ``volume_node``."""
     scene = volume_node.GetScene()
+    found = None
     for node in scene.GetNodesByClass(class_name):
-        if node.GetNodeReferenceID(REF_INPUT) == volume_node.GetID():
-            return node
-    return None
+        if node.GetNodeReferenceID(REF_INPUT) != volume_node.GetID():
+            continue
+        if kind is None or node.GetAttribute("OBMD.TableKind") == kind:
+            found = node
+    return found
 
 
 def _next_case_id(dataset_dir: Path, name: str) -> str:

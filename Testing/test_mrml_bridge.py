@@ -284,3 +284,24 @@ def test_edit_segment_voxels_counts_as_a_user_edit(scene, ct_node, ct, labels):
     assert br.update_edited_tags(seg, ct_node) == ["fat_roi"]
     assert np.array_equal(br.segmentation_to_rois(seg, ct_node, ct)["fat_roi"], smaller)
     scene.RemoveNode(seg)
+
+
+def test_hip_table(scene):
+    results = {
+        "hip": {
+            "right": {
+                "neck": {"abmd_g_cm2": 0.75, "area_cm2": 5.1, "bmc_g": 3.8, "t_score": -0.9},
+                "total_hip": {"abmd_g_cm2": 0.85, "area_cm2": 35.0, "bmc_g": 29.8, "t_score": -0.75},
+                "category": "normal",
+            },
+            "left": {"excluded_reason": "metal implant"},
+        }
+    }
+    assert br.hip_results_to_table({"spine": {}}) is None
+    table = br.hip_results_to_table(results)
+    rows = br.table_rows(table)
+    assert [(r["Side"], r["Region"]) for r in rows] == [("left", "excluded"), ("right", "neck"), ("right", "total hip")]
+    assert rows[0]["Category"] == "metal implant" and np.isnan(rows[0]["aBMD"])
+    assert rows[1]["aBMD"] == 0.75 and rows[2]["T-score"] == -0.75 and rows[2]["Category"] == "normal"
+    assert table.GetColumnUnitLabel("aBMD") == "g/cm2" and table.GetAttribute("OBMD.TableKind") == "hip"
+    scene.RemoveNode(table)
