@@ -8,6 +8,7 @@ own process), and shows the outputs.
 import logging
 import os
 import tempfile
+from typing import Annotated
 
 import qt
 import slicer
@@ -18,7 +19,7 @@ from slicer import (
     vtkMRMLSegmentationNode,
     vtkMRMLTableNode,
 )
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -47,9 +48,9 @@ class OpportunisticBMD(ScriptedLoadableModule):
 class OpportunisticBMDParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     inputSegmentation: vtkMRMLSegmentationNode
-    calibrationMethod: str = "muscle-fat"
-    phantomSlope: float = 1.0
-    phantomIntercept: float = 0.0
+    calibrationMethod: Annotated[str, Choice(CALIBRATION_METHODS)] = "muscle-fat"
+    phantomSlope: Annotated[float, WithinRange(0.0, 10.0)] = 1.0  # mg/cm3 per HU
+    phantomIntercept: Annotated[float, WithinRange(-500.0, 500.0)] = 0.0  # mg/cm3
     overwriteEdited: bool = False
     runInBackground: bool = True
     outputTable: vtkMRMLTableNode
@@ -80,8 +81,8 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = OpportunisticBMDLogic()
 
-        self.ui.calibrationMethodComboBox.addItems(CALIBRATION_METHODS)
         self.ui.staleLabel.setVisible(False)
+        self.ui.hipTableView.setVisible(False)
         self.ui.reportDirectoryButton.directory = os.path.join(os.path.expanduser("~"), "OpportunisticBMD", "reports")
         self.ui.datasetDirectoryButton.directory = os.path.join(
             os.path.expanduser("~"), "OpportunisticBMD", "Dataset501_OBMD"
@@ -218,8 +219,7 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if outputs.labels_segmentation_node is not None and p.inputSegmentation is None:
             p.outputLabels = outputs.labels_segmentation_node
         self._lastResult = (outputs.result, outputs.ct)
-        self.ui.resultsTableView.setMRMLTableNode(outputs.table_node)
-        self.ui.staleLabel.setVisible(False)
+        self._showTables(outputs)
         editor = self.ui.segmentEditorWidget
         editor.setSegmentationNode(outputs.roi_segmentation_node)
         editor.setSourceVolumeNode(p.inputVolume)
@@ -237,7 +237,9 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from OpportunisticBMDLib import mrml_bridge
 
         self._stopWatchingEdits()
-        tag = mrml_bridge.watch_edits(segNode, lambda segmentId: self._markStale(f"edited: {segmentId}"))
+        tag = mrml_bridge.watch_edits(
+            segNode, lambda segmentId: self._markStale(f"edited: {segmentId}"), self._parameterNode.inputVolume
+        )
         self._editObservation = (segNode.GetSegmentation(), tag)
         if markupsNode is not None:
             self.addObserver(markupsNode, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self._onKeypointMoved)
@@ -259,9 +261,14 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Recompute failed.", waitCursor=True):
             outputs = self.logic.recompute(self._parameterNode)
             self._lastResult = (outputs.result, outputs.ct)
-            self.ui.resultsTableView.setMRMLTableNode(outputs.table_node)
-            self.ui.staleLabel.setVisible(False)
+            self._showTables(outputs)
             self._log("Recomputed from the current segments.")
+
+    def _showTables(self, outputs):
+        self.ui.resultsTableView.setMRMLTableNode(outputs.table_node)
+        self.ui.hipTableView.setMRMLTableNode(outputs.hip_table_node)
+        self.ui.hipTableView.setVisible(outputs.hip_table_node is not None)
+        self.ui.staleLabel.setVisible(False)
 
     # ------------------------------------------------------------------ report, export, sample
     def onSaveReportButton(self):

@@ -93,3 +93,45 @@ def test_calibration_choices_exist_in_the_registry():
     calibration = pytest.importorskip("OpportunisticBMDLib.calibration")
     registered = set(getattr(calibration, "CALIBRATIONS", {}))
     assert set(choices) <= registered, set(choices) - registered
+
+
+# Widget classes Slicer's parameterNodeWrapper GUI connectors accept per parameter type
+# (Slicer Base/Python/slicer/parameterNodeWrapper/guiConnectors.py: exact class match).
+_CONNECTABLE = {
+    "bool": {"QCheckBox", "QPushButton"},
+    "float": {"QDoubleSpinBox", "ctkSliderWidget"},
+    "int": {"QSpinBox", "QSlider"},
+    "choice": {"QComboBox"},
+    "node": {"qMRMLNodeComboBox", "qMRMLSubjectHierarchyTreeView"},
+    "str": {"QLineEdit", "QTextEdit"},
+}
+
+
+def _parameter_kinds() -> dict[str, str]:
+    tree = ast.parse(MODULE.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "OpportunisticBMDParameterNode":
+            kinds = {}
+            for item in node.body:
+                if not isinstance(item, ast.AnnAssign):
+                    continue
+                text = ast.unparse(item.annotation)
+                if "Choice" in text:
+                    kinds[item.target.id] = "choice"
+                elif text.startswith("vtkMRML"):
+                    kinds[item.target.id] = "node"
+                else:
+                    base = re.sub(r"^Annotated\[(\w+),.*$", r"\1", text)
+                    kinds[item.target.id] = base
+            return kinds
+    raise AssertionError("no parameter node class")
+
+
+def test_bound_widgets_have_a_gui_connector_for_their_parameter_type():
+    kinds = _parameter_kinds()
+    root = ET.parse(UI).getroot()
+    for widget in root.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                name = prop.findtext("string")
+                assert widget.get("class") in _CONNECTABLE[kinds[name]], (name, widget.get("class"), kinds[name])
