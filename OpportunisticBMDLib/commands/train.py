@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", action="append", default=[], help="nnU-Net v2 raw dataset folder (repeatable)")
     p.add_argument("--phantom-dir", action="append", default=[], help="folder of `obmd phantom` outputs")
     p.add_argument("--phantoms", type=int, default=0, help="generate N phantoms as templates")
-    p.add_argument("--phantom-seed", type=int, default=1000, help="first phantom seed")
+    p.add_argument("--phantom-seed", type=int, default=5000, help="first phantom seed (benchmarks use 1000+)")
+    p.add_argument("--phantom-weight", type=float, default=1.0, help="sampling weight of each phantom template")
     p.add_argument("--shared-templates", metavar="DIR", help="TotalSegmentator example folder as anatomy template")
     p.add_argument("--use-images", action="store_true", help="also train on the datasets' own (synthetic) images")
     p.add_argument("--epochs", type=int, default=20)
@@ -36,6 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--export", metavar="MODELS_DIR", help="after training, write best weights + manifest entry here")
     p.set_defaults(func=run)
+
+
+def _phantom_variant(n: int) -> dict:
+    """Cycle through fields of view and findings so a handful of phantoms covers the variants."""
+    variants = [{"region": "torso"}, {"region": "spine", "contrast": True}, {"region": "hip", "metal": "left"},
+                {"region": "torso", "fov_levels": ("T10", "L2")}, {"region": "torso", "contrast": True},
+                {"region": "torso", "fracture": "L1"}, {"region": "hip"}, {"region": "torso", "metal": "right"}]
+    return variants[n % len(variants)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         for case in sorted(p for p in Path(d).iterdir() if (p / "labels.nii.gz").is_file()):
             sources.append(T.from_phantom_dir(case, use_image=args.use_images))
     for n in range(args.phantoms):
-        sources.append(T.phantom_template(args.phantom_seed + n, use_image=args.use_images))
+        sources.append(T.phantom_template(args.phantom_seed + n, use_image=args.use_images,
+                                          weight=args.phantom_weight, **_phantom_variant(n)))
     train, val = split_templates(sources, args.val_fraction)
     if args.shared_templates:
         train = T.default_shared_templates(Path(args.shared_templates)) + train

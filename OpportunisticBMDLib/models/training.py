@@ -73,7 +73,8 @@ def split_templates(templates: list[Template], val_fraction: float = 0.2) -> tup
 def _batch(templates: list[Template], cfg: TrainConfig, rng: np.random.Generator):
     xs, ys, hs = [], [], []
     for _ in range(cfg.batch_size):
-        tpl = templates[rng.integers(len(templates))]
+        weights = np.asarray([t.weight for t in templates], float)
+        tpl = templates[rng.choice(len(templates), p=weights / weights.sum())]
         x, y, h = synth_sample(tpl, cfg.patch_size, rng)
         xs.append(x)
         ys.append(y[None])
