@@ -51,6 +51,10 @@ LABELS: dict[str, int] = {
     "bowel_gas": 57,
     "metal": 60,
     "table": 61,
+    # appended by the phantom generator (ESP-like calibration phantom rods, asynchronous calibration)
+    "calibration_rod_1": 71,
+    "calibration_rod_2": 72,
+    "calibration_rod_3": 73,
 }
 LABEL_NAMES: dict[int, str] = {v: k for k, v in LABELS.items()}
 
