@@ -1,0 +1,202 @@
+"""HU -> mg/cm3 hydroxyapatite: the calibration registry and the spine engineer's methods.
+
+A calibration method is a function ``(ct, rois, labels, options) -> Calibration`` registered under a
+name with :func:`register_calibration`; ``AnalysisOptions.calibration`` picks one. Methods here:
+
+- ``"muscle-fat"`` (default): the phantomless two-tissue line of the reference study (Radiologic
+  Practice 2024, doi:10.13609/j.cnki.1000-0313.2024.02.019):
+  ``vBMD = MUSCLE_d + (SPINE_ct - MUSCLE_ct) * (MUSCLE_d - FAT_d) / (MUSCLE_ct - FAT_ct)``;
+- ``"hu"``: no calibration; HU are reported, vBMD and category are None;
+- ``"phantom"``: a line from a phantom (in-scan or asynchronous), given as slope/intercept or as a
+  ``calib.json`` written by ``obmd calibrate-phantom`` (``calibration_params["file"]``).
+
+``calibration_internal`` (another engineer) registers ``"internal-multi"`` at import (bottom of file).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, SegmentationError
+from .volume import Volume
+
+# Equivalent densities (mg/cm3 hydroxyapatite) assigned to psoas muscle and subcutaneous fat.
+# The reference study does not publish its values and no published muscle/fat HA-equivalents could be
+# verified here, so these are the HA-equivalent densities (HA partial density in water attenuating like
+# the tissue) of ICRU-44 skeletal muscle and adipose tissue for a 120 kVp beam, computed from NIST XCOM
+# attenuation data via xraydb with the project's spectrum model:
+# ``materials.ha_equivalent_mg_cm3("muscle"|"adipose", materials.Beam(kvp=120))`` = 31.96 / -74.16
+# (SpekPy 120 kVp spectrum, 6 mm Al, hardened by 25 cm water). Testing/test_spine_calibration.py
+# cross-checks them against materials.py. They depend on the beam (100 kVp: 28.4 / -70.0; 140 kVp:
+# 35.0 / -77.8), which is why they can be overridden (--muscle-density / --fat-density).
+MUSCLE_DENSITY_MG_CM3 = 32.0
+FAT_DENSITY_MG_CM3 = -74.2
+REFERENCE_KVP = 120.0
+# Muscle and fat must differ by this much in HU (typically ~140 HU) for the line to be meaningful.
+MIN_MUSCLE_FAT_CONTRAST_HU = 50.0
+
+
+@dataclass
+class Calibration:
+    """mg/cm3 = intercept + slope * HU; slope None means "no calibration" (HU only)."""
+
+    method: str
+    slope_mg_cm3_per_hu: float | None
+    intercept_mg_cm3: float | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_mg_cm3(self, hu: float | np.ndarray | None) -> float | np.ndarray | None:
+        if hu is None or self.slope_mg_cm3_per_hu is None or self.intercept_mg_cm3 is None:
+            return None
+        return self.intercept_mg_cm3 + self.slope_mg_cm3_per_hu * hu
+
+    @property
+    def calibrated(self) -> bool:
+        return self.slope_mg_cm3_per_hu is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``calibration`` block of results.json (method-specific keys come from ``details``)."""
+        out: dict[str, Any] = {
+            "method": self.method,
+            "slope": self.slope_mg_cm3_per_hu,
+            "intercept": self.intercept_mg_cm3,
+            "muscle_hu": None,
+            "fat_hu": None,
+            "muscle_density_mg_cm3": None,
+            "fat_density_mg_cm3": None,
+        }
+        for key in ("muscle_hu", "fat_hu", "muscle_density_mg_cm3", "fat_density_mg_cm3", "note", "source_file"):
+            if key in self.details:
+                out[key] = self.details[key]
+        out["details"] = {k: v for k, v in self.details.items() if k not in out}
+        return out
+
+
+CalibrationMethod = Callable[[Volume, dict[str, np.ndarray], Volume | None, Any], Calibration]
+CALIBRATIONS: dict[str, CalibrationMethod] = {}
+
+
+def register_calibration(name: str) -> Callable[[CalibrationMethod], CalibrationMethod]:
+    """Decorator adding a method to :data:`CALIBRATIONS` under ``name``."""
+
+    def decorate(func: CalibrationMethod) -> CalibrationMethod:
+        CALIBRATIONS[name] = func
+        return func
+
+    return decorate
+
+
+def check_options(options: Any) -> None:
+    """Fail early (before any segmentation) on an unknown method or a phantom line without numbers."""
+    if options.calibration not in CALIBRATIONS:
+        raise InputError(f"unknown calibration method {options.calibration!r}; choose from {', '.join(CALIBRATIONS)}")
+    if options.calibration == "phantom":
+        params = dict(options.calibration_params or {})
+        if params.get("file"):
+            params.update(read_phantom_file(params["file"]))
+        if params.get("slope") is None or params.get("intercept") is None:
+            raise InputError(
+                "calibration 'phantom' needs a slope and an intercept (--slope/--intercept or --calibration-file)"
+            )
+
+
+def calibrate(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options: Any) -> Calibration:
+    """Run the method ``options.calibration``; unknown names raise :class:`InputError`."""
+    method = CALIBRATIONS.get(options.calibration)
+    if method is None:
+        raise InputError(f"unknown calibration method {options.calibration!r}; choose from {', '.join(CALIBRATIONS)}")
+    return method(ct, rois, labels, options)
+
+
+def roi_mean_hu(ct: Volume, rois: dict[str, np.ndarray], key: str, what: str) -> float:
+    mask = rois.get(key)
+    if mask is None or not mask.any():
+        raise SegmentationError(f"the {what} ROI ({key}) is empty: cannot calibrate with muscle and fat")
+    return float(ct.array[mask].mean())
+
+
+def two_point_line(muscle_hu: float, fat_hu: float, muscle_d: float, fat_d: float) -> tuple[float, float]:
+    """(slope, intercept) of the line through (fat_hu, fat_d) and (muscle_hu, muscle_d)."""
+    slope = (muscle_d - fat_d) / (muscle_hu - fat_hu)
+    return slope, muscle_d - slope * muscle_hu
+
+
+@register_calibration("muscle-fat")
+def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options: Any) -> Calibration:
+    muscle_hu = roi_mean_hu(ct, rois, "muscle_roi", "muscle")
+    fat_hu = roi_mean_hu(ct, rois, "fat_roi", "fat")
+    if muscle_hu - fat_hu < MIN_MUSCLE_FAT_CONTRAST_HU:
+        raise SegmentationError(
+            f"muscle ROI ({muscle_hu:.0f} HU) and fat ROI ({fat_hu:.0f} HU) differ by less than "
+            f"{MIN_MUSCLE_FAT_CONTRAST_HU:.0f} HU: check the ROIs"
+        )
+    muscle_d = MUSCLE_DENSITY_MG_CM3 if options.muscle_density_mg_cm3 is None else float(options.muscle_density_mg_cm3)
+    fat_d = FAT_DENSITY_MG_CM3 if options.fat_density_mg_cm3 is None else float(options.fat_density_mg_cm3)
+    slope, intercept = two_point_line(muscle_hu, fat_hu, muscle_d, fat_d)
+    return Calibration(
+        "muscle-fat", slope, intercept,
+        {
+            "muscle_hu": muscle_hu,
+            "fat_hu": fat_hu,
+            "muscle_density_mg_cm3": muscle_d,
+            "fat_density_mg_cm3": fat_d,
+            "muscle_voxels": int(rois["muscle_roi"].sum()),
+            "fat_voxels": int(rois["fat_roi"].sum()),
+            "formula": "vBMD = MUSCLE_d + (SPINE_ct - MUSCLE_ct) * (MUSCLE_d - FAT_d) / (MUSCLE_ct - FAT_ct)",
+            "reference": "Radiologic Practice 2024, doi:10.13609/j.cnki.1000-0313.2024.02.019",
+        },
+    )
+
+
+@register_calibration("hu")
+def _hu_only(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options: Any) -> Calibration:
+    details: dict[str, Any] = {
+        "note": "no calibration: trabecular HU only (vBMD and ACR category not given). HU cut-offs such as "
+        "Pickhardt 2013 (L1 <= 110 HU specific, <= 160 HU sensitive for DXA osteoporosis) are scanner-dependent "
+        "screening thresholds, not vBMD categories."
+    }
+    for key, name in (("muscle_roi", "muscle_hu"), ("fat_roi", "fat_hu")):
+        if rois.get(key) is not None and rois[key].any():
+            details[name] = float(ct.array[rois[key]].mean())
+    return Calibration("hu", None, None, details)
+
+
+def read_phantom_file(path: str | Path) -> dict[str, Any]:
+    """``{"slope", "intercept", "source_file"}`` from a calib.json (``obmd calibrate-phantom``)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return {"slope": float(data["slope"]), "intercept": float(data["intercept"]), "source_file": str(path)}
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: calibration file not found") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a calibration file with 'slope' and 'intercept' ({exc})") from exc
+
+
+@register_calibration("phantom")
+def _phantom(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options: Any) -> Calibration:
+    params = dict(options.calibration_params or {})
+    if params.get("file"):
+        params = {**read_phantom_file(params["file"]), **{k: v for k, v in params.items() if k != "file"}}
+    if params.get("slope") is None or params.get("intercept") is None:
+        raise InputError(
+            "calibration 'phantom' needs a slope and an intercept (--slope/--intercept or --calibration-file)"
+        )
+    slope, intercept = float(params["slope"]), float(params["intercept"])
+    if not np.isfinite(slope) or slope <= 0 or not np.isfinite(intercept):
+        raise InputError(f"phantom calibration slope {slope} / intercept {intercept}: need a finite positive slope")
+    details = {k: v for k, v in params.items() if k not in ("slope", "intercept")}
+    for key, name in (("muscle_roi", "muscle_hu"), ("fat_roi", "fat_hu")):
+        if rois.get(key) is not None and rois[key].any():
+            details[name] = float(ct.array[rois[key]].mean())
+    return Calibration("phantom", slope, intercept, details)
+
+
+# Other engineers' methods register themselves on import.
+from . import calibration_internal as _calibration_internal  # noqa: E402,F401

@@ -1,0 +1,144 @@
+"""``obmd analyze CT [--seg LABELS] --out DIR``: vertebral vBMD (and what later issues add) from a CT.
+
+Writes ``DIR/results.json`` (docs/results-contract.md), ``DIR/results.csv`` (one row) and the ROI masks
+``DIR/masks/<roi>.nii.gz`` on the CT's own grid; prints a per-level table, the summary, the calibration
+and the QC flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+CALIBRATION_HELP = ("muscle-fat (default: psoas + anterior subcutaneous fat), internal-multi (several tissues, "
+                    "Michalski 2020), phantom (--slope/--intercept or --calibration-file), hu (HU only)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "analyze", help="measure vertebral BMD from a CT (and its segmentation)", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("ct", help="CT in HU: NIfTI/NRRD/MHA file or DICOM series folder")
+    parser.add_argument("--seg", metavar="LABELS",
+                        help="label map on the CT grid (our schema or TotalSegmentator 'total'); "
+                        "without it the segmentation models run")
+    parser.add_argument("--body-seg", metavar="VERTEBRAE_BODY",
+                        help="optional TotalSegmentator 'vertebrae_body' mask (1 = bodies) to isolate the bodies")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--calibration", default="muscle-fat", metavar="METHOD", help=CALIBRATION_HELP)
+    parser.add_argument("--slope", type=float, help="phantom calibration slope (mg/cm3 per HU)")
+    parser.add_argument("--intercept", type=float, help="phantom calibration intercept (mg/cm3)")
+    parser.add_argument("--calibration-file", metavar="JSON", help="calib.json from 'obmd calibrate-phantom'")
+    parser.add_argument("--muscle-density", type=float, metavar="MG_CM3",
+                        help="equivalent density of muscle for muscle-fat (default: the cited constant)")
+    parser.add_argument("--fat-density", type=float, metavar="MG_CM3", help="equivalent density of fat for muscle-fat")
+    parser.add_argument("--erosion-mm", type=float, metavar="R", help="cortex removal radius in mm (default 3.2)")
+    parser.add_argument("--age", type=float, help="patient age in years (default: from the DICOM header)")
+    parser.add_argument("--sex", choices=("F", "M"), help="patient sex (default: from the DICOM header)")
+    parser.add_argument("--device", default="cpu", help="device for the segmentation models: cpu | cuda")
+    parser.add_argument("--json-only", action="store_true", help="write results.json only (no CSV, no masks)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _dicom_age(value: object) -> float | None:
+    """DICOM Age String (e.g. '055Y') in years."""
+    match = re.fullmatch(r"\s*(\d{1,3})\s*([YMWD]?)\s*", str(value or ""))
+    if not match:
+        return None
+    n, unit = float(match.group(1)), match.group(2) or "Y"
+    return n / {"Y": 1.0, "M": 12.0, "W": 52.0, "D": 365.0}[unit]
+
+
+def build_options(args: argparse.Namespace, ct) -> object:
+    from ..errors import InputError
+    from ..pipeline import AnalysisOptions
+
+    options = AnalysisOptions(calibration=args.calibration, device=args.device)
+    if args.erosion_mm is not None:
+        if args.erosion_mm < 0:
+            raise InputError(f"--erosion-mm {args.erosion_mm}: must be >= 0")
+        options.erosion_radius_mm = args.erosion_mm
+    options.muscle_density_mg_cm3 = args.muscle_density
+    options.fat_density_mg_cm3 = args.fat_density
+    params: dict = {}
+    if args.calibration_file:
+        params["file"] = args.calibration_file
+    if args.slope is not None:
+        params["slope"] = args.slope
+    if args.intercept is not None:
+        params["intercept"] = args.intercept
+    if params and args.calibration == "muscle-fat":  # a phantom line given without naming the method
+        options.calibration = "phantom"
+    options.calibration_params = params
+    options.patient_age = args.age if args.age is not None else _dicom_age(ct.metadata.get("patient_age"))
+    sex = args.sex or str(ct.metadata.get("patient_sex", "") or "").strip().upper()[:1]
+    options.patient_sex = sex if sex in ("F", "M") else None
+    return options
+
+
+def _fmt(value: object, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_report(results: dict, stream=sys.stdout) -> None:
+    levels = results["spine"]["levels"]
+    print(f"{'level':<6}{'HU mean':>9}{'HU median':>11}{'vBMD mg/cm3':>13}{'ROI mm3':>10}  notes", file=stream)
+    used = results["spine"]["summary"].get("levels_used") or []
+    for level, v in levels.items():
+        notes = []
+        if level in used:
+            notes.append("summary")
+        if v.get("cut_by_fov"):
+            notes.append("cut by FOV")
+        print(f"{level:<6}{_fmt(v.get('trabecular_hu_mean')):>9}{_fmt(v.get('trabecular_hu_median')):>11}"
+              f"{_fmt(v.get('vbmd_mg_cm3')):>13}{_fmt(v.get('roi_volume_mm3'), '.0f'):>10}  {', '.join(notes)}",
+              file=stream)
+    s = results["spine"]["summary"]
+    category = s.get("category") or "no category"
+    print(f"summary: vBMD {_fmt(s.get('vbmd_mg_cm3'))} mg/cm3 ({category}); HU {_fmt(s.get('trabecular_hu_mean'))}"
+          f" - {s.get('note', '')}", file=stream)
+    c = results["calibration"]
+    line = f"calibration: {c['method']}"
+    if c.get("slope") is not None:
+        line += f"  vBMD = {c['intercept']:.2f} + {c['slope']:.4f} x HU"
+    if c.get("muscle_hu") is not None:
+        line += f"; muscle {c['muscle_hu']:.1f} HU"
+        if c.get("muscle_density_mg_cm3") is not None:
+            line += f" = {c['muscle_density_mg_cm3']:.1f} mg/cm3"
+    if c.get("fat_hu") is not None:
+        line += f"; fat {c['fat_hu']:.1f} HU"
+        if c.get("fat_density_mg_cm3") is not None:
+            line += f" = {c['fat_density_mg_cm3']:.1f} mg/cm3"
+    print(line, file=stream)
+    for q in results.get("qc", []):
+        print(f"qc {q['severity']}: [{q['code']}] {q['message']}", file=stream)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io import read_ct, read_labels
+    from ..pipeline import analyze, write_outputs
+    from ..progress import TerminalProgress, no_progress
+    from ..results import write_json
+
+    start = time.perf_counter()
+    progress = no_progress if args.quiet else TerminalProgress()
+    progress(0.0, f"Reading {args.ct}")
+    ct = read_ct(args.ct)
+    labels = read_labels(args.seg, like=ct) if args.seg else None
+    body = read_labels(args.body_seg, like=ct) if args.body_seg else None
+    options = build_options(args, ct)
+    result = analyze(ct, labels, options, progress=progress, body_mask=body)
+    out = Path(args.out)
+    if args.json_only:
+        written = {"results.json": write_json(result.results, out / "results.json")}
+    else:
+        written = write_outputs(result, ct, out)
+    print_report(result.results)
+    n_masks = sum(1 for k in written if k.startswith("masks/"))
+    print(f"wrote {out / 'results.json'}" + (f", results.csv and {n_masks} masks" if n_masks else "")
+          + f" in {time.perf_counter() - start:.1f} s")
+    return 0

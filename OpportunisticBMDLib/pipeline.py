@@ -1,0 +1,226 @@
+"""CT + label map -> ROIs -> calibration -> per-level vBMD, summary, QC -> results.json and masks.
+
+``analyze`` is the whole job; ``derive_rois`` and ``measure`` are its two halves so that a user can
+edit the ROI masks between them (Slicer's Recompute calls ``measure`` on the edited masks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import qc, spine
+from . import rois as tissue_rois
+from .calibration import calibrate, check_options
+from .errors import ModelError, SegmentationError
+from .io import check_same_grid, write_like
+from .labels import LABELS, MEASURED_LEVELS, looks_like_totalseg, totalseg_to_ours, vertebra_label
+from .progress import Progress, no_progress, scaled
+from .results import build_results, csv_row, write_csv, write_json
+from .volume import Volume
+
+TRABECULAR_PREFIX = "trabecular_"
+# Levels whose slices bound the muscle and fat ROIs: down to L4 only, since from L5 down the
+# iliopsoas label also holds the iliacus in the iliac fossa (and the pelvis has no anterior-wall
+# layout like the abdomen's).
+REFERENCE_TISSUE_LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")
+DICOM_KEYS = ("format", "modality", "manufacturer", "kvp", "contrast_agent", "convolution_kernel",
+              "slice_thickness_mm", "study_date", "series_description", "patient_sex", "patient_age")
+
+
+@dataclass
+class AnalysisOptions:
+    calibration: str = "muscle-fat"  # registry name (calibration.CALIBRATIONS)
+    erosion_radius_mm: float = spine.DEFAULT_EROSION_RADIUS_MM  # cortex removal, see spine.py
+    muscle_density_mg_cm3: float | None = None  # None: calibration.MUSCLE_DENSITY_MG_CM3
+    fat_density_mg_cm3: float | None = None  # None: calibration.FAT_DENSITY_MG_CM3
+    calibration_params: dict = field(default_factory=dict)  # e.g. {"slope":..,"intercept":..} for "phantom"
+    patient_age: float | None = None
+    patient_sex: str | None = None
+    device: str = "cpu"  # for the segmentation models
+
+
+@dataclass
+class AnalysisResult:
+    results: dict  # exactly what results.json holds
+    rois: dict[str, np.ndarray]  # bool masks on the CT grid (k, j, i)
+    labels: Volume | None  # the label map used (our schema)
+    keypoints: dict[str, Any] = field(default_factory=dict)  # {name: (k, j, i)} when the models gave them
+    labels_predicted: bool = False
+    pictures: dict[str, Any] = field(default_factory=dict)  # e.g. hip projections (hip engineer)
+
+
+def prepare_labels(labels: Volume, ct: Volume) -> Volume:
+    """Labels on the CT's grid in our schema (TotalSegmentator ``total`` ids are mapped)."""
+    check_same_grid(labels, ct, what=labels.metadata.get("path", "label map"))
+    if looks_like_totalseg(labels.array):
+        mapped = labels.like(totalseg_to_ours(labels.array), **labels.metadata)
+        mapped.metadata["source_schema"] = "totalsegmentator-total"
+        return mapped
+    return labels
+
+
+def _body_array(body_mask: Volume | np.ndarray | None, ct: Volume) -> np.ndarray | None:
+    """TotalSegmentator ``vertebrae_body`` (label 1 = bodies, 2 = discs) or any bool body mask."""
+    if body_mask is None:
+        return None
+    if isinstance(body_mask, Volume):
+        check_same_grid(body_mask, ct, what=body_mask.metadata.get("path", "vertebral body mask"))
+        body_mask = body_mask.array
+    return np.asarray(body_mask) == 1
+
+
+def derive_rois(
+    ct: Volume, labels: Volume, options: AnalysisOptions, body_mask: Volume | np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """ROI masks from a label map: ``trabecular_<level>`` per level present, ``muscle_roi``, ``fat_roi``."""
+    labels = prepare_labels(labels, ct)
+    trab, bodies, _ = spine.derive_level_rois(labels, _body_array(body_mask, ct), options.erosion_radius_mm)
+    if not trab:
+        raise SegmentationError(
+            f"no vertebra {MEASURED_LEVELS[0]}-{MEASURED_LEVELS[-1]} in the label map: nothing to measure"
+        )
+    out = {f"{TRABECULAR_PREFIX}{lvl}": roi for lvl, roi in trab.items()}
+    ref_bodies = [bodies[lvl] for lvl in REFERENCE_TISSUE_LEVELS if lvl in bodies] or list(bodies.values())
+    z_range = tissue_rois.z_range_of(ref_bodies)
+    out["muscle_roi"] = tissue_rois.muscle_roi(ct, labels, z_range)
+    spine_mask = np.zeros(ct.shape, dtype=bool)
+    for body in bodies.values():
+        spine_mask |= body
+    out["fat_roi"] = tissue_rois.anterior_fat_roi(ct, z_range, spine_mask, labels).mask
+    return out
+
+
+def fat_thickness_mm(fat_roi: np.ndarray, spacing_mm: tuple[float, float, float]) -> float | None:
+    """Median anterior-posterior thickness (mm) of the fat ROI over the (k, i) columns it covers."""
+    counts = fat_roi.sum(axis=1)
+    counts = counts[counts > 0]
+    return float(np.median(counts) * spacing_mm[1]) if counts.size else None
+
+
+def _input_info(ct: Volume, labels: Volume | None, source: str, body_mask: Any) -> dict[str, Any]:
+    info = {
+        "ct": ct.metadata.get("path"),
+        "shape_kji": list(ct.shape),
+        "spacing_mm_kji": list(ct.spacing_mm),
+        "labels": None if labels is None else labels.metadata.get("path"),
+        "labels_source": source,
+        "vertebral_body_mask": body_mask.metadata.get("path") if isinstance(body_mask, Volume) else (
+            None if body_mask is None else "given"),
+    }
+    info.update({k: ct.metadata[k] for k in DICOM_KEYS if k in ct.metadata})
+    return info
+
+
+def measure(
+    ct: Volume,
+    rois: dict[str, np.ndarray],
+    options: AnalysisOptions,
+    labels: Volume | None = None,
+    body_mask: Volume | np.ndarray | None = None,
+) -> AnalysisResult:
+    """Calibrate and measure from ROI masks (possibly user-edited). ``labels`` (our schema or TotalSegmentator)
+    add vertebral geometry (heights, field-of-view cut) and the contrast check."""
+    rois = {k: np.asarray(v, dtype=bool) for k, v in rois.items()}
+    if labels is not None:
+        labels = prepare_labels(labels, ct)
+    calibration = calibrate(ct, rois, labels, options)
+    bodies, radii = {}, {}
+    if labels is not None:
+        _, bodies, radii = spine.derive_level_rois(labels, _body_array(body_mask, ct), options.erosion_radius_mm)
+    levels: dict[str, dict[str, Any]] = {}
+    flags: list[dict[str, str]] = []
+    trab = {k[len(TRABECULAR_PREFIX):]: v for k, v in rois.items() if k.startswith(TRABECULAR_PREFIX)}
+    for level in [lvl for lvl in MEASURED_LEVELS if lvl in trab]:
+        vertebra = labels.array == vertebra_label(level) if labels is not None else None
+        m = spine.measure_level(ct, level, trab[level], bodies.get(level), vertebra, options.erosion_radius_mm,
+                                radii.get(level))
+        entry = {"vbmd_mg_cm3": calibration.to_mg_cm3(m.trabecular_hu_mean) if m.voxel_count else None,
+                 **m.as_dict()}
+        levels[level] = entry
+        flags += qc.level_flags(level, entry)
+    flags = qc.missing_level_flags(list(levels)) + flags
+    thickness = fat_thickness_mm(rois["fat_roi"], ct.spacing_mm) if "fat_roi" in rois else None
+    cal = calibration.as_dict()
+    flags += qc.calibration_flags(cal, thickness)
+    flags += qc.contrast_flags(ct, labels)
+    flags += qc.metal_flags(ct, trab)
+    tissues = {
+        "fat_thickness_mm": thickness,
+        "muscle_roi_voxels": int(rois["muscle_roi"].sum()) if "muscle_roi" in rois else 0,
+        "fat_roi_voxels": int(rois["fat_roi"].sum()) if "fat_roi" in rois else 0,
+    }
+    source = "none" if labels is None else labels.metadata.get("source_schema", "obmd")
+    results = build_results(
+        input_info=_input_info(ct, labels, source, body_mask),
+        levels=levels,
+        calibration=cal,
+        qc=flags,
+        options=asdict(options),
+        tissues=tissues,
+    )
+    return AnalysisResult(results=results, rois=rois, labels=labels)
+
+
+def _segment(ct: Volume, options: AnalysisOptions, progress: Progress) -> tuple[Volume, dict[str, Any]]:
+    try:
+        from .models.inference import segment
+    except ImportError as exc:
+        raise ModelError("no segmentation given and the models are not installed yet: pass --seg LABELS") from exc
+    return segment(ct, device=options.device, progress=progress)
+
+
+def analyze(
+    ct: Volume,
+    labels: Volume | None,
+    options: AnalysisOptions | None = None,
+    progress: Progress = no_progress,
+    body_mask: Volume | np.ndarray | None = None,
+) -> AnalysisResult:
+    """The whole analysis; with ``labels`` None the segmentation models produce them."""
+    options = options or AnalysisOptions()
+    check_options(options)
+    keypoints: dict[str, Any] = {}
+    model_info: dict[str, Any] = {}
+    predicted = labels is None
+    if predicted:
+        labels, raw = _segment(ct, options, scaled(progress, 0.0, 0.6))
+        keypoints = {f"{lvl} body": v.get("index_kji") for lvl, v in (raw.get("levels") or {}).items()}
+        model_info = {k: v for k, v in raw.items() if k not in ("levels", "qc")}
+        model_qc = list(raw.get("qc") or [])
+        labels.metadata.setdefault("source_schema", "obmd-models")
+    else:
+        model_qc = []
+    progress(0.6, "Isolating vertebral bodies and reference tissues")
+    labels = prepare_labels(labels, ct)
+    rois = derive_rois(ct, labels, options, body_mask)
+    progress(0.8, "Calibrating and measuring")
+    result = measure(ct, rois, options, labels, body_mask)
+    if predicted:
+        result.results["software"]["models"] = model_info
+        result.results["qc"] = model_qc + result.results["qc"]
+    result.keypoints = keypoints
+    result.labels_predicted = predicted
+    # hip: the hip engineer adds results["hip"] here (hip.analyze_hips) when femurs are present
+    progress(1.0, "Done")
+    return result
+
+
+def write_outputs(result: AnalysisResult, ct: Volume, out_dir: str | Path) -> dict[str, Path]:
+    """``results.json``, ``results.csv``, ``masks/<roi>.nii.gz`` (CT grid) and ``labels.nii.gz`` when predicted."""
+    out_dir = Path(out_dir)
+    written = {"results.json": write_json(result.results, out_dir / "results.json"),
+               "results.csv": write_csv(csv_row(result.results), out_dir / "results.csv")}
+    for name, mask in result.rois.items():
+        written[f"masks/{name}"] = write_like(mask.astype(np.uint8), ct, out_dir / "masks" / f"{name}.nii.gz")
+    if result.labels_predicted and result.labels is not None:
+        from .models.outputs import write_model_outputs  # labels.nii.gz + labels.json, keypoints(.mrk).json
+
+        written.update(write_model_outputs(result.labels, result.keypoints or None, ct, out_dir))
+    return written
+
+
+__all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "derive_rois", "measure", "write_outputs", "LABELS"]

@@ -1,0 +1,128 @@
+"""Quality-control flags: ``{"code", "severity" (info|warning|error), "message"}`` dicts for results.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .labels import LABELS
+from .spine import FRACTURE_HEIGHT_LOSS, MIN_ROI_VOLUME_MM3
+from .volume import Volume
+
+# Unenhanced psoas measures ~ 40-60 HU (Goodpaster et al., J Appl Physiol 89:104 (2000): normal muscle
+# 30-80 HU in the -29..150 window); outside 20..80 the ROI probably caught fat, bone or contrast.
+MUSCLE_HU_RANGE = (20.0, 80.0)
+# Subcutaneous fat measures about -120 to -80 HU (Yoshizumi et al., Radiology 211:283 (1999)); a mean
+# outside -150..-60 means noise, partial volume with skin/muscle or a wrong region.
+FAT_HU_RANGE = (-150.0, -60.0)
+# Very thin subcutaneous fat made the reference study fail (Radiologic Practice 2024,
+# doi:10.13609/j.cnki.1000-0313.2024.02.019); below ~5 mm (two voxels of a 2.5 mm reconstruction)
+# partial volume with skin and muscle dominates the layer's mean HU (design choice).
+MIN_FAT_THICKNESS_MM = 5.0
+# Unenhanced blood is 30-60 HU; arterial/portal phases raise the aorta/IVC well above 150 HU
+# (Kaesmacher et al., J Comput Assist Tomogr 41:217 (2017) saw contrast raise vertebral HU too).
+CONTRAST_BLOOD_HU = 150.0
+# Metal: above the densest cortical bone (~1800-2000 HU) at usual kVp (design choice 2500 HU).
+METAL_HU = 2500.0
+METAL_NEAR_MM = 20.0
+
+
+def flag(code: str, severity: str, message: str) -> dict[str, str]:
+    assert severity in ("info", "warning", "error")
+    return {"code": code, "severity": severity, "message": message}
+
+
+def level_flags(level: str, measurement: dict[str, Any]) -> list[dict[str, str]]:
+    """Flags of one measured level (``spine.levels.<level>`` dict)."""
+    flags = []
+    if measurement.get("cut_by_fov"):
+        flags.append(flag("level_cut_by_fov", "warning",
+                          f"{level} touches the top or bottom of the scan: partly outside the field of view"))
+    volume = measurement.get("roi_volume_mm3") or 0.0
+    if measurement.get("voxel_count", 0) == 0:
+        flags.append(flag("roi_empty", "error", f"{level}: trabecular ROI is empty"))
+    elif volume < MIN_ROI_VOLUME_MM3:
+        flags.append(flag("roi_too_small", "warning",
+                          f"{level}: trabecular ROI is only {volume:.0f} mm3 (< {MIN_ROI_VOLUME_MM3:.0f} mm3)"))
+    if measurement.get("erosion_reduced"):
+        flags.append(flag("erosion_reduced", "warning",
+                          f"{level}: body too thin for the cortex erosion; radius reduced to "
+                          f"{measurement.get('erosion_radius_mm', 0):.1f} mm (cortex may remain in the ROI)"))
+    loss = measurement.get("height_loss")
+    heights = [measurement.get(f"height_{p}_mm") for p in ("anterior", "middle", "posterior")]
+    # a difference under two slices is quantization of the heights, not anatomy (e.g. 3 mm slices)
+    step = measurement.get("slice_thickness_mm") or 0.0
+    resolved = None not in heights and max(heights) - min(heights) >= 2 * step - 1e-6
+    if loss is not None and loss >= FRACTURE_HEIGHT_LOSS and resolved and not measurement.get("cut_by_fov"):
+        flags.append(flag("height_loss", "warning",
+                          f"{level}: {loss * 100:.0f} % height difference (anterior/middle/posterior): possible "
+                          "vertebral fracture (Genant grade >= 1 is >= 20 %); check the image, vBMD of a "
+                          "fractured vertebra is unreliable"))
+    return flags
+
+
+def missing_level_flags(present: list[str], wanted: tuple[str, ...] = ("T12", "L1", "L2")) -> list[dict[str, str]]:
+    return [flag("level_missing", "warning" if lvl in ("L1", "L2") else "info",
+                 f"{lvl} is not in the segmentation (outside the scan or not segmented)")
+            for lvl in wanted if lvl not in present]
+
+
+def calibration_flags(calibration: dict[str, Any], fat_thickness_mm: float | None) -> list[dict[str, str]]:
+    flags = []
+    muscle, fat = calibration.get("muscle_hu"), calibration.get("fat_hu")
+    if muscle is not None and not MUSCLE_HU_RANGE[0] <= muscle <= MUSCLE_HU_RANGE[1]:
+        flags.append(flag("muscle_hu_implausible", "warning",
+                          f"muscle ROI mean {muscle:.0f} HU is outside "
+                          f"{MUSCLE_HU_RANGE[0]:.0f}..{MUSCLE_HU_RANGE[1]:.0f} HU"))
+    if fat is not None and not FAT_HU_RANGE[0] <= fat <= FAT_HU_RANGE[1]:
+        flags.append(flag("fat_hu_implausible", "warning",
+                          f"fat ROI mean {fat:.0f} HU is outside {FAT_HU_RANGE[0]:.0f}..{FAT_HU_RANGE[1]:.0f} HU"))
+    if fat_thickness_mm is not None and fat_thickness_mm < MIN_FAT_THICKNESS_MM:
+        flags.append(flag("fat_too_thin", "warning",
+                          f"anterior subcutaneous fat is only {fat_thickness_mm:.1f} mm thick "
+                          f"(< {MIN_FAT_THICKNESS_MM:.0f} mm): the fat reference is unreliable"))
+    return flags
+
+
+def contrast_flags(ct: Volume, labels: Volume | None) -> list[dict[str, str]]:
+    """Probable IV contrast: DICOM ContrastBolusAgent present, or aorta/IVC mean > 150 HU."""
+    flags = []
+    agent = str(ct.metadata.get("contrast_agent", "") or "").strip()
+    if agent and agent.upper() not in ("NONE", "NO", "N"):
+        flags.append(flag("contrast", "warning",
+                          f"DICOM ContrastBolusAgent is '{agent}': contrast raises trabecular HU and vBMD"))
+    if labels is not None:
+        vessels = np.isin(labels.array, (LABELS["aorta"], LABELS["inferior_vena_cava"]))
+        if vessels.sum() >= 10:
+            blood_hu = float(np.median(ct.array[vessels]))
+            if blood_hu > CONTRAST_BLOOD_HU:
+                flags.append(flag("contrast", "warning",
+                                  f"aorta/IVC median {blood_hu:.0f} HU (> {CONTRAST_BLOOD_HU:.0f}): probable contrast "
+                                  "enhancement; vBMD is overestimated"))
+    return flags
+
+
+def metal_flags(ct: Volume, trabecular_rois: dict[str, np.ndarray]) -> list[dict[str, str]]:
+    metal = ct.array > METAL_HU
+    if not metal.any():
+        return []
+    near = []
+    union = np.zeros(ct.shape, dtype=bool)
+    for roi in trabecular_rois.values():
+        union |= roi
+    if union.any():
+        # distance to metal, computed in the ROIs' bounding box grown by the search radius
+        idx = np.nonzero(union)
+        grow = [int(np.ceil(METAL_NEAR_MM / s)) for s in ct.spacing_mm]
+        box = tuple(slice(max(0, int(ix.min()) - g), int(ix.max()) + g + 1) for ix, g in zip(idx, grow, strict=True))
+        if metal[box].any():
+            dist = ndi.distance_transform_edt(~metal[box], sampling=ct.spacing_mm)
+            near = [lvl for lvl, roi in trabecular_rois.items()
+                    if roi[box].any() and dist[roi[box]].min() <= METAL_NEAR_MM]
+    if near:
+        return [flag("metal_near_roi", "warning",
+                     f"metal (> {METAL_HU:.0f} HU) within {METAL_NEAR_MM:.0f} mm of the ROI of {', '.join(near)}: "
+                     "streak artefacts may bias HU")]
+    return [flag("metal_in_scan", "info", f"metal (> {METAL_HU:.0f} HU) in the scan, away from the spine ROIs")]

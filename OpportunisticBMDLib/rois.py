@@ -1,0 +1,132 @@
+"""Reference-tissue ROIs for phantomless calibration: psoas muscle and anterior subcutaneous fat.
+
+Both are taken at the z-levels of the measured vertebrae, as in the reference study (Radiologic
+Practice 2024, doi:10.13609/j.cnki.1000-0313.2024.02.019: psoas chosen from the T12-L2 keypoints,
+anterior abdominal subcutaneous fat selected by HU), and returned as bool masks on the CT grid so a
+user can see and edit them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .labels import LABELS
+from .spine import erode_mm
+from .volume import Volume
+
+# Adipose tissue HU window of the reference study and of CT body-composition work in general
+# (-190 to -30 HU: Yoshizumi et al., Radiology 211:283 (1999); Kvist et al. 1988).
+FAT_HU_MIN, FAT_HU_MAX = -190.0, -30.0
+# Skeletal muscle HU window (-29 to +150 HU: Mitsiopoulos et al., J Appl Physiol 85:115 (1998)): drops
+# intramuscular fat and partial-volume voxels from the psoas ROI.
+MUSCLE_HU_MIN, MUSCLE_HU_MAX = -29.0, 150.0
+# Psoas erosion against partial volume with the surrounding fat: ~one 2-3 mm voxel layer.
+MUSCLE_EROSION_MM = 2.0
+# Body outline: anything denser than this is patient (air -1000, lung ~-800, fat -100).
+BODY_THRESHOLD_HU = -500.0
+# Anterior wall sampled on columns between these distances (mm) left/right of the spine's midline:
+# covers the rectus abdominis region and skips the linea alba, where no muscle separates subcutaneous
+# from preperitoneal fat (design choice; rectus abdominis spans ~1-8 cm from the midline).
+FAT_COLUMNS_MIN_MM, FAT_COLUMNS_MAX_MM = 15.0, 60.0
+SKIN_MM = 2.0  # skin (and its partial volume with air) skipped before the fat layer
+
+
+@dataclass
+class FatLayer:
+    mask: np.ndarray
+    thickness_mm: float  # median over the sampled columns of the anterior subcutaneous fat layer
+
+
+def z_range_of(masks: list[np.ndarray]) -> tuple[int, int] | None:
+    """(first, last) axial slice covered by any of ``masks`` (inclusive), or None."""
+    ks = [np.nonzero(m.any(axis=(1, 2)))[0] for m in masks if m is not None and m.any()]
+    if not ks:
+        return None
+    all_k = np.concatenate(ks)
+    return int(all_k.min()), int(all_k.max())
+
+
+def _slab(shape: tuple[int, ...], z_range: tuple[int, int]) -> np.ndarray:
+    slab = np.zeros(shape, dtype=bool)
+    slab[z_range[0]: z_range[1] + 1] = True
+    return slab
+
+
+def muscle_roi(
+    ct: Volume, labels: Volume, z_range: tuple[int, int], erosion_mm: float = MUSCLE_EROSION_MM
+) -> np.ndarray:
+    """Psoas (TotalSegmentator iliopsoas) within ``z_range``, eroded and HU-windowed.
+
+    Restricting to the measured vertebrae's slices keeps the ROI at lumbar levels: caudally the
+    iliopsoas label also holds the iliacus inside the pelvis."""
+    psoas = np.isin(labels.array, (LABELS["psoas_left"], LABELS["psoas_right"])) & _slab(ct.shape, z_range)
+    eroded = erode_mm(psoas, erosion_mm, ct.spacing_mm)
+    if eroded.sum() < 0.2 * psoas.sum():  # thin psoas on a coarse grid: keep it whole
+        eroded = psoas
+    return eroded & (ct.array >= MUSCLE_HU_MIN) & (ct.array <= MUSCLE_HU_MAX)
+
+
+def body_outline(ct: Volume) -> np.ndarray:
+    """Patient body: voxels > -500 HU, largest 3D component (drops the table), holes filled per slice."""
+    dense = ct.array > BODY_THRESHOLD_HU
+    comp, n = ndi.label(dense)
+    if n == 0:
+        return dense
+    sizes = ndi.sum_labels(dense, comp, index=np.arange(1, n + 1))
+    body = comp == (int(np.argmax(sizes)) + 1)
+    for k in range(body.shape[0]):  # per slice: lungs and bowel gas are inside the body
+        body[k] = ndi.binary_fill_holes(body[k])
+    return body
+
+
+def anterior_fat_roi(
+    ct: Volume,
+    z_range: tuple[int, int],
+    spine_mask: np.ndarray,
+    labels: Volume | None = None,
+    body: np.ndarray | None = None,
+) -> FatLayer:
+    """Subcutaneous fat of the anterior abdominal wall in ``z_range``, selected by HU (-190..-30).
+
+    On each axial slice, columns (fixed left-right position) 15-60 mm either side of the spine's midline
+    are followed from the skin backwards: after the skin, the run of fat voxels until the first two
+    non-fat voxels (the abdominal muscles) is the subcutaneous layer. Only voxels anterior to the
+    vertebrae are used. With a ``subcutaneous_fat`` label present the layer is also kept inside it."""
+    body = body_outline(ct) if body is None else body
+    dz, dy, dx = ct.spacing_mm
+    fat = (ct.array >= FAT_HU_MIN) & (ct.array <= FAT_HU_MAX) & body
+    if labels is not None and (labels.array == LABELS["subcutaneous_fat"]).any():
+        fat &= labels.array == LABELS["subcutaneous_fat"]
+    mask = np.zeros(ct.shape, dtype=bool)
+    thickness = []
+    sp = np.nonzero(spine_mask)
+    i_mid = float(sp[2].mean()) if sp[0].size else ct.shape[2] / 2
+    j_front = int(sp[1].min()) if sp[0].size else ct.shape[1]
+    offsets = np.abs(np.arange(ct.shape[2]) - i_mid) * dx
+    columns = np.nonzero((offsets >= FAT_COLUMNS_MIN_MM) & (offsets <= FAT_COLUMNS_MAX_MM))[0]
+    skin = max(1, int(np.ceil(SKIN_MM / dy)))
+    for k in range(z_range[0], z_range[1] + 1):
+        for i in columns:
+            col_body = np.nonzero(body[k, :j_front, i])[0]
+            if col_body.size == 0:
+                continue
+            j = int(col_body[0]) + skin
+            run, misses = [], 0
+            while j < j_front and misses < 2:
+                if fat[k, j, i]:
+                    run.append(j)
+                    misses = 0
+                elif run:
+                    misses += 1
+                elif j - col_body[0] > skin + 1:  # no fat right under the skin: no layer here
+                    break
+                j += 1
+            if run:
+                mask[k, run, i] = True
+                thickness.append((run[-1] - run[0] + 1) * dy)
+            else:
+                thickness.append(0.0)
+    return FatLayer(mask=mask, thickness_mm=float(np.median(thickness)) if thickness else 0.0)
