@@ -28,10 +28,25 @@ def markups_json(keypoints: dict[str, Any]) -> dict[str, Any]:
                                                     "controlPoints": points}]}
 
 
+def _as_model_keypoints(keypoints: dict[str, Any], ct: Volume) -> dict[str, Any]:
+    """Accept :func:`inference.segment`'s dict or the pipeline's ``{"L1 body": (k, j, i)}``."""
+    if "levels" in keypoints:
+        return keypoints
+    levels = {}
+    for name, kji in keypoints.items():
+        if kji is None:
+            continue
+        level = name.split()[0]
+        levels[level] = {"position_lps_mm": [round(float(v), 2) for v in ct.index_to_lps_mm(kji)],
+                         "index_kji": [round(float(v), 2) for v in kji]}
+    return {"levels": levels}
+
+
 def write_model_outputs(labels: Volume | None, keypoints: dict[str, Any] | None, ct: Volume, out_dir: str | Path
                         ) -> dict[str, Path]:
     """Write the predicted label map and keypoints next to results.json; returns the paths written."""
     out = Path(out_dir)
+    keypoints = _as_model_keypoints(keypoints, ct) if keypoints is not None else None
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     if labels is not None:

@@ -204,12 +204,18 @@ def _truncate(hu: torch.Tensor, target: torch.Tensor, heat: torch.Tensor, rng: n
     """Field-of-view edges: an axial cut (chest-only / pelvis-only scans) or an in-plane circle."""
     n = hu.shape[0]
     keep = torch.ones_like(hu, dtype=torch.bool)
-    if rng.random() < 0.2:
+    u = rng.random()
+    if u < 0.2:
         cut = int(rng.integers(n // 4, 3 * n // 4))
         if rng.random() < 0.5:
             keep[:cut] = False
         else:
             keep[cut:] = False
+    elif u < 0.3:  # a thin slab (e.g. 20 slices of 2 mm around one level): 8-20 voxels of 3 mm
+        thick = int(rng.integers(8, 21))
+        start = int(rng.integers(0, max(1, n - thick)))
+        keep[:start] = False
+        keep[start + thick:] = False
     if rng.random() < 0.1:
         _, yy, xx = torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in hu.shape], indexing="ij")
         cy, cx = rng.uniform(0, hu.shape[1]), rng.uniform(0, hu.shape[2])
