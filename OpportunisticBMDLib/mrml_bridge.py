@@ -286,7 +286,10 @@ def watch_edits(seg_node: Any, on_edit: Any = None, reference_node: Any = None) 
 
     # Segment editor effects, slicer.util updates and tag/name changes all end in SegmentModified.
     @vtk.calldata_type(vtk.VTK_STRING)
-    def on_segment_modified(_caller: Any, _event: Any, segment_id: str) -> None:
+    def on_segment_modified(*args: Any) -> None:
+        # (caller, event, segment_id); some SegmentModified events carry no segment id (e.g. the
+        # closed-surface toggle of trame-slicer's editor), and then the callback gets two arguments.
+        segment_id = args[2] if len(args) > 2 else None
         if seg_node.GetAttribute("OBMD.Writing") == "1" or not segment_id:
             return
         segment = segmentation.GetSegment(segment_id)

@@ -129,7 +129,9 @@ class BMDLogic:
         outputs.hip_table_node = bridge.hip_results_to_table(
             result.results, outputs.hip_table_node, name=f"{volume_node.GetName()} hip BMD results"
         )
-        keypoints = getattr(result, "keypoints", None) or (vertebra_centres(result.labels) if result.labels else {})
+        keypoints = getattr(result, "keypoints", None)
+        if not keypoints and result.labels is not None:
+            keypoints = vertebra_centres(result.labels)
         if keypoints:
             outputs.markups_node = bridge.keypoints_to_markups(
                 keypoints, ct, outputs.markups_node, name=f"{volume_node.GetName()} keypoints"
@@ -413,27 +415,36 @@ class AnalysisJob:
 
         out = self.work_dir / "out"
         results = json.loads((out / "results.json").read_text())
-        rois, labels = {}, self.labels
-        for path in sorted((out / "masks").glob("*.nii.gz")):
-            key = path.name[: -len(".nii.gz")]
-            volume = read_labels(path, like=self.ct)
-            if key == "labels":
-                labels = volume
-            else:
-                rois[key] = volume.array > 0
-        return AnalysisResult(results=results, rois=rois, labels=labels)
+        rois = {
+            path.name[: -len(".nii.gz")]: read_labels(path, like=self.ct).array > 0
+            for path in sorted((out / "masks").glob("*.nii.gz"))
+        }
+        labels, keypoints, predicted = self.labels, {}, False
+        if (out / "labels.nii.gz").exists():  # the models segmented the CT
+            labels, predicted = read_labels(out / "labels.nii.gz", like=self.ct), True
+        if (out / "keypoints.json").exists():
+            levels = json.loads((out / "keypoints.json").read_text()).get("levels", {})
+            keypoints = {f"{lvl} body": np.asarray(v["index_kji"]) for lvl, v in levels.items() if v.get("index_kji")}
+        return AnalysisResult(results=results, rois=rois, labels=labels, keypoints=keypoints,
+                              labels_predicted=predicted)
 
 
 def _options_to_cli(options: Any) -> list[str]:
-    """``obmd analyze`` flags for the options a user sets in the panel."""
+    """``obmd analyze`` flags for :class:`pipeline.AnalysisOptions` (or a dict of its fields)."""
     if options is None:
         return []
     if not isinstance(options, dict):
-        options = {"calibration": options.calibration, "calibration_params": options.calibration_params}
+        from dataclasses import asdict
+
+        options = asdict(options)
     argv = []
-    if options.get("calibration"):
-        argv += ["--calibration", str(options["calibration"])]
+    flags = {"calibration": "--calibration", "erosion_radius_mm": "--erosion-mm",
+             "muscle_density_mg_cm3": "--muscle-density", "fat_density_mg_cm3": "--fat-density",
+             "patient_age": "--age", "patient_sex": "--sex", "device": "--device"}
+    for key, flag in flags.items():
+        if options.get(key) is not None:
+            argv += [flag, str(options[key])]
     params = options.get("calibration_params") or {}
-    if "slope" in params and "intercept" in params:
-        argv += ["--phantom-slope", str(params["slope"]), "--phantom-intercept", str(params["intercept"])]
+    if params.get("slope") is not None and params.get("intercept") is not None:
+        argv += ["--slope", str(params["slope"]), "--intercept", str(params["intercept"])]
     return argv
