@@ -347,13 +347,32 @@ def _label_id_of_name(name: str) -> int | None:
     return None
 
 
+def _export_segments(seg_node: Any, segment_ids: list[str], reference_node: Any) -> np.ndarray:
+    """Segments into one array in the reference node's IJK: value n+1 where ``segment_ids[n]`` is
+    (later segments win where they overlap). One export for all segments, not one per segment."""
+    ids = vtk.vtkStringArray()
+    for segment_id in segment_ids:
+        ids.InsertNextValue(segment_id)
+    scene = seg_node.GetScene()
+    labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__obmd_export__")
+    try:
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        if not logic.ExportSegmentsToLabelmapNode(seg_node, ids, labelmap_node, reference_node):
+            raise RuntimeError(f"{seg_node.GetName()}: exporting segments failed")
+        return np.array(slicer.util.arrayFromVolume(labelmap_node))
+    finally:
+        display = labelmap_node.GetDisplayNode()
+        if display is not None and display.GetColorNode() is not None:
+            scene.RemoveNode(display.GetColorNode())
+        scene.RemoveNode(labelmap_node)
+
+
 def segmentation_to_labels(seg_node: Any, reference_node: Any, like: Volume) -> Volume:
     """Segments back to one label map of our schema on ``like``'s grid. A segment's label comes from
     its ``OBMD.LabelId`` tag, else its id or name in our schema or TotalSegmentator's (later segments win
     where they overlap); segments that are not labels (ROIs, unknown names) are skipped."""
-    shape = tuple(reversed(node_geometry(reference_node).size_xyz))
-    out = np.zeros(shape, dtype=np.int16)
     segmentation = seg_node.GetSegmentation()
+    segment_ids, label_ids = [], []
     for segment_id in segmentation.GetSegmentIDs():
         segment = segmentation.GetSegment(segment_id)
         tag = vtk.mutable("")
@@ -361,10 +380,13 @@ def segmentation_to_labels(seg_node: Any, reference_node: Any, like: Volume) -> 
             label_id = int(str(tag))
         else:
             label_id = _label_id_of_name(segment_id) or _label_id_of_name(segment.GetName())
-            if label_id is None:
-                continue
         if label_id:
-            out[segment_mask(seg_node, segment_id, reference_node)] = label_id
+            segment_ids.append(segment_id)
+            label_ids.append(label_id)
+    if not segment_ids:
+        return like.like(np.zeros(like.shape, dtype=np.int16), kind="labels")
+    lut = np.asarray([0, *label_ids], dtype=np.int16)
+    out = lut[_export_segments(seg_node, segment_ids, reference_node)]
     return like.like(node_array_to_ours(out, reference_node), kind="labels")
 
 
@@ -397,17 +419,31 @@ def edit_segment_voxels(seg_node: Any, segment_id: str, mask: np.ndarray, ct: Vo
     slicer.util.updateSegmentBinaryLabelmapFromArray(mask_node, seg_node, segment_id, reference_node)
 
 
-def segmentation_to_rois(seg_node: Any, reference_node: Any, ct: Volume) -> dict[str, np.ndarray]:
-    """Segments carrying an ``OBMD.Key`` that is not a label name, back to bool masks on ``ct``'s grid."""
-    rois = {}
+def read_rois(seg_node: Any, reference_node: Any, ct: Volume) -> tuple[dict[str, np.ndarray], list[str]]:
+    """ROI segments (an ``OBMD.Key`` that is not a label) as bool masks on ``ct``'s grid, reading each
+    segment once; segments whose voxels differ from what the program wrote are tagged edited.
+    Returns ``(rois, edited segment ids)``."""
+    rois, edited = {}, []
     segmentation = seg_node.GetSegmentation()
     for segment_id in segmentation.GetSegmentIDs():
         segment = segmentation.GetSegment(segment_id)
-        key = vtk.mutable("")
-        if not segment.GetTag(TAG_KEY, key) or str(key) in LABELS or segment.HasTag("OBMD.LabelId"):
+        key = segment_tag(seg_node, segment_id, TAG_KEY)
+        if key is None or key in LABELS or segment.HasTag("OBMD.LabelId"):
             continue
-        rois[str(key)] = node_array_to_ours(segment_mask(seg_node, segment_id, reference_node), reference_node)
-    return rois
+        mask_node = segment_mask(seg_node, segment_id, reference_node)
+        if is_edited(seg_node, segment_id) or _mask_digest(mask_node) != segment_tag(seg_node, segment_id, TAG_MASK):
+            if not is_edited(seg_node, segment_id):
+                with _quiet(seg_node):
+                    set_edited(seg_node, segment_id)
+            edited.append(segment_id)
+        rois[key] = node_array_to_ours(mask_node, reference_node)
+    return rois, edited
+
+
+def segmentation_to_rois(seg_node: Any, reference_node: Any, ct: Volume) -> dict[str, np.ndarray]:
+    """Segments carrying an ``OBMD.Key`` that is not a label name, back to bool masks on ``ct``'s grid
+    (edited segments get their tag on the way, see :func:`read_rois`)."""
+    return read_rois(seg_node, reference_node, ct)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -602,7 +638,10 @@ def place_in_study(input_node: Any, *output_nodes: Any) -> None:
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(input_node.GetScene())
     if sh is None:
         return
-    parent = sh.GetItemParent(sh.GetItemByDataNode(input_node))
+    input_item = sh.GetItemByDataNode(input_node)
+    if not input_item:
+        return
+    parent = sh.GetItemParent(input_item)
     for node in output_nodes:
         if node is None:
             continue

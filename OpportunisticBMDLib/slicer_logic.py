@@ -119,9 +119,8 @@ class BMDLogic:
         )
         if not overwrite_edited:
             # Edited segments were kept: the numbers must come from what is in the scene.
-            edited = bridge.update_edited_tags(outputs.roi_segmentation_node, volume_node)
+            rois, edited = bridge.read_rois(outputs.roi_segmentation_node, volume_node, ct)
             if edited:
-                rois = bridge.segmentation_to_rois(outputs.roi_segmentation_node, volume_node, ct)
                 result = pipeline.measure(ct, rois, options, labels=result.labels)
         outputs.table_node = bridge.results_to_table(
             result.results, outputs.table_node, name=f"{volume_node.GetName()} BMD results"
@@ -175,15 +174,15 @@ class BMDLogic:
         labels = (
             self.labels_from_node(labels_segmentation_node, volume_node, ct) if labels_segmentation_node else None
         )
-        bridge.update_edited_tags(roi_segmentation_node, volume_node)
         if rederive_rois:
+            bridge.update_edited_tags(roi_segmentation_node, volume_node)
             if labels is None:
                 raise ValueError("re-deriving ROIs needs the label segmentation")
             bridge.rois_to_segmentation(
                 pipeline.derive_rois(ct, labels, options), ct, volume_node, roi_segmentation_node,
                 overwrite_edited=overwrite_edited,
             )
-        rois = bridge.segmentation_to_rois(roi_segmentation_node, volume_node, ct)
+        rois, _edited = bridge.read_rois(roi_segmentation_node, volume_node, ct)
         result = pipeline.measure(ct, rois, options, labels=labels)
         if table_node is None:
             table_node = _find_referencing(volume_node, "vtkMRMLTableNode", kind="spine")
