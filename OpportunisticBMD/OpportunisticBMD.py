@@ -83,6 +83,7 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.staleLabel.setVisible(False)
         self.ui.hipTableView.setVisible(False)
+        self.ui.hipPictureLabel.setVisible(False)
         self.ui.reportDirectoryButton.directory = os.path.join(os.path.expanduser("~"), "OpportunisticBMD", "reports")
         self.ui.datasetDirectoryButton.directory = os.path.join(
             os.path.expanduser("~"), "OpportunisticBMD", "Dataset501_OBMD"
@@ -269,6 +270,11 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.hipTableView.setMRMLTableNode(outputs.hip_table_node)
         self.ui.hipTableView.setVisible(outputs.hip_table_node is not None)
         self.ui.staleLabel.setVisible(False)
+        pictures = self.logic.bmd.hip_picture_files(outputs.result, tempfile.mkdtemp(prefix="obmd-hip-"))
+        if pictures:  # Recompute gives none: the picture of the last Analyze stays
+            self.ui.hipPictureLabel.setVisible(True)
+            pixmap = qt.QPixmap(str(next(iter(pictures.values()))))
+            self.ui.hipPictureLabel.setPixmap(pixmap.scaledToWidth(380, qt.Qt.SmoothTransformation))
 
     # ------------------------------------------------------------------ report, export, sample
     def onSaveReportButton(self):

@@ -187,11 +187,10 @@ class BMDLogic:
         if table_node is None:
             table_node = _find_referencing(volume_node, "vtkMRMLTableNode", kind="spine")
         table_node = bridge.results_to_table(result.results, table_node, name=f"{volume_node.GetName()} BMD results")
-        hip_table_node = None
-        if result.results.get("hip"):
+        hip_table_node = _find_referencing(volume_node, "vtkMRMLTableNode", kind="hip")
+        if result.results.get("hip"):  # else the hip table of the last Analyze stays as it is
             hip_table_node = bridge.hip_results_to_table(
-                result.results, _find_referencing(volume_node, "vtkMRMLTableNode", kind="hip"),
-                name=f"{volume_node.GetName()} hip BMD results",
+                result.results, hip_table_node, name=f"{volume_node.GetName()} hip BMD results"
             )
         outputs = AnalysisOutputs(
             table_node=table_node, hip_table_node=hip_table_node, roi_segmentation_node=roi_segmentation_node,
@@ -199,6 +198,17 @@ class BMDLogic:
         )
         self._link(volume_node, outputs)
         return outputs
+
+    def hip_picture_files(self, result: Any, out_dir: str | Path) -> dict[str, Path]:
+        """PNG files of the hip projections with their regions (empty when no hip was analysed)."""
+        pictures = getattr(result, "pictures", None) or {}
+        files = {k: Path(v) for k, v in pictures.items() if isinstance(v, (str, Path))}
+        objects = {k: v for k, v in pictures.items() if not isinstance(v, (str, Path))}
+        if objects:
+            from .hip.pictures import save_hip_pictures
+
+            files.update(save_hip_pictures(objects, Path(out_dir)))
+        return files
 
     def save_report(self, result: Any, ct: Volume, out_dir: str | Path) -> dict[str, Path]:
         """The files ``obmd analyze`` writes (results.json, results.csv, masks/*.nii.gz)."""
@@ -421,11 +431,12 @@ class AnalysisJob:
         labels, keypoints, predicted = self.labels, {}, False
         if (out / "labels.nii.gz").exists():  # the models segmented the CT
             labels, predicted = read_labels(out / "labels.nii.gz", like=self.ct), True
+        pictures = {path.stem: path for path in sorted(out.glob("*hip*.png"))}
         if (out / "keypoints.json").exists():
             levels = json.loads((out / "keypoints.json").read_text()).get("levels", {})
             keypoints = {f"{lvl} body": np.asarray(v["index_kji"]) for lvl, v in levels.items() if v.get("index_kji")}
         return AnalysisResult(results=results, rois=rois, labels=labels, keypoints=keypoints,
-                              labels_predicted=predicted)
+                              labels_predicted=predicted, pictures=pictures)
 
 
 def _options_to_cli(options: Any) -> list[str]:
