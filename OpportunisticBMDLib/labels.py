@@ -123,8 +123,15 @@ def totalseg_to_ours(total_labels: np.ndarray, id_to_name: dict[int, str] | None
 
 
 def looks_like_totalseg(label_values: np.ndarray) -> bool:
-    """True when present ids fit TotalSegmentator's vertebra range (27-34) better than ours (1-8)."""
+    """True when the ids present are TotalSegmentator ``total`` ids rather than ours.
+
+    Any id outside our schema means TotalSegmentator. Otherwise the map is ours, unless it has none of
+    our vertebrae (1-9) but ids of TotalSegmentator's vertebra range (25-34). The ranges overlap (our
+    psoas/paraspinal ids are 30-33), so counting vertebra-range ids alone misreads an own-schema map
+    with one vertebra and both psoas as TotalSegmentator."""
     present = set(np.unique(label_values).tolist()) - {0}
+    if present - set(LABEL_NAMES):
+        return True
     ts_vertebrae = present & set(range(25, 35))
     ours_vertebrae = present & set(range(1, 10))
-    return len(ts_vertebrae) > len(ours_vertebrae) or max(present, default=0) > max(LABEL_NAMES)
+    return not ours_vertebrae and bool(ts_vertebrae)

@@ -101,32 +101,34 @@ def anterior_fat_roi(
     if labels is not None and (labels.array == LABELS["subcutaneous_fat"]).any():
         fat &= labels.array == LABELS["subcutaneous_fat"]
     mask = np.zeros(ct.shape, dtype=bool)
-    thickness = []
     sp = np.nonzero(spine_mask)
     i_mid = float(sp[2].mean()) if sp[0].size else ct.shape[2] / 2
     j_front = int(sp[1].min()) if sp[0].size else ct.shape[1]
     offsets = np.abs(np.arange(ct.shape[2]) - i_mid) * dx
     columns = np.nonzero((offsets >= FAT_COLUMNS_MIN_MM) & (offsets <= FAT_COLUMNS_MAX_MM))[0]
     skin = max(1, int(np.ceil(SKIN_MM / dy)))
+    runs: list[tuple[int, int, int, int]] = []  # (k, i, first j, last j)
     for k in range(z_range[0], z_range[1] + 1):
         for i in columns:
             col_body = np.nonzero(body[k, :j_front, i])[0]
             if col_body.size == 0:
                 continue
-            j = int(col_body[0]) + skin
-            run, misses = [], 0
-            while j < j_front and misses < 2:
-                if fat[k, j, i]:
-                    run.append(j)
-                    misses = 0
-                elif run:
-                    misses += 1
-                elif j - col_body[0] > skin + 1:  # no fat right under the skin: no layer here
-                    break
+            start = int(col_body[0]) + skin
+            j = start
+            while j < j_front and not fat[k, j, i] and j <= start + 1:  # allow thick skin
                 j += 1
-            if run:
-                mask[k, run, i] = True
-                thickness.append((run[-1] - run[0] + 1) * dy)
-            else:
-                thickness.append(0.0)
-    return FatLayer(mask=mask, thickness_mm=float(np.median(thickness)) if thickness else 0.0)
+            first = j
+            while j < j_front and fat[k, j, i]:  # the layer ends at the first non-fat voxel (muscle)
+                j += 1
+            runs.append((k, int(i), first, j - 1))
+    lengths = np.array([max(0, b - a + 1) for _, _, a, b in runs]) if runs else np.zeros(0)
+    nonzero = lengths[lengths > 0]
+    if nonzero.size == 0:
+        return FatLayer(mask=mask, thickness_mm=0.0)
+    # Columns where no muscle stops the run (thin or absent abdominal muscle, flank) run on into
+    # preperitoneal/visceral fat: drop runs much longer than the typical layer.
+    limit = 1.5 * float(np.median(nonzero)) + 2
+    for (k, i, a, b), n in zip(runs, lengths, strict=True):
+        if 0 < n <= limit:
+            mask[k, a: b + 1, i] = True
+    return FatLayer(mask=mask, thickness_mm=float(np.median(lengths)) * dy)
