@@ -364,3 +364,4 @@ else:
     def _internal_multi(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options) -> Calibration:
         fit = internal_calibration(ct, rois, labels, options)
         return Calibration("internal-multi", fit.slope_mg_cm3_per_hu, fit.intercept_mg_cm3, fit_details(fit))
+

@@ -1,14 +1,12 @@
 """Digital-patient cohorts for the accuracy and precision benchmarks (shared helpers, not a benchmark).
 
-Patients come from ``obmd phantom`` run in-process (same code path as a user's command line), read back
-with the package's own readers and analysed with ``pipeline.analyze`` on the phantom's labels.
+Patients come from the phantom generator (the code behind ``obmd phantom``), built in memory and analysed
+with ``pipeline.analyze`` on the phantom's labels.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io as _io
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,26 +23,21 @@ class PhantomScan:
     ct: object  # Volume
     labels: object  # Volume
     truth: dict
-    directory: Path
+    directory: Path | None
 
 
-def generate(out_dir: Path, seed: int, extra_args: list[str] | None = None, region: str = "spine") -> PhantomScan:
-    """Run ``obmd phantom --out DIR --seed N --region REGION [extra]`` quietly and read the scan back."""
-    from ..cli import main
-    from ..io import read_ct, read_labels
+def generate(seed: int, keep_dir: Path | None = None, **options) -> PhantomScan:
+    """Digital patient ``seed`` built in-process with :func:`phantom.generator.generate_phantom`
+    (``options`` are :class:`phantom.options.PhantomOptions` fields; region "spine" unless given).
+    With ``keep_dir`` the scan is also written there as ``obmd phantom`` would."""
+    from ..phantom.generator import generate_phantom, write_phantom
+    from ..phantom.options import PhantomOptions
 
-    out_dir = Path(out_dir)
-    argv = ["phantom", "--out", str(out_dir), "--seed", str(seed), "--region", region, *(extra_args or [])]
-    buffer = _io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        rc = main(argv)
-    if rc != 0:
-        raise RuntimeError(f"obmd {' '.join(argv)} failed ({rc}): {buffer.getvalue()[-300:]}")
-    ct = read_ct(out_dir / "ct.nii.gz")
-    labels_path = out_dir / "labels.nii.gz"
-    labels = read_labels(labels_path, like=ct) if labels_path.exists() else None
-    truth = json.loads((out_dir / "truth.json").read_text())
-    return PhantomScan(ct, labels, truth, out_dir)
+    options.setdefault("region", "spine")
+    phantom = generate_phantom(int(seed), PhantomOptions(**options))
+    if keep_dir is not None:
+        write_phantom(phantom, keep_dir)
+    return PhantomScan(phantom.ct, phantom.labels, phantom.truth, Path(keep_dir) if keep_dir else None)
 
 
 def scanner_kvp(truth: dict) -> float | None:
@@ -104,6 +97,35 @@ def analysis_options(method: str, truth: dict, header_known: bool = True):
         if age is not None and hasattr(options, "patient_age"):
             options.patient_age = age
     return options
+
+
+def measure_methods(scan: PhantomScan, methods: list[str], header_known: bool = True,
+                    extra_params: dict[str, dict] | None = None) -> dict[str, dict[str, float] | str]:
+    """Per-level vBMD for each method. One full ``pipeline.analyze`` (method "hu": ROIs and trabecular
+    HU), then each method calibrates those ROIs: vBMD = calibration(trabecular HU mean), as
+    ``pipeline.measure`` computes it. A method that fails maps to its error message."""
+    from ..calibration import calibrate
+    from ..pipeline import analyze
+
+    try:
+        base = analyze(scan.ct, scan.labels, analysis_options("hu", scan.truth, header_known))
+    except Exception as exc:
+        return {m: f"analysis: {type(exc).__name__}: {exc}" for m in methods}
+    levels = base.results.get("spine", {}).get("levels", {})
+    out: dict[str, dict[str, float] | str] = {}
+    for method in methods:
+        options = analysis_options(method, scan.truth, header_known)
+        if extra_params and method in extra_params:
+            options.calibration_params = {**options.calibration_params, **extra_params[method]}
+        try:
+            calibration = calibrate(scan.ct, base.rois, base.labels, options)
+        except Exception as exc:  # reported per method, the cohort goes on
+            out[method] = f"{type(exc).__name__}: {exc}"
+            continue
+        out[method] = {lvl: float(calibration.to_mg_cm3(v["trabecular_hu_mean"])) for lvl, v in levels.items()
+                       if isinstance(v, dict) and v.get("trabecular_hu_mean") is not None
+                       and calibration.calibrated}
+    return out
 
 
 def temp_dir(keep: str | None = None):

@@ -1,10 +1,13 @@
 """``obmd bench accuracy``: agreement of measured vBMD with the digital patients' truth, per calibration.
 
-A cohort of N digital patients (``obmd phantom --region spine``, seeds S..S+N-1; their vBMD spans
-30-250 mg/cm3 and they vary in fat infiltration, marrow fat, kVp, noise, blur and offsets) is analysed
-with the phantom's labels (``pipeline.analyze``) once per calibration method. Per patient, the compared
-value is the mean vBMD of L1 and L2 (the clinical pair; the two nearest measured levels when one is
-missing), measured vs truth.json. Figures, in the layout of the reference study (Radiologic Practice
+A cohort of N digital patients (the generator behind ``obmd phantom --region spine``, seeds S..S+N-1)
+with vBMD drawn uniformly in 30-250 mg/cm3, kVp drawn from 80/100/120/140, and the phantom's own
+variability (fat infiltration, marrow fat, body size, noise, blur, cupping and offset fields) is
+analysed with the phantom's labels (``pipeline.analyze``, once; every further method recalibrates the
+same ROIs). Per patient, the compared value is the mean vBMD of L1 and L2 (the clinical pair; the two
+nearest measured levels when one is missing), measured vs truth.json. With the header known (default)
+methods get the scan's kVp and the patient's age, as DICOM provides them.
+Figures, in the layout of the reference study (Radiologic Practice
 2024, doi:10.13609/j.cnki.1000-0313.2024.02.019): Spearman r, ICC(2,1) (two-way random, absolute
 agreement, single measure; Shrout & Fleiss 1979), Bland-Altman bias and 95 % limits, RMSE, and for
 osteoporosis (truth < 80 mg/cm3) AUC, sensitivity and specificity of measured < 80.
@@ -22,6 +25,8 @@ import numpy as np
 from .common import add_json_option, peak_rss_mb, write_json
 
 DEFAULT_METHODS = ("muscle-fat", "internal-multi")
+KVP_CHOICES = (80.0, 100.0, 120.0, 140.0)  # clinical tube potentials, one drawn per patient
+BMD_RANGE_MG_CM3 = (30.0, 250.0)  # uniform, so the osteoporotic (< 80) group is well populated
 # The reference study's agreement with phantom QCT on 421 test scans (references.md).
 REFERENCE_STUDY = {"n": 421, "spearman_r": 0.955, "icc": 0.945, "bias_mg_cm3": -1.23, "loa_low_mg_cm3": -21.5,
                    "loa_high_mg_cm3": 19.1, "rmse_mg_cm3": float("nan"), "auc": 0.975, "sensitivity": 0.421,
@@ -39,17 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="obmd-bench-accuracy", help="folder for the plots and per-patient CSV")
     parser.add_argument("--blind", action="store_true",
                         help="withhold the scan's kVp and the patient's age (as if the DICOM header were stripped)")
-    parser.add_argument("--keep-scans", metavar="DIR", help="keep the generated phantoms in DIR")
-    parser.add_argument("--phantom-args", default="", help="extra arguments passed to every obmd phantom call")
+    parser.add_argument("--keep-scans", metavar="DIR", help="also write the generated phantoms into DIR")
     add_json_option(parser)
     parser.set_defaults(func=run)
 
 
 def run_cohort(n: int, seed: int, methods: list[str], blind: bool = False, keep_scans: str | None = None,
-               phantom_args: list[str] | None = None, log=print) -> dict:
+               phantom_options: dict | None = None, log=print) -> dict:
     """Generate and analyse the cohort; returns {"rows": [...], "failures": [...], "methods": {m: figures}}."""
     from .. import stats
-    from ..pipeline import analyze
     from . import _cohort
 
     rows: list[dict] = []
@@ -59,38 +62,40 @@ def run_cohort(n: int, seed: int, methods: list[str], blind: bool = False, keep_
         for index in range(n):
             patient_seed = seed + index
             t0 = time.perf_counter()
+            rng = np.random.default_rng(patient_seed)
+            kvp = float(rng.choice(KVP_CHOICES))
+            bmd = float(rng.uniform(*BMD_RANGE_MG_CM3))
+            keep = Path(scratch) / f"patient_{patient_seed}" if keep_scans else None
             try:
-                scan = _cohort.generate(Path(scratch) / f"patient_{patient_seed}", patient_seed, phantom_args)
+                scan = _cohort.generate(patient_seed, keep, kvp=kvp, bmd_mg_cm3=bmd, **(phantom_options or {}))
             except Exception as exc:  # a phantom that cannot be built is reported, not fatal
                 failures.append({"seed": patient_seed, "method": None, "error": f"phantom: {exc}"})
                 log(f"  seed {patient_seed}: phantom failed: {exc}")
                 continue
-            truth_levels = _cohort.true_levels(scan.truth)
-            row = {"seed": patient_seed, "kvp": _cohort.scanner_kvp(scan.truth), "age": _cohort.patient_age(scan.truth)}
-            summary = scan.truth.get("patient", {}) if isinstance(scan.truth.get("patient"), dict) else {}
+            row = {"seed": patient_seed, "kvp": kvp, "age": _cohort.patient_age(scan.truth)}
             for key in ("marrow_fat_fraction", "muscle_fat_infiltration", "subcutaneous_fat_mm"):
-                if key in summary:
-                    row[key] = summary[key]
-            for method in methods:
-                options = _cohort.analysis_options(method, scan.truth, header_known=not blind)
-                if method == "phantom":
-                    kvp = row["kvp"] or 120.0
-                    if kvp not in phantom_calibrations:
-                        phantom_calibrations[kvp] = _phantom_calibration(Path(scratch), kvp)
-                    options.calibration_params = dict(phantom_calibrations[kvp])
-                try:
-                    result = analyze(scan.ct, scan.labels, options)
-                except Exception as exc:
-                    failures.append({"seed": patient_seed, "method": method, "error": str(exc)})
-                    log(f"  seed {patient_seed} {method}: analysis failed: {exc}")
+                row[key] = scan.truth.get("patient", {}).get(key)
+            for key in ("noise_hu", "cupping_hu", "offset_field_hu", "blur_fwhm_mm"):
+                row[key] = scan.truth.get("scanner", {}).get(key)
+            extra = {}
+            if "phantom" in methods:
+                if kvp not in phantom_calibrations:
+                    phantom_calibrations[kvp] = _phantom_calibration(kvp)
+                extra["phantom"] = phantom_calibrations[kvp]
+            values = _cohort.measure_methods(scan, methods, header_known=not blind, extra_params=extra)
+            truth_levels = _cohort.true_levels(scan.truth)
+            for method, outcome in values.items():
+                if isinstance(outcome, str):
+                    failures.append({"seed": patient_seed, "method": method, "error": outcome})
+                    log(f"  seed {patient_seed} {method}: {outcome}")
                     continue
-                pair = _cohort.paired_patient_value(_cohort.measured_levels(result.results), truth_levels)
+                pair = _cohort.paired_patient_value(outcome, truth_levels)
                 if pair is None:
                     failures.append({"seed": patient_seed, "method": method, "error": "no level measured"})
                     continue
                 row[f"{method}_measured"], row["truth"], row["levels"] = pair[0], pair[1], "+".join(pair[2])
             rows.append(row)
-            log(f"  patient {index + 1}/{n} (seed {patient_seed}, {row.get('kvp')} kVp): truth "
+            log(f"  patient {index + 1}/{n} (seed {patient_seed}, {kvp:g} kVp): truth "
                 f"{row.get('truth', float('nan')):.1f}  " + "  ".join(
                     f"{m} {row.get(f'{m}_measured', float('nan')):.1f}" for m in methods)
                 + f"  [{time.perf_counter() - t0:.1f} s]")
@@ -104,12 +109,12 @@ def run_cohort(n: int, seed: int, methods: list[str], blind: bool = False, keep_
     return {"rows": rows, "failures": failures, "methods": figures, "phantom_calibrations": phantom_calibrations}
 
 
-def _phantom_calibration(scratch: Path, kvp: float) -> dict:
-    """Asynchronous calibration: scan the ESP-like phantom at this kVp once and fit its inserts."""
+def _phantom_calibration(kvp: float) -> dict:
+    """Asynchronous calibration: scan the ESP-like phantom once at this kVp and fit its inserts."""
     from ..commands.calibrate_phantom import calibrate
     from . import _cohort
 
-    scan = _cohort.generate(scratch / f"esp_{kvp:g}kvp", 1, ["--kvp", f"{kvp:g}"], region="esp")
+    scan = _cohort.generate(1, region="esp", kvp=kvp)
     calib = calibrate(scan.ct, (50.0, 100.0, 200.0))
     return {"slope": calib["slope"], "intercept": calib["intercept"]}
 
@@ -184,13 +189,10 @@ def write_rows_csv(rows: list[dict], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shlex
-
     t0 = time.perf_counter()
     print(f"accuracy benchmark: {args.n} digital patients from seed {args.seed}; methods: "
           f"{', '.join(args.calibration)}{' (blind: no kVp/age)' if args.blind else ''}")
-    cohort = run_cohort(args.n, args.seed, list(args.calibration), blind=args.blind, keep_scans=args.keep_scans,
-                        phantom_args=shlex.split(args.phantom_args))
+    cohort = run_cohort(args.n, args.seed, list(args.calibration), blind=args.blind, keep_scans=args.keep_scans)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_rows_csv(cohort["rows"], out_dir / "accuracy_patients.csv")
