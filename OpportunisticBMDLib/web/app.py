@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ class OBMDWebApp(TrameApp):
         self.layout_logic.set_ui(self.ui.layout_button)
         self.load_logic.set_ui(self.ui.load_volume_ui)
         self.load_logic.volume_loaded.connect(self.workflow.use_volume_node)
+        self._edit_check: asyncio.TimerHandle | None = None
+        self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_segmentation_modified)
 
     # ------------------------------------------------------------------------------------------
     def show_case(self, case: LoadedCase) -> None:
@@ -129,6 +132,22 @@ class OBMDWebApp(TrameApp):
             slicer.vtkMRMLSliceNode.JumpAllSlices(
                 self.slicer_app.scene, *map(float, centre), slicer.vtkMRMLSliceNode.CenteredJumpSlice
             )
+
+    def _on_segmentation_modified(self, *_: Any) -> None:
+        """The editor changed the ROI segmentation (fires many times per stroke): check once it settles."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._edit_check is not None:
+            self._edit_check.cancel()
+        self._edit_check = loop.call_later(0.3, self._check_active_segment)
+
+    def _check_active_segment(self) -> None:
+        self._edit_check = None
+        segment_id = self.slicer_app.segmentation_editor.get_active_segment_id()
+        if segment_id and self.workflow.check_edit(segment_id):
+            self.state.flush()
 
     def recompute(self) -> None:
         self.workflow.recompute()

@@ -52,6 +52,7 @@ class WorkflowUI:
         self.actions = actions
         with ViewerLayout(server, title="OpportunisticBMD", is_drawer_visible=False) as self.layout:
             html.Style(PANEL_CSS)
+            v = self.layout.typed_state.name  # the viewer's state names (namespaced by trame-slicer)
             self.layout.title.set_text("OpportunisticBMD · bone density from routine CT")
             with self.layout.appbar, Template(v_slot_prepend=True):
                 self.load_volume_ui = LoadVolumeUI()
@@ -64,24 +65,24 @@ class WorkflowUI:
                     ):
                         html.Small("{{ obmd_progress_message }} ({{ Math.round(obmd_progress) }} %)")
             with self.layout.drawer:
-                self.segment_editor_ui = SegmentEditorUI(v_if=("active_tool === 'SegmentEditorUI'",))
+                self.segment_editor_ui = SegmentEditorUI(v_if=(f"{v.active_tool} === 'SegmentEditorUI'",))
             with self.layout.toolbar:
-                self.layout_button = LayoutButton(classes="mt-1", disabled=("!is_volume_loaded",))
+                self.layout_button = LayoutButton(classes="mt-1", disabled=(f"!{v.is_volume_loaded}",))
                 ControlButton(
-                    name="{{ is_drawer_visible ? 'Close the segment editor' : 'Edit ROIs (segment editor)' }}",
-                    icon="mdi-brush", click=actions["toggle_editor"], active=("is_drawer_visible",),
+                    name="{{ " + v.is_drawer_visible + " ? 'Close the segment editor' : 'Edit ROIs' }}",
+                    icon="mdi-brush", click=actions["toggle_editor"], active=(v.is_drawer_visible,),
                     disabled=("!obmd_has_results",), classes="mt-1", raw_attrs=_testid("open-editor"),
                 )
                 ControlButton(
                     name="Soft-tissue window (W 400 / L 40)", icon="mdi-alpha-s-box-outline",
-                    click=(actions["window"], "['soft']"), classes="mt-1", disabled=("!is_volume_loaded",),
+                    click=(actions["window"], "['soft']"), classes="mt-1", disabled=(f"!{v.is_volume_loaded}",),
                 )
                 ControlButton(
                     name="Bone window (W 1800 / L 400)", icon="mdi-alpha-b-box-outline",
-                    click=(actions["window"], "['bone']"), classes="mt-1", disabled=("!is_volume_loaded",),
+                    click=(actions["window"], "['bone']"), classes="mt-1", disabled=(f"!{v.is_volume_loaded}",),
                 )
             with self.layout.undo_redo:
-                SegmentEditorUndoRedoUI(editor_ui=self.segment_editor_ui, v_if=("is_drawer_visible",))
+                SegmentEditorUndoRedoUI(editor_ui=self.segment_editor_ui, v_if=(v.is_drawer_visible,))
             with self.layout.content:
                 layout_manager.initialize_layout_grid(self.layout)
             with VNavigationDrawer(location="right", permanent=True, width=470, classes="obmd-panel"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import hashlib
 import threading
 import traceback
 from collections.abc import Callable
@@ -111,7 +112,7 @@ class Workflow:
         self.logic = BMDLogic()
         self.case: LoadedCase | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obmd-analyze")
-        self._edit_observer: tuple[Any, int] | None = None
+        self._snapshot: dict[str, str] = {}
         self.reset_state()
 
     # ----------------------------------------------------------------------------- page state
@@ -177,9 +178,9 @@ class Workflow:
         if self.state.obmd_busy:
             return
         from .. import pipeline
-        from ..slicer_logic import _options
+        from ..slicer_logic import make_options
 
-        options = _options(self.options)
+        options = make_options(self.options)
         box = ProgressBox()
         self.state.obmd_busy = True
         self.state.obmd_progress, self.state.obmd_progress_message = 0.0, "Starting"
@@ -219,18 +220,35 @@ class Workflow:
                 self.state.obmd_progress = 100.0 if self.state.obmd_has_results else 0.0
 
     # ----------------------------------------------------------------------------- edits
+    # Edits are noticed by comparing the edited segment's voxels with a snapshot taken when the numbers
+    # were last measured (the app calls check_edit after trame-slicer's editor modified the segmentation).
+    # bridge.watch_edits is not used here: its VTK_STRING call-data observer crashes when trame-slicer's
+    # editor toggles closed surfaces (SegmentModified then carries no string).
     def _watch_edits(self) -> None:
+        self._snapshot = {}
         seg_node = self.case.outputs.roi_segmentation_node if self.case and self.case.outputs else None
         if seg_node is None:
             return
-        tag = bridge.watch_edits(seg_node, self._on_edit)
-        self._edit_observer = (seg_node, tag)
+        for segment_id in seg_node.GetSegmentation().GetSegmentIDs():
+            self._snapshot[segment_id] = self._digest(segment_id)
 
     def _stop_watching_edits(self) -> None:
-        if self._edit_observer:
-            seg_node, tag = self._edit_observer
-            seg_node.GetSegmentation().RemoveObserver(tag)
-            self._edit_observer = None
+        self._snapshot = {}
+
+    def _digest(self, segment_id: str) -> str:
+        mask = bridge.segment_mask(self.case.outputs.roi_segmentation_node, segment_id, self.case.volume_node)
+        return hashlib.sha1(np.packbits(mask).tobytes()).hexdigest()
+
+    def check_edit(self, segment_id: str) -> bool:
+        """True (and results marked out of date, segment tagged edited) if the segment's voxels changed."""
+        case = self.case
+        if case is None or case.outputs is None or self.state.obmd_busy or segment_id not in self._snapshot:
+            return False
+        if self._digest(segment_id) == self._snapshot[segment_id]:
+            return False
+        bridge.set_edited(case.outputs.roi_segmentation_node, segment_id)
+        self._on_edit(segment_id)
+        return True
 
     def _on_edit(self, segment_id: str) -> None:
         if self.case is None:
@@ -252,6 +270,7 @@ class Workflow:
                 case.volume_node, case.outputs.roi_segmentation_node, case.labels_node, self.options,
                 table_node=case.outputs.table_node,
             )
+            self._watch_edits()
             self._publish(case.outputs.result.results, stale=False)
             self._info("Recomputed from the edited ROIs." if case.edited_segments else "Recomputed.")
         except OBMDError as exc:
