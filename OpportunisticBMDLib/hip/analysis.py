@@ -129,13 +129,25 @@ def measure_side(
             baseline = float(np.median(density[shell])) if shell.sum() > 20 else 0.0
             rim = mineral_mask & ~mask
             density = np.where(rim, density - baseline, density)
-    proj = project(density, mask, mineral_mask, spacing, geom, opts.pixel_mm, opts.step_mm)
+    start = np.array([c.start for c in crop], float) * np.asarray(spacing)
+    fov_lo = -start - 0.5 * np.asarray(spacing)
+    fov_hi = (np.asarray(fov_shape) - 0.5) * np.asarray(spacing) - start
+    # Only the faces of the field of view that cut the femur matter: a ray that leaves the scanned
+    # volume through soft tissue misses no bone.
+    idx_full = np.argwhere(mask) + np.array([c.start for c in crop])
+    fov_lo = np.where(idx_full.min(0) == 0, fov_lo, -np.inf)
+    fov_hi = np.where(idx_full.max(0) == np.asarray(fov_shape) - 1, fov_hi, np.inf)
+    fov = (fov_lo, fov_hi)
+    proj = project(density, mask, mineral_mask, spacing, geom, opts.pixel_mm, opts.step_mm, fov_mm=fov)
     regions = build_regions(proj, geom)
     out: dict[str, Any] = {}
     for name in REGION_NAMES:
         stats = region_stats(proj, regions.masks[name])
         stats["t_score"] = tscores.t_score(stats["abmd_g_cm2"], name)
         out[name] = stats
+    if not regions.neck_in_view:
+        qc.append(_qc("hip_neck_cut_fov", "warning", f"{side} hip: the femoral neck box is partly outside the field of "
+                      "view; the neck aBMD is unreliable"))
     if not regions.distal_border_in_view:
         qc.append(_qc("hip_lesser_trochanter_outside_fov", "warning",
                       f"{side} hip: the total hip region's distal border (10 mm below the lesser trochanter) is "
@@ -144,6 +156,8 @@ def measure_side(
         for name in ("trochanter", "intertrochanter", "total_hip"):
             out[name] = None
     t_values = {k: (out[k] or {}).get("t_score") for k in ("neck", "total_hip")}
+    if not regions.neck_in_view:
+        t_values.pop("neck")  # a cut neck gives no diagnosis
     out["category"] = tscores.hip_category(t_values)
     out["neck_axis_angle_deg"] = round(geom.anteversion_deg, 1)
     out["neck_shaft_angle_deg"] = round(geom.neck_shaft_angle_deg, 1)
@@ -181,7 +195,8 @@ def measure_side(
     return out, proj, regions, geom, mineral_mask
 
 
-def _roi_masks(proj: Projection, regions: HipRegions, mineral_mask: np.ndarray, spacing, crop, full_shape, side):
+def _roi_masks(proj: Projection, regions: HipRegions, mineral_mask: np.ndarray, spacing, crop, full_shape, side,
+               reported: dict[str, Any] | None = None):
     """3D masks: mineral-mask voxels whose projection falls in each region (region 'columns')."""
     rois: dict[str, np.ndarray] = {}
     pts_idx = np.argwhere(mineral_mask)
@@ -189,6 +204,8 @@ def _roi_masks(proj: Projection, regions: HipRegions, mineral_mask: np.ndarray, 
     row, col = proj.pixel_of_uv(uvw[:, 0], uvw[:, 1])
     ok = (row >= 0) & (row < proj.shape[0]) & (col >= 0) & (col < proj.shape[1])
     for name, reg in regions.masks.items():
+        if reported is not None and reported.get(name) is None:
+            continue
         sel = np.zeros(len(pts_idx), bool)
         sel[ok] = (reg & proj.mineral_footprint)[row[ok], col[ok]]
         full = np.zeros(full_shape, bool)
@@ -240,6 +257,6 @@ def analyze_hips(
             continue
         out["calibration_method"] = getattr(calibration, "method", None)
         results[side] = out
-        rois.update(_roi_masks(proj, regions, mineral, spacing, crop, ct.shape, side))
+        rois.update(_roi_masks(proj, regions, mineral, spacing, crop, ct.shape, side, out))
         pictures[side] = HipPicture(side, proj, regions, geom, out, age, sex)
     return results, rois, pictures

@@ -92,7 +92,8 @@ class AnalyticFemur:
         frac /= supersample**3
         density = Volume(frac * self.density_mg_cm3, tuple(spacing))
         label_id = LABELS[f"femur_{self.side}"]
-        labels = Volume(np.where(frac >= 0.5, label_id, 0).astype(np.int16), tuple(spacing))
+        centre_inside = self.inside(grid * spacing, head_centre)  # voxel-centre voxelisation: unbiased
+        labels = Volume(np.where(centre_inside, label_id, 0).astype(np.int16), tuple(spacing))
         return density, labels, head_centre
 
     def neck_abmd_g_cm2(self, t_centre_mm: float, width_mm: float = 15.0) -> float:

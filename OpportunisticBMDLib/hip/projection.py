@@ -28,6 +28,8 @@ MAX_SAMPLES_PER_CHUNK = 4_000_000
 EXTENT_BELOW_HEAD_RADII = 5.0
 EXTENT_ABOVE_HEAD_RADII = 1.6
 MARGIN_MM = 6.0
+LABEL_SMOOTH_VOXELS = 0.5
+FOOTPRINT_MIN_PATH_MM = 2.0  # DXA edge detection also misses the thinnest grazing edges
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Projection:
     u0_mm: float
     v0_mm: float
     frame: DXAFrame
+    in_fov: np.ndarray | None = None  # bool: the whole ray lies inside the scanned field of view
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -100,9 +103,12 @@ def project(
     geom: FemurGeometry,
     pixel_mm: float = DEFAULT_PIXEL_MM,
     step_mm: float = DEFAULT_STEP_MM,
+    fov_mm: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Projection:
     """Project ``density_mg_cm3`` (bone mineral density; zero outside ``mineral_mask``) along the
-    DXA beam. ``femur_mask`` defines the bone footprint (area); all arrays share the (k, j, i) grid."""
+    DXA beam. ``femur_mask`` defines the bone footprint (area); all arrays share the (k, j, i) grid.
+    ``fov_mm`` = (low, high) grid-mm corners of the scanned field of view (default: the arrays):
+    pixels whose ray leaves it are marked in ``Projection.in_fov``."""
     frame = dxa_frame(geom)
     spacing = np.asarray(spacing_mm, float)
     # Crop to the mineral mask to keep the interpolation cheap.
@@ -113,7 +119,9 @@ def project(
     crop = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     offset_mm = lo * spacing
     field = np.where(mineral_mask[crop], density_mg_cm3[crop], 0.0).astype(np.float32)
-    label = femur_mask[crop].astype(np.float32)
+    # Slight smoothing (half a voxel per axis) turns the staircase of a binary label into a surface
+    # whose silhouette does not depend on the voxel size.
+    label = ndimage.gaussian_filter(femur_mask[crop].astype(np.float32), LABEL_SMOOTH_VOXELS)
     mineral = mineral_mask[crop].astype(np.float32)
 
     pts = frame.to_frame(np.argwhere(mineral_mask[crop]) * spacing + offset_mm)
@@ -128,8 +136,12 @@ def project(
     vs = v_max - np.arange(rows) * pixel_mm
 
     abmd = np.zeros((rows, cols), np.float64)
-    label_max = np.zeros((rows, cols), np.float64)
+    label_path = np.zeros((rows, cols), np.float64)
     path_mineral = np.zeros((rows, cols), np.float64)
+    in_fov = np.ones((rows, cols), bool)
+    if fov_mm is None:
+        fov_mm = (-0.5 * spacing, (np.asarray(density_mg_cm3.shape) - 0.5) * spacing)
+    fov_lo, fov_hi = (np.asarray(a, float) for a in fov_mm)
     rows_per_chunk = max(1, MAX_SAMPLES_PER_CHUNK // (cols * len(w)))
     for r0 in range(0, rows, rows_per_chunk):
         vv = vs[r0 : r0 + rows_per_chunk]
@@ -138,16 +150,19 @@ def project(
         xyz = frame.from_frame(uvw.reshape(-1, 3))
         idx = ((xyz - offset_mm) / spacing).T
         shape = gu.shape
-        for target, vol in ((abmd, field), (label_max, label), (path_mineral, mineral)):
+        inside = np.all((xyz >= fov_lo) & (xyz <= fov_hi), axis=1).reshape(shape)
+        in_fov[r0 : r0 + len(vv)] = inside.all(axis=-1)
+        for target, vol in ((abmd, field), (label_path, label), (path_mineral, mineral)):
             samples = ndimage.map_coordinates(vol, idx, order=1, mode="constant", cval=0.0).reshape(shape)
-            if target is label_max:
-                target[r0 : r0 + len(vv)] = samples.max(axis=-1)
+            if target is label_path:
+                target[r0 : r0 + len(vv)] = (samples >= 0.5).sum(axis=-1) * step_mm
             else:
                 target[r0 : r0 + len(vv)] = samples.sum(axis=-1) * step_mm
     # mg/cm^3 x mm -> g/cm^2: x 0.1 (mm -> cm) / 1000 (mg -> g)
     abmd *= 1e-4
-    # Bone pixels: the beam crosses the femur surface, taken as the 0.5 level of the trilinearly
-    # interpolated label (its silhouette), so the area does not grow with the voxel size.
-    footprint = label_max >= 0.5
+    # Bone pixels: the beam runs at least FOOTPRINT_MIN_PATH_MM inside the femur surface (the 0.5
+    # level of the slightly smoothed, trilinearly interpolated label), so the area does not grow
+    # with the voxel size (checked on analytic femurs at 1, 3 and 2 x 0.7 x 0.9 mm: within 1 %).
+    footprint = label_path >= FOOTPRINT_MIN_PATH_MM
     mineral_fp = path_mineral > 0.0
-    return Projection(abmd, footprint, mineral_fp | footprint, pixel_mm, float(us[0]), float(vs[0]), frame)
+    return Projection(abmd, footprint, mineral_fp | footprint, pixel_mm, float(us[0]), float(vs[0]), frame, in_fov)

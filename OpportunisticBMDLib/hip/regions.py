@@ -34,6 +34,13 @@ TROCH_LINE_ANGLE_DEG = 45.0  # below the horizontal, running distal-lateral
 # Without a visible lesser-trochanter bump, its lower edge is put 2.6 head radii below the head
 # centre (about 57 mm for a 22 mm head, typical adult proximal-femur proportions).
 LT_FALLBACK_HEAD_RADII = 2.6
+# The lesser trochanter is searched 1.8-4 head radii below the head centre (its lower edge lies
+# ~2.5 radii below in adult femurs), never in the neck itself.
+LT_SEARCH_HEAD_RADII = (1.8, 4.0)
+FOV_GUARD_MM = 2.0  # a bone run ending this close to the field-of-view edge is taken as cut by it
+# The narrowest neck section is searched between the head surface and 1.9 head radii from its centre
+# (the neck-trochanter junction lies beyond ~2 radii in adult femurs).
+NECK_SEARCH_HEAD_RADII = (0.9, 1.9)
 REGION_NAMES = ("neck", "trochanter", "intertrochanter", "total_hip")
 
 
@@ -49,10 +56,13 @@ class HipRegions:
     width_profile: tuple[np.ndarray, np.ndarray]  # (t_mm, width_mm)
     notes: list[str] = field(default_factory=list)
     distal_border_in_view: bool = True
+    neck_in_view: bool = True
 
 
-def _run_width(fp: np.ndarray, proj: Projection, centre: np.ndarray, perp: np.ndarray, half_len: float) -> float:
-    """Length (mm) of the contiguous bone run through ``centre`` along ``perp``."""
+def _run_width(fp: np.ndarray, proj: Projection, centre: np.ndarray, perp: np.ndarray, half_len: float,
+               check_fov: bool = True) -> float:
+    """Length (mm) of the contiguous bone run through ``centre`` along ``perp``; NaN when the run
+    reaches pixels outside the field of view (the width is then unknown)."""
     px = proj.pixel_mm
     s = np.arange(-half_len, half_len + px / 2, px)
     pts = centre[None, :] + s[:, None] * perp[None, :]
@@ -69,7 +79,22 @@ def _run_width(fp: np.ndarray, proj: Projection, centre: np.ndarray, perp: np.nd
     hi = mid
     while hi < len(s) - 1 and inside[hi + 1]:
         hi += 1
+    safe = _safe_fov(proj) if check_fov else None
+    if safe is not None:
+        r_run, c_run = row[lo : hi + 1], col[lo : hi + 1]
+        if not (ok[lo : hi + 1].all() and safe[r_run, c_run].all()):
+            return float("nan")
     return (hi - lo + 1) * px
+
+
+def _safe_fov(proj: Projection) -> np.ndarray | None:
+    """Pixels at least FOV_GUARD_MM inside the field of view (bone there is not cut by its edge)."""
+    if proj.in_fov is None:
+        return None
+    if not hasattr(proj, "_safe_fov"):
+        dist = ndimage.distance_transform_edt(np.pad(proj.in_fov, 1), sampling=proj.pixel_mm)[1:-1, 1:-1]
+        proj._safe_fov = dist > FOV_GUARD_MM  # type: ignore[attr-defined]
+    return proj._safe_fov  # type: ignore[attr-defined]
 
 
 def _component_at(region: np.ndarray, proj: Projection, point_uv: np.ndarray) -> np.ndarray:
@@ -86,14 +111,19 @@ def _component_at(region: np.ndarray, proj: Projection, point_uv: np.ndarray) ->
 
 def neck_width_profile(proj: Projection, n2: np.ndarray, head_radius_mm: float) -> tuple[np.ndarray, np.ndarray]:
     perp = np.array([-n2[1], n2[0]])
-    ts = np.arange(0.9 * head_radius_mm, 2.2 * head_radius_mm, proj.pixel_mm)
+    ts = np.arange(NECK_SEARCH_HEAD_RADII[0] * head_radius_mm, NECK_SEARCH_HEAD_RADII[1] * head_radius_mm,
+                   proj.pixel_mm)
     widths = np.array([_run_width(proj.footprint, proj, t * n2, perp, 2.5 * head_radius_mm) for t in ts])
+    if not np.isfinite(widths).any():  # the whole neck is cut by the field of view: use what is visible
+        widths = np.array([_run_width(proj.footprint, proj, t * n2, perp, 2.5 * head_radius_mm, False) for t in ts])
     return ts, widths
 
 
 def narrowest_t(ts: np.ndarray, widths: np.ndarray, pixel_mm: float) -> float:
     """Centre of the narrowest stretch (all positions within one pixel of the minimum width)."""
-    valid = widths > 0
+    valid = np.isfinite(widths) & (widths > 0)
+    if not valid.any():
+        valid = np.nan_to_num(widths) > 0
     if not valid.any():
         raise ValueError("no femoral neck found along the neck axis")
     wmin = widths[valid].min()
@@ -114,7 +144,13 @@ def find_lesser_trochanter(proj: Projection, m: float, v_top_mm: float, head_rad
     delta = int(round(10.0 / proj.pixel_mm))
     bump = np.full_like(med, np.nan)
     bump[delta:-delta] = med[delta:-delta] - 0.5 * (med[: -2 * delta] + med[2 * delta :])
-    search = (v < v_top_mm) & (v > -4.0 * head_radius_mm) & np.isfinite(bump)
+    search = (v < min(v_top_mm, -LT_SEARCH_HEAD_RADII[0] * head_radius_mm)) & (
+        v > -LT_SEARCH_HEAD_RADII[1] * head_radius_mm) & np.isfinite(bump)
+    safe = _safe_fov(proj)
+    if safe is not None:  # the bump and its +-10 mm neighbours must be inside the field of view
+        row_safe = np.array([safe[r][fp[r]].all() if fp[r].any() else False for r in range(fp.shape[0])])
+        window = np.convolve(~row_safe, np.ones(2 * delta + 1), mode="same") == 0
+        search &= window
     if not search.any() or np.nanmax(np.where(search, bump, np.nan)) < 1.0:
         return None
     b = np.where(search, bump, -np.inf)
@@ -157,6 +193,8 @@ def build_regions(proj: Projection, geom: FemurGeometry) -> HipRegions:
     lowest_bone_v = vg[fp_rows.max(), 0] if len(fp_rows) else 0.0
     in_view = lowest_bone_v <= v_bottom + proj.pixel_mm
     total = (t_map >= t_n - w2) & (vg >= v_bottom)
+    safe = _safe_fov(proj)
+    neck_in_view = safe is None or bool(safe[neck & proj.footprint].all())
 
     start = (t_n + w2) * n2
     ang = np.radians(TROCH_LINE_ANGLE_DEG)
@@ -171,6 +209,7 @@ def build_regions(proj: Projection, geom: FemurGeometry) -> HipRegions:
     return HipRegions(
         {"neck": neck, "trochanter": troch, "intertrochanter": inter, "total_hip": total},
         t_n, n2, corners, np.array([start, line_end]), float(v_bottom), lt, (ts, widths), notes, bool(in_view),
+        neck_in_view,
     )
 
 
