@@ -301,8 +301,9 @@ def missing_requirements(requirements_txt: str | Path) -> list[str]:
     return missing
 
 
-def load_digital_patient(seed: int = 0, work_dir: str | Path | None = None) -> tuple[Any, Any]:
-    """Generate a digital patient (``obmd phantom``) into the scene: (CT volume node, label segmentation)."""
+def load_digital_patient(seed: int = 0, work_dir: str | Path | None = None, region: str = "torso") -> tuple[Any, Any]:
+    """Generate a digital patient (``obmd phantom``) into the scene: (CT volume node, label segmentation).
+    ``region``: "torso" (spine and hips), "spine" (smaller, faster) or "hip"."""
     import contextlib
     import io as _io
     import tempfile
@@ -313,7 +314,7 @@ def load_digital_patient(seed: int = 0, work_dir: str | Path | None = None) -> t
     out = Path(work_dir or tempfile.mkdtemp(prefix="obmd-phantom-"))
     buffer = _io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        rc = main(["phantom", "--out", str(out), "--seed", str(seed)])
+        rc = main(["phantom", "--out", str(out), "--seed", str(seed), "--region", region])
     if rc != 0:
         raise RuntimeError(f"obmd phantom failed ({rc}): {buffer.getvalue()[-300:]}")
     ct = read_ct(out / "ct.nii.gz")
@@ -322,6 +323,46 @@ def load_digital_patient(seed: int = 0, work_dir: str | Path | None = None) -> t
     volume_node = bridge.node_from_volume(ct, name=name)
     seg_node = bridge.labels_to_segmentation(labels, volume_node, name=f"{name} labels")
     return volume_node, seg_node
+
+
+def run_self_test(seed: int = 1, region: str = "spine") -> dict[str, Any]:
+    """What the module's self-test does, runnable headless: a digital patient is analysed, half of
+    the muscle ROI is erased as a user would, Recompute must change the muscle HU to the mean of the
+    voxels left and every level's vBMD to what the muscle-fat line through them gives."""
+    volume_node, seg_node = load_digital_patient(seed=seed, region=region)
+    logic = BMDLogic()
+    outputs = logic.analyze(volume_node, seg_node)
+    ct = outputs.ct
+    rows = bridge.table_rows(outputs.table_node)
+    if not any(np.isfinite(r["vBMD"]) for r in rows):
+        raise AssertionError("no finite vBMD in the results table")
+    muscle = outputs.result.rois["muscle_roi"]
+    kept = muscle.copy()
+    kept[: int(np.median(np.nonzero(muscle)[0]))] = False  # erase the inferior half
+    bridge.edit_segment_voxels(outputs.roi_segmentation_node, "muscle_roi", kept, ct, volume_node)
+    recomputed = logic.recompute(volume_node, outputs.roi_segmentation_node, seg_node,
+                                 table_node=outputs.table_node)
+    if not bridge.is_edited(outputs.roi_segmentation_node, "muscle_roi"):
+        raise AssertionError("the erased muscle ROI is not tagged edited")
+    cal = recomputed.result.results["calibration"]
+    muscle_hu = float(ct.array[kept].mean())
+    if abs(cal["muscle_hu"] - muscle_hu) > 1e-3:
+        raise AssertionError(f"muscle HU {cal['muscle_hu']} != {muscle_hu} (mean of the voxels left)")
+    before = outputs.result.results
+    if cal["method"] == "muscle-fat":
+        m_d, f_d, f_hu = cal["muscle_density_mg_cm3"], cal["fat_density_mg_cm3"], cal["fat_hu"]
+        for level, values in recomputed.result.results["spine"]["levels"].items():
+            hu = before["spine"]["levels"][level]["trabecular_hu_mean"]
+            expected = m_d + (hu - muscle_hu) * (m_d - f_d) / (muscle_hu - f_hu)
+            if abs(values["vbmd_mg_cm3"] - expected) > 1e-3:
+                raise AssertionError(f"{level}: vBMD {values['vbmd_mg_cm3']} != {expected} by the formula")
+    return {
+        "levels": [r["Level"] for r in rows],
+        "muscle_hu_before": before["calibration"]["muscle_hu"],
+        "muscle_hu_after": cal["muscle_hu"],
+        "summary_vbmd_before": before["spine"]["summary"]["vbmd_mg_cm3"],
+        "summary_vbmd_after": recomputed.result.results["spine"]["summary"]["vbmd_mg_cm3"],
+    }
 
 
 _PROGRESS_LINE = re.compile(r"^\[\s*([0-9.]+)%\s+[0-9.]+s\]\s*(.*)$")  # progress.TerminalProgress, no tty

@@ -154,3 +154,13 @@ def test_background_job_gives_the_same_table(case, tmp_path):
         assert got[level] == pytest.approx(values["vbmd_mg_cm3"], rel=1e-9), level
     assert np.array_equal(br.segmentation_to_rois(outputs.roi_segmentation_node, ct_node, case["ct"])["muscle_roi"],
                           case["direct"].rois["muscle_roi"])
+
+
+def test_module_self_test_runs_headless():
+    """The Slicer module's self-test body (a digital patient, edit, recompute) on slicer-core."""
+    from OpportunisticBMDLib.slicer_logic import run_self_test
+
+    mrml_scene.create_headless_scene()
+    figures = run_self_test(seed=1, region="spine")
+    assert {"L1", "L2"} <= set(figures["levels"])
+    assert figures["muscle_hu_after"] != pytest.approx(figures["muscle_hu_before"], abs=0.01)
