@@ -22,7 +22,7 @@ from ..volume import Volume
 from .grid import Canvas, Grid
 from .layout import VertebraFrame, smoothstep
 from .options import Phantom, PhantomOptions
-from .scanner import add_noise, apply_psf, offset_field, quantise
+from .scanner import add_noise_and_blur, apply_offset_field, quantise
 from .shapes import capsule, ellipse_distance
 from .soft_tissue import TABLE_HALF_WIDTH_MM, TABLE_THICKNESS_MM
 from .spine import body_prim
@@ -73,7 +73,7 @@ def generate_esp(seed: int, options: PhantomOptions, progress: Progress) -> Phan
     k0 = np.sqrt(u * u + v * v)
     k1 = np.sqrt((u / a) ** 2 + (v / b) ** 2)
     body = np.broadcast_to(ellipse_distance(k0, k1, b), grid.shape)
-    body_frac = c.paint_sdf(full, body, m.hu("water", beam), LABELS["body"])
+    c.paint_sdf(full, body, m.hu("water", beam), LABELS["body"])
     # three vertebrae stacked along z, posterior half of the body
     cortical_hu = ha_in_water_hu(ESP_CORTICAL_MG_CM3, beam)
     h, gap = 25.0, 10.0
@@ -135,17 +135,15 @@ def generate_esp(seed: int, options: PhantomOptions, progress: Progress) -> Phan
         "label_ids": dict(LABELS),
     }
     hu = c.hu
-    off = offset_field(grid, body_frac, (0.0, 0.0), (a, b), scanner, rng_scan)
-    if off is not None:
-        hu += off
-    hu = apply_psf(hu, grid.spacing_mm, scanner)
-    add_noise(hu, grid.spacing_mm, scanner, rng_noise)
+    apply_offset_field(hu, (c.labels != 0) & (c.labels != LABELS["table"]), grid, (0.0, 0.0), (a, b), scanner,
+                       rng_scan)
+    add_noise_and_blur(hu, grid.spacing_mm, scanner, rng_noise)
     ct = quantise(hu, scanner)
     truth["timing_s"] = {"total": round(time.perf_counter() - t0, 3)}
     meta = {"phantom_seed": int(seed), "region": "esp"}
     _ = smoothstep
     progress(1.0, "done")
-    return Phantom(ct=Volume(ct.astype(np.float32), grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta)),
+    return Phantom(ct=Volume(ct, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta)),
                    labels=Volume(c.labels, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta)),
                    density_mg_cm3=Volume(c.density, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta)),
                    truth=truth)

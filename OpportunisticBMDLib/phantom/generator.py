@@ -19,7 +19,7 @@ from .grid import Canvas, Grid
 from .layout import Y_BACK_MM, Layout, build_layout
 from .options import REGIONS, Phantom, PhantomOptions
 from .patient import LEVELS, sample_patient
-from .scanner import ScannerSettings, add_noise, apply_psf, metal_streaks, offset_field, quantise
+from .scanner import ScannerSettings, add_noise_and_blur, apply_offset_field, metal_streaks, quantise
 from .tissues import tissue_table
 from .truth import add_hip_abmd_truth, hip_geometry, spine_truth
 
@@ -78,7 +78,7 @@ def _scanner(options: PhantomOptions, rng: np.random.Generator, spacing_mm) -> S
     """Scanner settings: drawn from the seed's scanner stream, then overridden by the options."""
     draws = {
         "noise_hu": float(rng.uniform(8.0, 28.0)),
-        "noise_correlation_mm": float(rng.uniform(0.3, 0.9)),
+        "noise_correlation_mm": float(rng.uniform(0.3, 0.9)),  # drawn (stream stability), no longer used
         "blur_fwhm_mm": float(rng.uniform(0.7, 1.5)),
         "slice_factor": float(rng.uniform(1.0, 1.5)),
         "cupping_hu": float(rng.uniform(0.0, 12.0)),
@@ -86,7 +86,7 @@ def _scanner(options: PhantomOptions, rng: np.random.Generator, spacing_mm) -> S
         "streak_hu": float(rng.uniform(150.0, 400.0)),
     }
     s = ScannerSettings(kvp=float(options.kvp), noise_hu=draws["noise_hu"],
-                        noise_correlation_mm=draws["noise_correlation_mm"], blur_fwhm_mm=draws["blur_fwhm_mm"],
+                        blur_fwhm_mm=draws["blur_fwhm_mm"],
                         slice_thickness_mm=float(spacing_mm[0]) * draws["slice_factor"],
                         cupping_hu=draws["cupping_hu"], offset_field_hu=draws["offset_field_hu"],
                         streak_hu=draws["streak_hu"] if options.metal else 0.0,
@@ -149,7 +149,7 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
               options=options)
     progress(0.1, "body")
     soft_tissue.paint_table(ctx)
-    body_frac = soft_tissue.paint_body(ctx)
+    soft_tissue.paint_body(ctx)
     progress(0.3, "organs")
     soft_tissue.paint_organs(ctx)
     soft_tissue.paint_vessels(ctx)
@@ -169,23 +169,17 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
     progress(0.75, "scanner")
     hu = canvas.hu
     zc = float(layout.vertebrae["L2"].center[2])
-    off = offset_field(grid, body_frac, (0.0, float(layout.body_center_y(zc))),
+    inside = (canvas.labels != 0) & (canvas.labels != LABELS["table"])
+    apply_offset_field(hu, inside, grid, (0.0, float(layout.body_center_y(zc))),
                        (float(layout.body_half_width(zc)), float(layout.body_half_depth(zc))), scanner, rng_scan)
-    if off is not None:
-        hu += off
-    del body_frac, off
-    streaks = metal_streaks(canvas.labels, LABELS["metal"], grid.spacing_mm, scanner, rng_scan)
-    if streaks is not None:
-        hu += streaks
-        del streaks
-    hu = apply_psf(hu, grid.spacing_mm, scanner)
-    add_noise(hu, grid.spacing_mm, scanner, rng_noise)
-    ct_int = quantise(hu, scanner)
-    del hu
+    del inside
+    metal_streaks(hu, canvas.labels, LABELS["metal"], grid.spacing_mm, scanner, rng_scan)
+    add_noise_and_blur(hu, grid.spacing_mm, scanner, rng_noise)
+    quantise(hu, scanner)
     canvas.hu = None
     truth["timing_s"] = {"anatomy": round(t_anatomy, 3), "total": round(time.perf_counter() - t_start, 3)}
     meta = {"phantom_seed": int(seed), "region": options.region}
-    ct = Volume(ct_int.astype(np.float32), grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta))
+    ct = Volume(hu, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta))
     labels = Volume(canvas.labels, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta))
     density = Volume(canvas.density, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta))
     add_hip_abmd_truth(truth, density, labels)

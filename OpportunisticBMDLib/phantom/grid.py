@@ -50,6 +50,15 @@ class Grid:
     def full_box(self) -> Box:
         return Box(self, tuple(slice(0, n) for n in self.shape))
 
+    def z_chunks(self, box: Box | None = None, max_voxels: int = 4_000_000):
+        """Sub-boxes of ``box`` (default: the grid) split along z, to bound temporary memory."""
+        box = box or self.full_box()
+        sk, sj, si = box.slices
+        per_slice = max((sj.stop - sj.start) * (si.stop - si.start), 1)
+        step = max(1, max_voxels // per_slice)
+        for k0 in range(sk.start, sk.stop, step):
+            yield Box(self, (slice(k0, min(k0 + step, sk.stop)), sj, si))
+
 
 class Box:
     """A sub-block of the grid with broadcastable mm coordinates ``z`` (n,1,1), ``y`` (1,n,1), ``x`` (1,1,n)."""
@@ -149,6 +158,7 @@ class Canvas:
         self.hu = np.full(grid.shape, background_hu, np.float32)
         self.density = np.zeros(grid.shape, np.float32)
         self.labels = np.zeros(grid.shape, np.uint8)
+        self.has_density = False  # nothing with HA painted yet: soft tissue need not touch ``density``
         self.inv_ramp = 1.0 / grid.ramp_mm
 
     def fraction(self, sdf: np.ndarray) -> np.ndarray:
@@ -161,11 +171,14 @@ class Canvas:
             frac = np.broadcast_to(frac, box.shape)
         h = self.hu[sl]
         h += frac * (np.float32(hu) - h) if np.isscalar(hu) else frac * (hu - h)
-        d = self.density[sl]
         if np.isscalar(density) and density == 0.0:
-            d *= 1.0 - frac
+            if self.has_density:
+                d = self.density[sl]
+                d *= 1.0 - frac
         else:
+            d = self.density[sl]
             d += frac * (density - d)
+            self.has_density = True
         if label is not None:
             lab = self.labels[sl]
             lab[frac >= 0.5] = label

@@ -62,31 +62,36 @@ def body_layers(ctx: Ctx, box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return d0, fat, muscle
 
 
-def paint_body(ctx: Ctx) -> np.ndarray:
-    """Skin, subcutaneous fat, muscle wall, visceral fat. Returns the body fraction on the full grid."""
-    box = ctx.grid.full_box()
-    d0, fat, muscle = body_layers(ctx, box)
+def paint_body(ctx: Ctx) -> None:
+    """Skin, subcutaneous fat, muscle wall, visceral fat (in z slabs to bound memory)."""
     c = ctx.canvas
-    body_frac = c.paint_sdf(box, d0, ctx.hu("skin"), LABELS["body"])
-    d1 = d0 + SKIN_MM
-    c.paint_sdf(box, d1, ctx.hu("fat"), LABELS["subcutaneous_fat"])
-    d1 += fat
-    c.paint_sdf(box, d1, ctx.hu("other_muscle"), LABELS["other_muscle"])
-    d1 += muscle
-    c.paint_sdf(box, d1, ctx.hu("fat"), LABELS["visceral_fat"])
-    return body_frac
+    for box in ctx.grid.z_chunks():
+        d0, fat, muscle = body_layers(ctx, box)
+        c.paint_sdf(box, d0, ctx.hu("skin"), LABELS["body"])
+        d0 += SKIN_MM
+        c.paint_sdf(box, d0, ctx.hu("fat"), LABELS["subcutaneous_fat"])
+        d0 += fat
+        c.paint_sdf(box, d0, ctx.hu("other_muscle"), LABELS["other_muscle"])
+        d0 += muscle
+        c.paint_sdf(box, d0, ctx.hu("fat"), LABELS["visceral_fat"])
 
 
 def paint_paraspinal(ctx: Ctx) -> None:
     """Erector spinae + multifidus: fill the space behind the transverse processes, beside the spinous
     processes, up to the subcutaneous fat, about 70-85 mm to each side (example CT at L1)."""
-    lay, p, g = ctx.layout, ctx.patient, ctx.grid
+    p, g = ctx.patient, ctx.grid
     z_top = g.origin_lps_mm[2] + g.shape[0] * g.spacing_mm[0]
     z_bot = -70.0
     x_half = 95.0
-    box = g.box((-x_half - 20, Y_BACK_MM - 2 * p.body_half_depth_mm, z_bot), (x_half + 20, Y_BACK_MM, z_top))
-    if box is None:
+    whole = g.box((-x_half - 20, Y_BACK_MM - 2 * p.body_half_depth_mm, z_bot), (x_half + 20, Y_BACK_MM, z_top))
+    if whole is None:
         return
+    for box in g.z_chunks(whole):
+        _paint_paraspinal_slab(ctx, box, z_bot)
+
+
+def _paint_paraspinal_slab(ctx: Ctx, box, z_bot: float) -> None:
+    lay, p = ctx.layout, ctx.patient
     d0, fat, _ = body_layers(ctx, box)
     under_fat = d0 + SKIN_MM + fat
     del d0, fat
@@ -109,10 +114,6 @@ def paint_paraspinal(ctx: Ctx) -> None:
         ell = ellipse_distance(k0, k1, 20.0)
         sdf = np.maximum(np.maximum(ell, under_fat), np.float32(z_bot + 5) - box.z)
         c.paint(box, c.fraction(sdf), ctx.hu("paraspinal"), LABELS[f"paraspinal_{side}"])
-
-
-def _level_pts(ctx: Ctx, levels, fn):
-    return [fn(ctx.layout.vertebrae[lv]) for lv in levels]
 
 
 def paint_organs(ctx: Ctx) -> None:
