@@ -72,6 +72,7 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._jobTimer.connect("timeout()", self.onJobTimer)
         self._editObservation = None
         self._lastResult = None
+        self._overwriteEdited = False
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -178,6 +179,16 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not self.logic.ensureDependencies(needModels=p.inputSegmentation is None):
             return
+        self._overwriteEdited = p.overwriteEdited
+        if p.outputRoiSegmentation and not p.overwriteEdited:
+            from OpportunisticBMDLib import mrml_bridge
+
+            edited = mrml_bridge.update_edited_tags(p.outputRoiSegmentation, p.inputVolume)
+            if edited:  # never overwrite a user's edits without asking
+                self._overwriteEdited = slicer.util.confirmYesNoDisplay(
+                    "These segments were edited: " + ", ".join(edited) + ".\n"
+                    "Replace them with the new analysis? (No keeps your edits and measures from them.)"
+                )
         self.ui.logTextEdit.clear()
         if p.runInBackground:
             with slicer.util.tryWithErrorDisplay("Failed to start the analysis.", waitCursor=True):
@@ -187,7 +198,7 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._checkCanApply()
             return
         with slicer.util.tryWithErrorDisplay("Analysis failed.", waitCursor=True):
-            outputs = self.logic.analyze(p, progress=self._progress)
+            outputs = self.logic.analyze(p, progress=self._progress, overwriteEdited=self._overwriteEdited)
             self._showOutputs(outputs)
 
     def onJobTimer(self):
@@ -207,7 +218,7 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay("Analysis failed:\n" + job.last_error())
         else:
             with slicer.util.tryWithErrorDisplay("Importing the results failed.", waitCursor=True):
-                outputs = self.logic.finishBackgroundAnalysis(self._parameterNode, job)
+                outputs = self.logic.finishBackgroundAnalysis(self._parameterNode, job, self._overwriteEdited)
                 self._showOutputs(outputs)
         self._checkCanApply()
 
@@ -361,11 +372,11 @@ class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
             labels_segmentation_node=None if p.inputSegmentation else p.outputLabels,
         )
 
-    def analyze(self, p, progress=None):
+    def analyze(self, p, progress=None, overwriteEdited=None):
         kwargs = {"progress": progress} if progress else {}
         return self.bmd.analyze(
             p.inputVolume, p.inputSegmentation, self._options(p), outputs=self._outputs(p),
-            overwrite_edited=p.overwriteEdited, **kwargs,
+            overwrite_edited=p.overwriteEdited if overwriteEdited is None else overwriteEdited, **kwargs,
         )
 
     def startBackgroundAnalysis(self, p):
@@ -374,10 +385,10 @@ class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
         workDir = tempfile.mkdtemp(prefix="obmd-")
         return AnalysisJob.start(p.inputVolume, p.inputSegmentation, self._options(p), workDir)
 
-    def finishBackgroundAnalysis(self, p, job):
+    def finishBackgroundAnalysis(self, p, job, overwriteEdited=None):
         return self.bmd.analyze(
             p.inputVolume, p.inputSegmentation, self._options(p), outputs=self._outputs(p),
-            overwrite_edited=p.overwriteEdited, result=job.result(),
+            overwrite_edited=p.overwriteEdited if overwriteEdited is None else overwriteEdited, result=job.result(),
         )
 
     def recompute(self, p):
