@@ -112,7 +112,20 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self):
         self.initializeParameterNode()
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self._segmentEditorNode())
         self.ui.segmentEditorWidget.installKeyboardShortcuts()
+
+    @staticmethod
+    def _segmentEditorNode():
+        """The panel's own segment editor node (a singleton, so the Segment Editor module's is untouched)."""
+        tag = "OpportunisticBMD"
+        node = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(tag)
+            node = slicer.mrmlScene.AddNode(node)
+        return node
 
     def exit(self):
         self.ui.segmentEditorWidget.setActiveEffect(None)
@@ -233,6 +246,7 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastResult = (outputs.result, outputs.ct)
         self._showTables(outputs)
         editor = self.ui.segmentEditorWidget
+        editor.setMRMLSegmentEditorNode(self._segmentEditorNode())
         editor.setSegmentationNode(outputs.roi_segmentation_node)
         editor.setSourceVolumeNode(p.inputVolume)
         self._watchEdits(outputs.roi_segmentation_node, outputs.markups_node)
