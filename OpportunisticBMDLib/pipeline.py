@@ -145,6 +145,12 @@ def measure(
     flags = qc.missing_level_flags(list(levels)) + flags
     thickness = fat_thickness_mm(rois["fat_roi"], ct.spacing_mm) if "fat_roi" in rois else None
     cal = calibration.as_dict()
+    source = tissue_rois.muscle_source(rois["muscle_roi"], labels) if "muscle_roi" in rois else None
+    if source is not None:
+        cal["muscle_roi_source"] = source
+        if source != "psoas":
+            flags.append(qc.flag("muscle_not_psoas", "info",
+                                 f"muscle reference is {source} muscle, not psoas (psoas absent or too small here)"))
     flags += qc.calibration_flags(cal, thickness)
     flags += qc.contrast_flags(ct, labels)
     flags += qc.metal_flags(ct, trab)
@@ -153,9 +159,9 @@ def measure(
         "muscle_roi_voxels": int(rois["muscle_roi"].sum()) if "muscle_roi" in rois else 0,
         "fat_roi_voxels": int(rois["fat_roi"].sum()) if "fat_roi" in rois else 0,
     }
-    source = "none" if labels is None else labels.metadata.get("source_schema", "obmd")
+    label_source = "none" if labels is None else labels.metadata.get("source_schema", "obmd")
     results = build_results(
-        input_info=_input_info(ct, labels, source, body_mask),
+        input_info=_input_info(ct, labels, label_source, body_mask),
         levels=levels,
         calibration=cal,
         qc=flags,
@@ -204,7 +210,12 @@ def analyze(
         result.results["qc"] = model_qc + result.results["qc"]
     result.keypoints = keypoints
     result.labels_predicted = predicted
-    # hip: the hip engineer adds results["hip"] here (hip.analyze_hips) when femurs are present
+    # hip (hip engineer): CTXA-like areal BMD of each femur in view, same calibration as the spine
+    from .hip.pipeline_hook import add_hip_results, femur_in_view
+
+    if femur_in_view(labels):
+        progress(0.9, "Hip: DXA-like projection of the femurs")
+        add_hip_results(result, ct, labels, options)
     progress(1.0, "Done")
     return result
 
@@ -216,6 +227,10 @@ def write_outputs(result: AnalysisResult, ct: Volume, out_dir: str | Path) -> di
                "results.csv": write_csv(csv_row(result.results), out_dir / "results.csv")}
     for name, mask in result.rois.items():
         written[f"masks/{name}"] = write_like(mask.astype(np.uint8), ct, out_dir / "masks" / f"{name}.nii.gz")
+    if result.pictures:  # hip (hip engineer): DXA-like report PNGs
+        from .hip.pictures import save_hip_pictures
+
+        written.update(save_hip_pictures(result.pictures, out_dir))
     if result.labels_predicted and result.labels is not None:
         from .models.outputs import write_model_outputs  # labels.nii.gz + labels.json, keypoints(.mrk).json
 

@@ -94,13 +94,16 @@ def contrast_flags(ct: Volume, labels: Volume | None) -> list[dict[str, str]]:
         flags.append(flag("contrast", "warning",
                           f"DICOM ContrastBolusAgent is '{agent}': contrast raises trabecular HU and vBMD"))
     if labels is not None:
-        vessels = np.isin(labels.array, (LABELS["aorta"], LABELS["inferior_vena_cava"]))
-        if vessels.sum() >= 10:
-            blood_hu = float(np.median(ct.array[vessels]))
+        for name in ("aorta", "inferior_vena_cava"):  # arterial phase: aorta only; venous: both
+            vessel = labels.array == LABELS[name]
+            if vessel.sum() < 10:
+                continue
+            blood_hu = float(np.median(ct.array[vessel]))
             if blood_hu > CONTRAST_BLOOD_HU:
                 flags.append(flag("contrast", "warning",
-                                  f"aorta/IVC median {blood_hu:.0f} HU (> {CONTRAST_BLOOD_HU:.0f}): probable contrast "
-                                  "enhancement; vBMD is overestimated"))
+                                  f"{name.replace('_', ' ')} median {blood_hu:.0f} HU (> {CONTRAST_BLOOD_HU:.0f}): "
+                                  "probable contrast enhancement; vBMD is overestimated"))
+                break
     return flags
 
 

@@ -89,12 +89,27 @@ def present_levels(labels: Volume, levels: tuple[str, ...] = MEASURED_LEVELS) ->
     return [lvl for lvl in levels if vertebra_label(lvl) in ids]
 
 
+def _crop_box(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...] | None:
+    """Bounding box of ``mask`` grown by ``margin`` voxels per axis (clipped), or None when empty."""
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(3):
+        hits = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+        box.append(slice(max(0, int(hits[0]) - margin[axis]), int(hits[-1]) + margin[axis] + 1))
+    return tuple(box)
+
+
 def _distance_inside(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
     """Euclidean distance (mm) of each mask voxel to the nearest voxel outside (the image border counts
-    as outside, as a binary erosion with border 0 would)."""
-    padded = np.pad(mask, 1, constant_values=False)
-    dist = ndi.distance_transform_edt(padded, sampling=spacing_mm)
-    return dist[1:-1, 1:-1, 1:-1]
+    as outside, as a binary erosion with border 0 would). Computed on the mask's bounding box."""
+    dist = np.zeros(mask.shape, dtype=np.float64)
+    box = _crop_box(mask, (0, 0, 0))
+    if box is None:
+        return dist
+    padded = np.pad(mask[box], 1, constant_values=False)
+    dist[box] = ndi.distance_transform_edt(padded, sampling=spacing_mm)[1:-1, 1:-1, 1:-1]
+    return dist
 
 
 def erode_mm(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float]) -> np.ndarray:
@@ -108,10 +123,15 @@ def erode_mm(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float,
 
 
 def dilate_mm(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    """Dilation by a Euclidean ball of ``radius_mm``."""
+    """Dilation by a Euclidean ball of ``radius_mm`` (computed on the grown bounding box)."""
     if radius_mm <= 0:
         return mask.copy()
-    return ndi.distance_transform_edt(~mask, sampling=spacing_mm) <= radius_mm + 1e-6
+    box = _crop_box(mask, tuple(int(np.ceil(radius_mm / s)) + 1 for s in spacing_mm))
+    out = np.zeros(mask.shape, dtype=bool)
+    if box is None:
+        return out
+    out[box] = ndi.distance_transform_edt(~mask[box], sampling=spacing_mm) <= radius_mm + 1e-6
+    return out
 
 
 def isolate_body(

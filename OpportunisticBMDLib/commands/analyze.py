@@ -84,7 +84,8 @@ def _fmt(value: object, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_report(results: dict, stream=sys.stdout) -> None:
+def print_report(results: dict, stream=None) -> None:
+    stream = stream or sys.stdout
     levels = results["spine"]["levels"]
     print(f"{'level':<6}{'HU mean':>9}{'HU median':>11}{'vBMD mg/cm3':>13}{'ROI mm3':>10}  notes", file=stream)
     used = results["spine"]["summary"].get("levels_used") or []

@@ -1,0 +1,119 @@
+"""The real shared CT (TotalSegmentator example) end to end through ``obmd analyze``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from OpportunisticBMDLib import io
+from OpportunisticBMDLib.cli import main
+from OpportunisticBMDLib.labels import LABELS, totalseg_to_ours, vertebra_label
+from OpportunisticBMDLib.rois import FAT_HU_MAX, FAT_HU_MIN
+
+
+@pytest.fixture(scope="module")
+def run_dir(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("analyze")
+    rc = main(["analyze", str(shared_data / "ct.nii.gz"), "--seg", str(shared_data / "ct_seg_total.nii.gz"),
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def grid(shared_data):
+    ct = io.read_ct(shared_data / "ct.nii.gz")
+    labels = io.read_labels(shared_data / "ct_seg_total.nii.gz", like=ct)
+    return ct, totalseg_to_ours(labels.array)
+
+
+def test_levels_present_and_vbmd_plausible(run_dir):
+    res = json.loads((run_dir / "results.json").read_text())
+    levels = res["spine"]["levels"]
+    for level in ("T12", "L1", "L2", "L3", "L4", "L5"):
+        assert level in levels
+        v = levels[level]["vbmd_mg_cm3"]
+        assert v is not None and np.isfinite(v) and 50 < v < 250, (level, v)
+        assert levels[level]["voxel_count"] > 100 and levels[level]["roi_volume_mm3"] > 5000
+    summary = res["spine"]["summary"]
+    assert summary["levels_used"] == ["L1", "L2"]
+    assert summary["category"] in ("normal", "osteopenia", "osteoporosis")
+    assert summary["vbmd_mg_cm3"] == pytest.approx(np.mean([levels["L1"]["vbmd_mg_cm3"], levels["L2"]["vbmd_mg_cm3"]]))
+    cal = res["calibration"]
+    assert cal["method"] == "muscle-fat" and 20 < cal["muscle_hu"] < 80 and -150 < cal["fat_hu"] < -60
+    # the contract keys (docs/results-contract.md)
+    assert {"input", "software", "spine", "calibration", "qc"} <= set(res)
+    assert {"name", "version", "models"} <= set(res["software"])
+    for key in ("vbmd_mg_cm3", "trabecular_hu_mean", "trabecular_hu_median", "trabecular_hu_sd", "voxel_count",
+                "roi_volume_mm3"):
+        assert key in levels["L1"]
+    for key in ("method", "slope", "intercept", "muscle_hu", "fat_hu", "muscle_density_mg_cm3", "fat_density_mg_cm3"):
+        assert key in cal
+    assert all({"code", "severity", "message"} <= set(q) and q["severity"] in ("info", "warning", "error")
+               for q in res["qc"])
+    # T11 is only partly in the scan: flagged; the left hip prosthesis is reported (away from the spine)
+    codes = {(q["code"], q["message"].split()[0]) for q in res["qc"]}
+    assert ("level_cut_by_fov", "T11") in codes
+    assert any(q["code"].startswith("metal") for q in res["qc"])
+
+
+def test_rois_inside_the_right_structures(run_dir, grid):
+    ct, labels = grid
+    masks = {p.name[: -len(".nii.gz")]: io.read_labels(p, like=ct).array.astype(bool)
+             for p in (run_dir / "masks").glob("*.nii.gz")}
+    assert {"trabecular_L1", "trabecular_L2", "trabecular_T12", "muscle_roi", "fat_roi"} <= set(masks)
+    for name, mask in masks.items():
+        assert mask.any(), name
+        if name.startswith("trabecular_"):
+            assert (labels[mask] == vertebra_label(name.split("_")[1])).all(), name
+    psoas = np.isin(labels, (LABELS["psoas_left"], LABELS["psoas_right"]))
+    assert psoas[masks["muscle_roi"]].all()
+    fat_hu = ct.array[masks["fat_roi"]]
+    assert (fat_hu >= FAT_HU_MIN).all() and (fat_hu <= FAT_HU_MAX).all()
+    assert not (masks["fat_roi"] & masks["muscle_roi"]).any() and not (masks["fat_roi"] & (labels > 0)).any()
+    # anterior wall: in front of the vertebral bodies, within the measured levels' slices
+    vertebrae = np.isin(labels, [vertebra_label(lvl) for lvl in ("T12", "L1", "L2", "L3", "L4")])
+    assert np.nonzero(masks["fat_roi"])[1].max() < np.nonzero(vertebrae)[1].min()
+    # psoas at lumbar levels only: nothing below L4's lowest slice (the iliacus is in the pelvis)
+    l4_bottom = np.nonzero((labels == vertebra_label("L4")).any(axis=(1, 2)))[0].min()
+    assert np.nonzero(masks["muscle_roi"].any(axis=(1, 2)))[0].min() >= l4_bottom - 1
+
+
+def test_csv_row(run_dir):
+    with (run_dir / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    res = json.loads((run_dir / "results.json").read_text())
+    assert len(rows) == 1
+    assert float(rows[0]["summary_vbmd_mg_cm3"]) == pytest.approx(res["spine"]["summary"]["vbmd_mg_cm3"])
+    assert float(rows[0]["L3_trabecular_hu_median"]) == pytest.approx(res["spine"]["levels"]["L3"]["trabecular_hu_median"])
+    assert rows[0]["summary_levels_used"] == "L1-L2"
+
+
+def test_body_mask_option_and_json_only(shared_data, tmp_path, capsys):
+    rc = main(["analyze", str(shared_data / "ct.nii.gz"), "--seg", str(shared_data / "ct_seg_total.nii.gz"),
+               "--body-seg", str(shared_data / "ct_seg_vertebrae_body.nii.gz"), "--out", str(tmp_path),
+               "--json-only", "--quiet", "--calibration", "hu"])
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["input"]["vertebral_body_mask"].endswith("ct_seg_vertebrae_body.nii.gz")
+    assert res["spine"]["levels"]["L1"]["vbmd_mg_cm3"] is None
+    assert 60 < res["spine"]["levels"]["L1"]["trabecular_hu_median"] < 200
+    printed = capsys.readouterr().out
+    assert "L1" in printed and "calibration: hu" in printed
+
+
+def test_cli_errors_exit_nonzero_with_one_line(shared_data, tmp_path):
+    cmd = [sys.executable, "-m", "OpportunisticBMDLib.cli", "analyze", str(shared_data / "ct.nii.gz"),
+           "--seg", str(shared_data / "crop_T12-L2" / "ct_seg_total.nii.gz"), "--out", str(tmp_path), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("obmd: error:") and "grid" in lines[0]
+    rc = main(["analyze", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path)])
+    assert rc == 2
