@@ -146,7 +146,10 @@ def test_background_job_gives_the_same_table(case, tmp_path):
     seg = br.labels_to_segmentation(case["labels"], ct_node)
     job = AnalysisJob.start(ct_node, seg, None, tmp_path)
     assert job.wait(120) == 0, "\n".join(job.lines[-5:])
-    job.poll()
+    reported = job.poll()
+    fractions = [f for f, _ in reported if f is not None]
+    assert fractions and max(fractions) == 1.0, reported  # the progress bar lines were parsed
+    assert job.returncode == 0 and not job.cancelled
     outputs = BMDLogic().analyze(ct_node, seg, result=job.result())
     direct = case["direct"].results["spine"]["levels"]
     got = _vbmd_by_level(outputs.table_node)
@@ -164,3 +167,10 @@ def test_module_self_test_runs_headless():
     figures = run_self_test(seed=1, region="spine")
     assert {"L1", "L2"} <= set(figures["levels"])
     assert figures["muscle_hu_after"] != pytest.approx(figures["muscle_hu_before"], abs=0.01)
+
+
+def test_background_job_cancel(case, tmp_path):
+    ct_node = br.node_from_volume(case["ct"], "cancel ct")
+    job = AnalysisJob.start(ct_node, None, None, tmp_path)  # no labels: would run the models
+    job.cancel()
+    assert job.wait(60) != 0 and job.cancelled
