@@ -90,7 +90,8 @@ def test_csv_row(run_dir):
     res = json.loads((run_dir / "results.json").read_text())
     assert len(rows) == 1
     assert float(rows[0]["summary_vbmd_mg_cm3"]) == pytest.approx(res["spine"]["summary"]["vbmd_mg_cm3"])
-    assert float(rows[0]["L3_trabecular_hu_median"]) == pytest.approx(res["spine"]["levels"]["L3"]["trabecular_hu_median"])
+    l3 = res["spine"]["levels"]["L3"]
+    assert float(rows[0]["L3_trabecular_hu_median"]) == pytest.approx(l3["trabecular_hu_median"])
     assert rows[0]["summary_levels_used"] == "L1-L2"
 
 
