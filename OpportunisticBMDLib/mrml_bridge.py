@@ -159,6 +159,10 @@ _SCT = {
 _SIDE = {"left": "SCT^7771000^Left", "right": "SCT^24028007^Right"}
 
 
+# ROI key -> the label whose terminology describes the tissue it samples.
+_ROI_TERMINOLOGY = {"muscle_roi": "psoas", "fat_roi": "subcutaneous_fat"}
+
+
 def roi_display_name(key: str) -> str:
     """Segment name shown to users for a ROI key of ``AnalysisResult.rois``."""
     if key.startswith("trabecular_"):
@@ -409,6 +413,9 @@ def rois_to_segmentation(
                     continue
             mask_node = ours_to_node_array(mask.astype(np.uint8), ct, reference_node)
             _set_segment_mask(seg_node, key, mask_node, reference_node, roi_display_name(key))
+            entry = terminology_entry(_ROI_TERMINOLOGY.get(key, ""))
+            if entry is not None:
+                seg_node.GetSegmentation().GetSegment(key).SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), entry)
     return seg_node
 
 

@@ -305,3 +305,27 @@ def test_hip_table(scene):
     assert rows[1]["aBMD"] == 0.75 and rows[2]["T-score"] == -0.75 and rows[2]["Category"] == "normal"
     assert table.GetColumnUnitLabel("aBMD") == "g/cm2" and table.GetAttribute("OBMD.TableKind") == "hip"
     scene.RemoveNode(table)
+
+
+def test_scene_file_io_round_trips(tmp_path, scene, ct_node, ct, labels):
+    import slicer
+
+    seg = br.labels_to_segmentation(labels, ct_node, name="io labels")
+    mrml_scene.save_node(seg, tmp_path / "labels.seg.nrrd")
+    seg2 = mrml_scene.load_segmentation(tmp_path / "labels.seg.nrrd")
+    assert np.array_equal(br.segmentation_to_labels(seg2, ct_node, ct).array, labels.array)
+    assert seg2.GetSegmentation().GetSegment("vertebra_L1").GetName() == "L1 vertebra"
+
+    points = br.keypoints_to_markups({"L1 centre": np.array([60.0, 55.0, 61.0])}, ct)
+    mrml_scene.save_node(points, tmp_path / "points.mrk.json")
+    points2 = mrml_scene.load_markups(tmp_path / "points.mrk.json")
+    assert np.allclose(br.markups_to_keypoints(points2, ct)["L1 centre"], [60.0, 55.0, 61.0], atol=1e-6)
+
+    mrml_scene.save_node(ct_node, tmp_path / "ct.nrrd")
+    reread = mrml_scene.load_volume(tmp_path / "ct.nrrd", name="reread")
+    assert np.array_equal(br.volume_from_node(reread).array, ct.array)
+    rois = br.rois_to_segmentation({"muscle_roi": labels.array == LABELS["psoas_left"]}, ct, ct_node)
+    tag = br.segment_tag(rois, "muscle_roi", slicer.vtkSegment.GetTerminologyEntryTagName())
+    assert "68455001" in tag  # iliopsoas
+    for node in (seg, seg2, points, points2, reread, rois):
+        scene.RemoveNode(node)
