@@ -129,3 +129,19 @@ def test_web_real_ct_edit_recompute_export(shared_data: Path, tmp_path: Path) ->
     import SimpleITK as sitk
 
     _check_dataset(dataset, sitk.ReadImage(str(shared_data / "ct.nii.gz")).GetSize())
+
+
+def test_web_digital_patient_edit_recompute_export(tmp_path: Path) -> None:
+    """A generated digital patient (what ``obmd web`` opens without a CT), its true labels given."""
+    chromium = chromium_or_skip()
+    dataset = tmp_path / "nnUNet_raw" / "Dataset901_OBMD"
+    args = ["--phantom-seed", "3", "--phantom-spacing", "2.5", "--out", str(tmp_path / "reports"),
+            "--dataset", str(dataset)]
+    with obmd_web(args, ARTIFACTS / "digital-patient" / "server.log") as url, browser_page(chromium) as page:
+        result = _run_edit_recompute_export(page, url, tmp_path, "digital-patient")
+        assert page.locator('[data-testid="case-name"]').inner_text().strip() == "digital-patient-003"
+    image = sorted((dataset / "imagesTr").glob("*_0000.nii.gz"))[0]
+    import SimpleITK as sitk
+
+    _check_dataset(dataset, sitk.ReadImage(str(image)).GetSize())
+    assert set(result["after"]["levels"]) >= {"L1", "L2"}

@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", help="label map on the CT grid (our schema or TotalSegmentator 'total'); "
                         "without it the models segment the CT")
     parser.add_argument("--phantom-seed", type=int, default=0, help="seed of the digital patient (default 0)")
+    parser.add_argument("--phantom-region", default="torso", help="digital patient region (default torso)")
+    parser.add_argument("--phantom-spacing", type=float, default=None,
+                        help="digital patient voxel size in mm (default: the generator's)")
     parser.add_argument("--port", type=int, default=8080, help="port (0: any free port; default 8080)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--out", default="obmd-web-out", help="folder for saved reports (default ./obmd-web-out)")
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ct:
         ct, labels, name = load_ct_case(args.ct, args.labels)
     else:
-        ct, labels, name = load_phantom_case(args.phantom_seed)
+        ct, labels, name = load_phantom_case(args.phantom_seed, args.phantom_region, args.phantom_spacing)
     options = {"calibration": args.calibration} if args.calibration else None
     server = get_server("obmd-web", client_type="vue3")
     app = OBMDWebApp(server, out_dir=Path(args.out), dataset_dir=Path(args.dataset) if args.dataset else None,

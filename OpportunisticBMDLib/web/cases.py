@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError
 from ..volume import Volume
 
 
@@ -34,11 +33,17 @@ def load_ct_case(ct_path: str | Path, labels_path: str | Path | None = None) -> 
     return ct, labels, name
 
 
-def load_phantom_case(seed: int) -> tuple[Volume, Volume | None, str]:
-    """A generated digital patient (CT + its true label map), reproducible from ``seed``."""
-    try:
-        from ..phantom import generate_patient
-    except ImportError as exc:
-        raise InputError(f"digital patient generator unavailable ({exc}); give a CT path instead") from exc
-    case = generate_patient(seed=seed)
-    return case.ct, case.labels, f"digital-patient-{seed:03d}"
+def load_phantom_case(
+    seed: int, region: str = "torso", spacing_mm: float | None = None
+) -> tuple[Volume, Volume | None, str]:
+    """A generated digital patient (CT + its true label map of our schema), reproducible from ``seed``.
+
+    ``spacing_mm``: isotropic voxel size (default: the generator's). The true labels are given to the
+    analysis (no models needed), so what is shown is the measurement, not the segmentation."""
+    from ..phantom import PhantomOptions, generate_phantom
+
+    options = PhantomOptions(region=region)
+    if spacing_mm:
+        options.spacing_mm = (float(spacing_mm),) * 3
+    phantom = generate_phantom(int(seed), options)
+    return phantom.ct, phantom.labels, f"digital-patient-{int(seed):03d}"
