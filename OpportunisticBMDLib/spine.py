@@ -225,6 +225,8 @@ def body_heights_mm(body: np.ndarray, spacing_mm: tuple[float, float, float], sl
     i_mid = int(round(idx[2].mean()))
     half = max(1, int(round(slab_mm / 2 / dx)))
     slab = body[:, :, max(0, i_mid - half): i_mid + half + 1]
+    if not slab.any():  # a body hollow at its centre (odd segmentation): use all of it
+        slab = body
     ks = np.arange(slab.shape[0])[:, None, None]
     present = slab.any(axis=0)  # (j, i)
     top = np.where(slab, ks, -1).max(axis=0)
