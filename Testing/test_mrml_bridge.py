@@ -211,32 +211,6 @@ def test_keypoints_round_trip(scene, ct):
     scene.RemoveNode(node)
 
 
-def test_mrb_keeps_edits(tmp_path, scene, ct_node, ct, labels):
-    import slicer
-
-    rois = {"muscle_roi": labels.array == LABELS["psoas_left"], "trabecular_L2": labels.array == LABELS["vertebra_L2"]}
-    seg = br.rois_to_segmentation(rois, ct, ct_node, name="mrb rois")
-    erase = np.zeros(ct.shape, bool)
-    erase[:, :, ct.shape[2] // 2 :] = True  # patient's left half (axis i runs right -> left)
-    edit_segment(scene, seg, "muscle_roi", ct_node, br.ours_to_node_array(erase, ct, ct_node))
-    br.update_edited_tags(seg, ct_node)
-    table = br.results_to_table(RESULTS, name="mrb table")
-    edited = br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"]
-    path = mrml_scene.save_scene_mrb(tmp_path / "scene.mrb")
-
-    mrml_scene.load_scene_mrb(path)
-    seg2 = slicer.mrmlScene.GetFirstNodeByName("mrb rois")
-    ct2 = slicer.mrmlScene.GetFirstNodeByName("ct")
-    assert seg2 is not None and ct2 is not None
-    assert br.is_edited(seg2, "muscle_roi") and not br.is_edited(seg2, "trabecular_L2")
-    back = br.segmentation_to_rois(seg2, ct2, ct)
-    assert np.array_equal(back["muscle_roi"], edited) and edited.sum() < rois["muscle_roi"].sum()
-    assert np.array_equal(back["trabecular_L2"], rois["trabecular_L2"])
-    assert br.table_to_results(slicer.mrmlScene.GetFirstNodeByName("mrb table")) == json.loads(json.dumps(RESULTS))
-    assert np.array_equal(br.volume_from_node(ct2).array, ct.array)
-    del table
-
-
 def test_export_training_case_appends(tmp_path, scene, shared_data, ct, labels):
     import SimpleITK as sitk
 
@@ -329,3 +303,48 @@ def test_scene_file_io_round_trips(tmp_path, scene, ct_node, ct, labels):
     assert "68455001" in tag  # iliopsoas
     for node in (seg, seg2, points, points2, reread, rois):
         scene.RemoveNode(node)
+
+
+def test_overlapping_and_empty_rois_round_trip(scene, ct_node, ct):
+    a = np.zeros(ct.shape, bool)
+    a[40:60, 30:50, 30:70] = True
+    b = np.zeros(ct.shape, bool)
+    b[50:70, 40:60, 50:90] = True  # overlaps a
+    rois = {"muscle_roi": a, "fat_roi": b, "trabecular_L5": np.zeros(ct.shape, bool)}
+    seg = br.rois_to_segmentation(rois, ct, ct_node)
+    back = br.segmentation_to_rois(seg, ct_node, ct)
+    assert all(np.array_equal(back[k], rois[k]) for k in rois)
+    # the fast read of the internal labelmap agrees with Slicer's own export
+    import slicer.util
+
+    for key in rois:
+        exported = slicer.util.arrayFromSegmentBinaryLabelmap(seg, key, ct_node) > 0
+        assert np.array_equal(br.segment_mask(seg, key, ct_node), exported), key
+    scene.RemoveNode(seg)
+
+
+# Reloading a .mrb clears the scene: keep this test last in the module.
+def test_mrb_keeps_edits(tmp_path, scene, ct_node, ct, labels):
+    import slicer
+
+    rois = {"muscle_roi": labels.array == LABELS["psoas_left"], "trabecular_L2": labels.array == LABELS["vertebra_L2"]}
+    seg = br.rois_to_segmentation(rois, ct, ct_node, name="mrb rois")
+    erase = np.zeros(ct.shape, bool)
+    erase[:, :, ct.shape[2] // 2 :] = True  # patient's left half (axis i runs right -> left)
+    edit_segment(scene, seg, "muscle_roi", ct_node, br.ours_to_node_array(erase, ct, ct_node))
+    br.update_edited_tags(seg, ct_node)
+    table = br.results_to_table(RESULTS, name="mrb table")
+    edited = br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"]
+    path = mrml_scene.save_scene_mrb(tmp_path / "scene.mrb")
+
+    mrml_scene.load_scene_mrb(path)
+    seg2 = slicer.mrmlScene.GetFirstNodeByName("mrb rois")
+    ct2 = slicer.mrmlScene.GetFirstNodeByName("ct")
+    assert seg2 is not None and ct2 is not None
+    assert br.is_edited(seg2, "muscle_roi") and not br.is_edited(seg2, "trabecular_L2")
+    back = br.segmentation_to_rois(seg2, ct2, ct)
+    assert np.array_equal(back["muscle_roi"], edited) and edited.sum() < rois["muscle_roi"].sum()
+    assert np.array_equal(back["trabecular_L2"], rois["trabecular_L2"])
+    assert br.table_to_results(slicer.mrmlScene.GetFirstNodeByName("mrb table")) == json.loads(json.dumps(RESULTS))
+    assert np.array_equal(br.volume_from_node(ct2).array, ct.array)
+    del table
