@@ -190,7 +190,8 @@ def sample_patient(rng: np.random.Generator, rng_opt: np.random.Generator, seed:
         vbmd_mean_mg_cm3=vbmd, vbmd_level_mg_cm3=level_vbmd,
         marrow_fat_fraction=float(mff), femur_marrow_fat_fraction=float(np.clip(mff + 0.25, 0.5, 0.95)),
         muscle_fat=muscle_fat, cortical_porosity=float(np.clip(rng.normal(0.04 + 0.002 * (age - 30), 0.03), 0, 0.3)),
-        vertebral_cortex_mm=float(np.clip(rng.normal(1.0, 0.15) * np.sqrt(bone_health), 0.5, 1.5)),
+        # vertebral shell + endplates: ~0.4-1 mm true thickness (Silva et al., J Bone Miner Res 1994;9:1347)
+        vertebral_cortex_mm=float(np.clip(rng.normal(0.8, 0.12) * np.sqrt(bone_health), 0.4, 1.2)),
         pelvis_half_width_mm=float(pelvis_half), femur=femur, fracture=fracture,
         metal_side=metal_side, iodine_mg_ml=iodine, contrast_phase=contrast_phase if contrast else None,
     )

@@ -88,13 +88,18 @@ def paint_hip_bones(ctx: Ctx) -> None:
         aiis = np.array([sign * (pw + 10 * s), H[1] - 42 * s, H[2] + 30 * s])
         post_crest = (psis + apex) / 2 + np.array([sign * -5, 10, 8])
         ant_crest = (apex + asis) / 2 + np.array([sign * 12, -8, 6])
+        # the ilium rises from a broad supra-acetabular base (anterior and posterior roof points)
+        roof_a = H + np.array([-sign * 2, -R * 0.75, R + 6])
+        roof_p = H + np.array([-sign * 7, R * 0.85, R + 4])
         prims = [
-            triangle_plate(roof, psis, post_crest, 3.5), triangle_plate(roof, post_crest, apex, 3.0),
-            triangle_plate(roof, apex, ant_crest, 3.0), triangle_plate(roof, ant_crest, asis, 3.5),
-            capsule(si, roof, 12 * s, 11 * s), capsule(psis, si, 10 * s, 11 * s),
+            triangle_plate(roof_p, psis, post_crest, 5.0), triangle_plate(roof_p, post_crest, apex, 4.0),
+            triangle_plate(roof_a, roof_p, apex, 4.5), triangle_plate(roof_a, apex, ant_crest, 4.0),
+            triangle_plate(roof_a, ant_crest, asis, 4.5),
+            ellipsoid(H + np.array([-sign * 3, 0.0, R + 12]), np.array([15, 27, 17]) * s),
+            capsule(si, roof_p, 13 * s, 12 * s), capsule(psis, si, 10 * s, 11 * s), capsule(roof_a, roof_p, 9 * s),
             capsule(asis, aiis, 6 * s, 7 * s), capsule(aiis, H + np.array([sign * 2, -R - 4, 8.0]), 7 * s, 9 * s),
         ]
-        prims += polyline([psis, post_crest, apex, ant_crest, asis], [7 * s, 6 * s, 6.5 * s, 6 * s, 6 * s])
+        prims += polyline([psis, post_crest, apex, ant_crest, asis], [8 * s, 7 * s, 7.5 * s, 7 * s, 7 * s])
         sym = np.array([sign * 9.0, H[1] - 58 * s, H[2] - 22 * s])
         tub = np.array([sign * (pw - 38 * s), H[1] + 22 * s, H[2] - 55 * s])
         prims += [

@@ -62,6 +62,15 @@ def body_layers(ctx: Ctx, box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return d0, fat, muscle
 
 
+def clip_to_cavity(ctx: Ctx, field, margin_mm: float = 1.0):
+    """Keep ``field`` inside the abdominal cavity (within the muscle wall), ``margin_mm`` from it."""
+    if field.empty:
+        return field
+    d0, fat, muscle = body_layers(ctx, field.box)
+    field.d = np.maximum(field.d, d0 + SKIN_MM + fat + muscle + np.float32(margin_mm))
+    return field
+
+
 def paint_body(ctx: Ctx) -> None:
     """Skin, subcutaneous fat, muscle wall, visceral fat (in z slabs to bound memory)."""
     c = ctx.canvas
@@ -128,27 +137,30 @@ def paint_organs(ctx: Ctx) -> None:
     A_in, B_in = A - inner * 1.2, B - inner
     lean = 1.0 - 0.25 * p.fat_visceral
     seed = p.seed
+    _paint_bowel(ctx, A_in, B_in)  # first: the solid organs cover any overlap
     # liver: large right lobe plus a left lobe crossing the midline anteriorly
     liver = build(ctx.grid, [
         ellipsoid([-0.52 * A_in, yc + 0.05 * B_in, zt12 + 12], [0.5 * A_in * lean + 8, 0.72 * B_in, 88], None, 5.0,
                   seed + 1),
         ellipsoid([0.0, yc - 0.45 * B_in, zt11 + 20], [0.5 * A_in, 0.35 * B_in, 48], None, 4.0, seed + 2),
     ], smooth_mm=20.0)
-    c.paint_field(liver, ctx.hu("liver"), LABELS["liver"])
+    c.paint_field(clip_to_cavity(ctx, liver), ctx.hu("liver"), LABELS["liver"])
     # stomach (left upper quadrant, anterior), partly filled with gas
     st_c = np.array([0.35 * A_in, yc - 0.35 * B_in, zt12 + 15])
     stomach = build(ctx.grid, [ellipsoid(st_c, [0.3 * A_in, 0.3 * B_in, 55], rotation([0.3, 0.2, 1], [1, 0, 0]),
                                          4.0, seed + 3)])
+    clip_to_cavity(ctx, stomach)
     c.paint_field(stomach, ctx.hu("bowel_wall"), LABELS["body"])
     if not stomach.empty:
         bx = stomach.box
         lumen = stomach.d + 3.0
         c.paint_sdf(bx, lumen, ctx.hu("bowel_fluid"), None)
-        gas = np.maximum(lumen, halfspace(st_c - [0, 0.1 * B_in, 0], [0, 1, 0])(bx.x, bx.y, bx.z))
+        gas_y = st_c[1] - 0.3 * B_in * (0.3 + 0.7 * ctx.rng.random())  # air-fluid level, anterior
+        gas = np.maximum(lumen, halfspace([0, gas_y, 0], [0, 1, 0])(bx.x, bx.y, bx.z))
         c.paint_sdf(bx, gas, ctx.hu("air"), LABELS["bowel_gas"])
     spleen = build(ctx.grid, [ellipsoid([0.66 * A_in, yc + 0.42 * B_in, zt11], [24, 0.38 * B_in, 52],
                                         rotation([0.4, -0.3, 1], [1, 1, 0]), 3.0, seed + 4)])
-    c.paint_field(spleen, ctx.hu("spleen"), LABELS["spleen"])
+    c.paint_field(clip_to_cavity(ctx, spleen), ctx.hu("spleen"), LABELS["spleen"])
     # kidneys: beside L1-L2, upper pole medial and posterior, hilum anteromedial with sinus fat
     for side, sign in (("left", 1.0), ("right", -1.0)):
         vf = V["L1"]
@@ -156,16 +168,17 @@ def paint_organs(ctx: Ctx) -> None:
         zk = (zl1 + zl2) / 2 + (0.0 if side == "left" else -14.0) + 6.0
         kc = np.array([float(x0) + sign * (vf.width_mm / 2 + 46), float(y0) + 8.0, zk])
         rot = rotation([-sign * 0.22, 0.22, 1.0], [sign, -0.35, 0.0])
+        perirenal = build(ctx.grid, [ellipsoid(kc, [27 + 7, 22 + 7, 54 + 6], rot, 2.0, seed + 7)])
+        c.paint_field(perirenal, ctx.hu("fat"), LABELS["visceral_fat"])
         kid = build(ctx.grid, [ellipsoid(kc, [27, 22, 54], rot, 1.5, seed + 5)])
         c.paint_field(kid, ctx.hu("kidney"), LABELS[f"kidney_{side}"])
         sinus = build(ctx.grid, [ellipsoid(kc + rot @ np.array([-9.0, -7.0, 0]), [11, 9, 30], rot)])
         c.paint_field(sinus, ctx.hu("renal_sinus"), LABELS["visceral_fat"])
-    _paint_bowel(ctx, A_in, B_in)
     # urinary bladder in the pelvis
     H = lay.hip_center["left"]
     fill = 0.6 + 0.5 * ctx.rng.random()
     bl = build(ctx.grid, [ellipsoid([0.0, H[1] - 42, H[2] + 12], np.array([38, 28, 30]) * fill, None, 2.0, seed + 6)])
-    c.paint_field(bl, ctx.hu("urine"), LABELS["body"])
+    c.paint_field(clip_to_cavity(ctx, bl), ctx.hu("urine"), LABELS["body"])
 
 
 def _paint_bowel(ctx: Ctx, A_in: float, B_in: float) -> None:
@@ -184,19 +197,22 @@ def _paint_bowel(ctx: Ctx, A_in: float, B_in: float) -> None:
     ]
     colon = [np.asarray(q) + jitter(5.0) for q in colon]
     radii = [24, 22, 22, 21, 21, 22, 20, 19, 17, 17, 15]
+    scale = rng.uniform(0.75, 1.05)
     for n in range(len(colon) - 1):
-        gas_level = rng.uniform(-0.6, 0.9)
-        _bowel_segment(ctx, colon[n], colon[n + 1], radii[n], radii[n + 1], "stool", gas_level)
-    n_loops = int(8 + 14 * (1.0 - p.fat_visceral))
+        # supine: gas rises to the anterior part of the lumen; often none at all
+        gas_level = rng.uniform(-0.95, 0.2) if rng.random() < 0.55 else -1.0
+        _bowel_segment(ctx, colon[n], colon[n + 1], radii[n] * scale, radii[n + 1] * scale, "stool", gas_level)
+    # small-bowel loops fill the anterior abdomen; fewer (more mesenteric fat between) in obese patients
+    n_loops = int(18 + 22 * (1.0 - p.fat_visceral))
     for _ in range(n_loops):
-        start = np.array([rng.uniform(-0.45, 0.45) * A_in, yc + rng.uniform(-0.7, 0.1) * B_in,
-                          rng.uniform(H[2] + 20, zl2)])
+        start = np.array([rng.uniform(-0.5, 0.5) * A_in, yc + rng.uniform(-0.75, 0.15) * B_in,
+                          rng.uniform(H[2] + 25, zl1)])
         pts = [start]
-        for _ in range(int(rng.integers(2, 5))):
-            pts.append(pts[-1] + rng.normal(0, 22, 3))
-        rad = rng.uniform(9, 15)
-        content = "bowel_fluid" if rng.random() < 0.7 else "stool"
-        gas = rng.uniform(-1.0, 0.3)
+        for _ in range(int(rng.integers(2, 6))):
+            pts.append(pts[-1] + rng.normal(0, 18, 3))
+        rad = rng.uniform(9, 14)
+        content = "bowel_fluid" if rng.random() < 0.5 else "bowel_wall"
+        gas = rng.uniform(-1.0, -0.5) if rng.random() < 0.25 else -1.0
         for a, b in zip(pts[:-1], pts[1:], strict=True):
             _bowel_segment(ctx, a, b, rad, rad, content, gas)
 
@@ -204,13 +220,16 @@ def _paint_bowel(ctx: Ctx, A_in: float, B_in: float) -> None:
 def _bowel_segment(ctx: Ctx, a, b, ra: float, rb: float, content: str, gas_level: float) -> None:
     """A bowel tube: wall (label bowel), content, and gas above the fluid level (anterior, supine)."""
     c = ctx.canvas
-    f = build(ctx.grid, [capsule(a, b, ra, rb)])
+    f = clip_to_cavity(ctx, build(ctx.grid, [capsule(a, b, ra, rb)]))
     if f.empty:
         return
     c.paint_field(f, ctx.hu("bowel_wall"), LABELS["bowel"])
     box = f.box
     lumen = f.d + 2.5
-    c.paint_sdf(box, lumen, ctx.hu(content), None)
+    hu = ctx.hu(content)
+    if content == "stool":  # mottled: gas bubbles in faeces
+        hu = hu + 140.0 * ctx.texture(box, 23)
+    c.paint_sdf(box, lumen, hu, None)
     if gas_level > -0.9:
         y_level = (a[1] + b[1]) / 2 + gas_level * (ra + rb) / 2
         gas = np.maximum(lumen, box.y - np.float32(y_level))

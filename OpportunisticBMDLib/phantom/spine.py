@@ -15,7 +15,7 @@ TRAB_TEXTURE_SD = 0.08  # relative SD of the trabecular density texture (zero me
 RIB_LEVELS = {"T7": "ribs_other", "T8": "ribs_other", "T9": "ribs_other", "T10": "ribs_other",
               "T11": "rib_{side}_11", "T12": "rib_{side}_12"}
 # Rib arc: end angle from the back (deg) and drop along the rib (mm): the 12th rib is short (floating).
-RIB_SHAPE = {"T7": (178, 150), "T8": (175, 140), "T9": (165, 125), "T10": (150, 105), "T11": (112, 62),
+RIB_SHAPE = {"T7": (158, 95), "T8": (155, 92), "T9": (150, 88), "T10": (140, 80), "T11": (112, 62),
              "T12": (72, 32)}
 
 
@@ -86,8 +86,8 @@ def posterior_prims(vf: VertebraFrame) -> list[Prim]:
         prims.append(capsule(inf_a, inf_b, 4.2 * s))
     # spinous process: a plate (stacked capsules); thoracic ones slope steeply down
     tip_v, tip_w = (back + 50 * s, -8 * s) if lumbar else (back + 44 * s, -22 * s)
-    for dw in (6 * s, 0.0, -6 * s):
-        prims.append(capsule(P(0.0, back + 22 * s, dw - 2 * s), P(0.0, tip_v, tip_w + dw * 0.8), 3.6 * s, 3.3 * s))
+    for dw in (5 * s, 0.0, -5 * s):
+        prims.append(capsule(P(0.0, back + 22 * s, dw - 2 * s), P(0.0, tip_v, tip_w + dw * 0.8), 4.0 * s, 3.6 * s))
     return prims
 
 

@@ -90,7 +90,7 @@ def tissue_table(beam: m.Beam, *, marrow_fat_fraction: float, femur_marrow_fat_f
     hu["blood_vein"] = h("blood", "blood_vein")
     hu["bowel_wall"] = h("muscle", "bowel_wall")
     hu["bowel_fluid"] = h(m.mix({"water": 0.9, "adipose": 0.1}), "bowel_fluid")
-    hu["stool"] = h(m.mix({"water": 0.55, "adipose": 0.25, "air": 0.2}), "stool")
+    hu["stool"] = h(m.mix({"water": 0.6, "adipose": 0.3, "air": 0.1}), "stool")
     hu["urine"] = h("water", "urine")
     hu["csf"] = h("water", "csf")
     hu["cartilage"] = h(CARTILAGE, "cartilage")
