@@ -22,6 +22,8 @@ from .workflow import LoadedCase, Workflow, bind_scene_globals
 WINDOWS_HU = {"soft": (400.0, 40.0), "bone": (1800.0, 400.0)}
 # Label segments drawn as surfaces in the 3D view (skin, fat and organs would hide the spine).
 SHOW_3D_PREFIXES = ("vertebra", "sacrum", "femur", "hip", "psoas")
+# Label outlines drawn in the slice views: bone and the muscles the calibration uses (organs would clutter).
+SHOW_2D_PREFIXES = (*SHOW_3D_PREFIXES, "paraspinal", "subcutaneous_fat")
 
 
 class OBMDWebApp(TrameApp):
@@ -90,7 +92,20 @@ class OBMDWebApp(TrameApp):
             if markups_display is not None:
                 markups_display.SetGlyphScale(2.0)
                 markups_display.SetTextScale(2.5)
+        for view in self.slicer_app.view_manager.get_threed_views():
+            view.reset_camera()
+            view.schedule_render()
+        # Open on the first vertebra of the summary: its trabecular ROI, the psoas and the fat in one slice.
+        used = (outputs.result.results.get("spine", {}).get("summary", {}).get("levels_used") or [None])[0]
+        self.centre_views_on(f"trabecular_{used}" if used else "muscle_roi")
         self.state.flush()
+
+    def centre_views_on(self, segment_id: str) -> None:
+        centre = self.workflow.segment_centre_ras(segment_id)
+        if centre is not None:
+            slicer.vtkMRMLSliceNode.JumpAllSlices(
+                self.slicer_app.scene, *map(float, centre), slicer.vtkMRMLSliceNode.CenteredJumpSlice
+            )
 
     @staticmethod
     def _style_labels(labels_node: Any) -> None:
@@ -101,6 +116,7 @@ class OBMDWebApp(TrameApp):
         display.SetOpacity2DOutline(0.8)
         segmentation = labels_node.GetSegmentation()
         for segment_id in segmentation.GetSegmentIDs():
+            display.SetSegmentVisibility2DOutline(segment_id, segment_id.startswith(SHOW_2D_PREFIXES))
             display.SetSegmentVisibility3D(segment_id, segment_id.startswith(SHOW_3D_PREFIXES))
         labels_node.CreateClosedSurfaceRepresentation()
         display.SetOpacity3D(0.6)
@@ -127,11 +143,7 @@ class OBMDWebApp(TrameApp):
         editor.set_active_segment_id(segment_id)
         self.viewer.data.is_drawer_visible = True
         self.viewer.data.active_tool = "SegmentEditorUI"
-        centre = self.workflow.segment_centre_ras(segment_id)
-        if centre is not None:
-            slicer.vtkMRMLSliceNode.JumpAllSlices(
-                self.slicer_app.scene, *map(float, centre), slicer.vtkMRMLSliceNode.CenteredJumpSlice
-            )
+        self.centre_views_on(segment_id)
 
     def _on_segmentation_modified(self, *_: Any) -> None:
         """The editor changed the ROI segmentation (fires many times per stroke): check once it settles."""

@@ -22,8 +22,8 @@ CALIBRATION_ROWS = [
     ("Intercept", "intercept", "mg/cm³", 1),
     ("Muscle ROI mean", "muscle_hu", "HU", 1),
     ("Fat ROI mean", "fat_hu", "HU", 1),
-    ("Muscle density (assumed)", "muscle_density_mg_cm3", "mg/cm³", 1),
-    ("Fat density (assumed)", "fat_density_mg_cm3", "mg/cm³", 1),
+    ("Muscle reference (HA-equivalent)", "muscle_density_mg_cm3", "mg/cm³", 1),
+    ("Fat reference (HA-equivalent)", "fat_density_mg_cm3", "mg/cm³", 1),
 ]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets.vuetify3 import (
     Template,
     VAlert,
@@ -40,6 +40,22 @@ CATEGORY_COLOR_JS = (
 )
 
 
+def _hex(rgb: tuple[float, float, float]) -> str:
+    return "#" + "".join(f"{int(round(255 * c)):02x}" for c in rgb)
+
+
+def legend_items() -> list[tuple[str, str]]:
+    """(color, meaning) of what the slice and 3D views draw, colors as the bridge gives the segments."""
+    from ..mrml_bridge import color_for
+
+    return [
+        (_hex(color_for("trabecular_L1")), "trabecular ROI (measured)"),
+        (_hex(color_for("muscle_roi")), "muscle ROI (psoas, calibration)"),
+        (_hex(color_for("fat_roi")), "fat ROI (calibration)"),
+        ("#d9c27a", "outlines: segmented bones and muscles; red dots: vertebra centres"),
+    ]
+
+
 def _testid(name: str) -> list[str]:
     return [f'data-testid="{name}"']
 
@@ -51,9 +67,9 @@ class WorkflowUI:
         self.server = server
         self.actions = actions
         with ViewerLayout(server, title="OpportunisticBMD", is_drawer_visible=False) as self.layout:
-            html.Style(PANEL_CSS)
+            client.Style(PANEL_CSS)
             v = self.layout.typed_state.name  # the viewer's state names (namespaced by trame-slicer)
-            self.layout.title.set_text("OpportunisticBMD · bone density from routine CT")
+            self.layout.title.set_text("OpportunisticBMD")
             with self.layout.appbar, Template(v_slot_prepend=True):
                 self.load_volume_ui = LoadVolumeUI()
             with self.layout.appbar:
@@ -114,6 +130,7 @@ class WorkflowUI:
                    raw_attrs=_testid("message"))
             with html.Div(v_if=("obmd_has_results",)):
                 self._summary_card()
+                self._legend()
                 self._levels_table()
                 self._calibration_table()
                 self._hip_table()
@@ -138,6 +155,13 @@ class WorkflowUI:
                 VChip("out of date: Recompute", v_if=("obmd_stale",), color="warning", size="small",
                       raw_attrs=_testid("stale"))
             VCardText("{{ obmd_view.summary.note }}", classes="text-caption pt-0")
+
+    def _legend(self) -> None:
+        with html.Div(classes="text-caption mb-1", raw_attrs=_testid("legend")):
+            for color, meaning in legend_items():
+                with html.Span(classes="mr-3", style="white-space: nowrap;"):
+                    html.Span(style=f"display:inline-block;width:10px;height:10px;background:{color};margin-right:4px;")
+                    html.Span(meaning)
 
     def _levels_table(self) -> None:
         html.Div("Per vertebra (trabecular ROI)", classes="text-subtitle-2 mt-2")

@@ -1,0 +1,50 @@
+"""The results panel's rows from results.json (no browser): values, order, missing parts."""
+
+from __future__ import annotations
+
+import pytest
+
+from OpportunisticBMDLib.web.results_view import DASH, fmt, results_view
+
+RESULTS = {
+    "spine": {
+        "levels": {
+            "T12": {"vbmd_mg_cm3": 131.04, "trabecular_hu_mean": 140.2, "trabecular_hu_sd": 20.0,
+                    "roi_volume_mm3": 5430.0, "voxel_count": 201},
+            "L1": {"vbmd_mg_cm3": 107.55, "trabecular_hu_mean": 108.9, "trabecular_hu_sd": 26.4,
+                   "roi_volume_mm3": 7560.0, "voxel_count": 280},
+        },
+        "summary": {"vbmd_mg_cm3": 107.55, "levels_used": ["L1"], "category": "osteopenia"},
+    },
+    "calibration": {"method": "muscle-fat", "slope": 0.84712, "intercept": 15.4, "muscle_hu": 19.6, "fat_hu": -105.7},
+    "qc": [{"code": "MUSCLE_HU", "severity": "warning", "message": "muscle ROI mean 15 HU is outside 20..80 HU"}],
+    "hip": {"left": {"neck": {"abmd_g_cm2": 0.7581, "t_score": -0.84, "area_cm2": 5.7}}, "right": None},
+}
+
+
+def test_levels_keep_order_values_and_inclusion() -> None:
+    view = results_view(RESULTS)
+    assert [r["level"] for r in view["levels"]] == ["T12", "L1"]
+    t12, l1 = view["levels"]
+    assert (t12["used"], l1["used"]) == (False, True)
+    assert l1["vbmd"] == "107.5" or l1["vbmd"] == "107.6"  # 1 decimal, banker's rounding allowed
+    assert l1["vbmd_mg_cm3"] == pytest.approx(107.55) and l1["hu_mean"] == pytest.approx(108.9)
+    assert t12["volume_cm3"] == "5.43" and t12["voxels"] == "201"
+
+
+def test_summary_calibration_qc_hip() -> None:
+    view = results_view(RESULTS)
+    assert view["summary"]["vbmd"] == "107.5 mg/cm³" or view["summary"]["vbmd"] == "107.6 mg/cm³"
+    assert view["summary"]["levels"] == "L1" and view["summary"]["category"] == "osteopenia"
+    calibration = {row["key"]: row for row in view["calibration"]}
+    assert calibration["slope"]["value"] == "0.8471 mg/cm³ per HU" and calibration["slope"]["raw"] == 0.84712
+    assert "muscle_density_mg_cm3" not in calibration  # only what results.json holds
+    assert view["qc"] == [{"severity": "warning", "code": "MUSCLE_HU",
+                           "message": "muscle ROI mean 15 HU is outside 20..80 HU"}]
+    assert view["hip"] == [{"side": "left", "region": "neck", "abmd": "0.758", "t_score": "-0.8", "area": "5.7"}]
+
+
+def test_empty_and_missing_values_show_dashes() -> None:
+    view = results_view(None)
+    assert view["levels"] == [] and view["summary"]["vbmd"] == DASH and view["summary"]["levels"] == DASH
+    assert fmt(float("nan")) == DASH and fmt(None) == DASH and fmt("x", None) == "x"
