@@ -20,7 +20,9 @@ import numpy as np
 
 # European Spine Phantom (QRM): trabecular inserts of 50, 100 and 200 mg HA/cm3.
 ESP_DENSITIES_MG_CM3 = (50.0, 100.0, 200.0)
-SHELL_HU = 350.0  # the ESP shell is ~ 400+ mg HA/cm3; the inserts stay below ~ 300 HU at 80 kVp
+# Shell threshold: an ~800 mg HA/cm3 shell reads > 900 HU at 80-140 kVp (~700 HU after blur), while a
+# 200 mg/cm3 insert stays below ~400 HU even at 80 kVp.
+SHELL_HU = 550.0
 INSERT_MARGIN_MM = 2.0  # away from the shell: partial volume and blur
 MIN_INSERT_MM3 = 300.0
 
@@ -46,7 +48,8 @@ def find_inserts(ct, n_expected: int) -> list[dict]:
     filled = np.zeros_like(shell)
     for k in range(shell.shape[0]):
         if shell[k].any():
-            filled[k] = ndimage.binary_fill_holes(shell[k])
+            # close one-voxel gaps in the ring (noise, partial volume) before filling
+            filled[k] = ndimage.binary_fill_holes(ndimage.binary_closing(shell[k], iterations=1))
     inside = filled & ~shell
     dist = ndimage.distance_transform_edt(inside, sampling=(1e6, ct.spacing_mm[1], ct.spacing_mm[2]))
     core = dist > INSERT_MARGIN_MM
