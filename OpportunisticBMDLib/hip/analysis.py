@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,6 +12,7 @@ from scipy import ndimage
 from ..labels import LABELS
 from ..volume import Volume
 from . import tscores
+from .density import femur_mineral_mg_cm3
 from .geometry import FemurGeometry, femur_geometry
 from .projection import DEFAULT_PIXEL_MM, DEFAULT_STEP_MM, Projection, project
 from .regions import REGION_NAMES, HipRegions, build_regions, region_stats
@@ -55,6 +56,8 @@ class HipOptions:
     step_mm: float = DEFAULT_STEP_MM
     mineral_dilation_mm: float = MINERAL_DILATION_MM
     subtract_soft_tissue: bool = True
+    cortical_correction: bool = True  # cortical bone is not HA in marrow (see hip/density.py)
+    kvp: float | None = None  # tube voltage of the scan (DICOM); None: 120 kVp
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,6 +132,10 @@ def measure_side(
             baseline = float(np.median(density[shell])) if shell.sum() > 20 else 0.0
             rim = mineral_mask & ~mask
             density = np.where(rim, density - baseline, density)
+        if opts.cortical_correction:
+            depth_mm = ndimage.distance_transform_edt(mask, sampling=spacing)  # 0 outside the femur
+            density = femur_mineral_mg_cm3(density, depth_mm, opts.kvp, getattr(to_mg_cm3, "__self__", None) and
+                                           getattr(to_mg_cm3.__self__, "slope_mg_cm3_per_hu", None))
     start = np.array([c.start for c in crop], float) * np.asarray(spacing)
     fov_lo = -start - 0.5 * np.asarray(spacing)
     fov_hi = (np.asarray(fov_shape) - 0.5) * np.asarray(spacing) - start
@@ -224,6 +231,11 @@ def analyze_hips(
     package docstring), 3D ROI masks ``hip_<region>_roi_<side>`` on the CT grid, and per measured
     side a :class:`HipPicture` for display (:mod:`.pictures` renders it)."""
     opts = hip_options or HipOptions()
+    if opts.kvp is None and ct.metadata.get("kvp"):
+        try:
+            opts = replace(opts, kvp=float(ct.metadata["kvp"]))
+        except (TypeError, ValueError):
+            pass
     spacing = tuple(float(s) for s in ct.spacing_mm)
     age = _parse_age(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
     sex = getattr(options, "patient_sex", None) or ct.metadata.get("patient_sex")

@@ -142,16 +142,19 @@ def hip_report_figure(pic: HipPicture):
 
 
 def save_hip_pictures(pictures: dict[str, HipPicture], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``hip_<side>.png`` per measured hip; returns {name: path}."""
+    """Write ``hip_<side>.png`` per measured hip (any keys; values that are not :class:`HipPicture`
+    are skipped); returns ``{"hip_<side>_png": path}``."""
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    for side, pic in pictures.items():
+    for pic in pictures.values():
+        if not isinstance(pic, HipPicture):
+            continue
         fig = hip_report_figure(pic)
-        path = out / f"hip_{side}.png"
+        path = out / f"hip_{pic.side}.png"
         fig.savefig(path)
         plt.close(fig)
-        written[f"hip_{side}_png"] = path
+        written[f"hip_{pic.side}_png"] = path
     return written

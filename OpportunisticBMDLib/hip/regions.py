@@ -8,7 +8,8 @@ direction is +u, i.e. the right hip):
   Hologic's default neck box is 49 x 15 pixels (ISCD DXA atlas, "Incorrect femoral neck box size",
   https://iscd.org/dxaatlas/incorrect-femoral-neck-box-size); we use 15 mm x 49 mm. Offset 0: the
   box is centred on the narrowest section (the brief's convention; Hologic's own placement abuts
-  the greater trochanter, Lunar's seeks minimum BMD).
+  the greater trochanter, Lunar's seeks minimum BMD), but never reaches into the femoral head (its
+  medial edge stays at least one head radius from the head centre).
 * Total hip: femur pixels lateral to the neck box's medial edge (the head is excluded) and above a
   distal border 10 mm below the lesser trochanter (ISCD DXA atlas, "Total hip region of interest
   incorrect/Hologic": the bottom line lies 10 pixels below the lesser trochanter).
@@ -168,7 +169,8 @@ def build_regions(proj: Projection, geom: FemurGeometry) -> HipRegions:
     m = 1.0 if np.dot(geom.medial, frame.u) > 0 else -1.0
     r = geom.head_radius_mm
     ts, widths = neck_width_profile(proj, n2, r)
-    t_n = narrowest_t(ts, widths, proj.pixel_mm)
+    # The box stays lateral of the head: its medial edge at least one head radius from the centre.
+    t_n = max(narrowest_t(ts, widths, proj.pixel_mm), r + NECK_BOX_WIDTH_MM / 2)
     perp = np.array([-n2[1], n2[0]])
     ug, vg = proj.uv_grid()
     t_map = ug * n2[0] + vg * n2[1]

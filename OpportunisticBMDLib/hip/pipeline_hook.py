@@ -1,0 +1,35 @@
+"""The hip step of :func:`OpportunisticBMDLib.pipeline.analyze` (called when a femur is labelled)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..calibration import Calibration
+from ..labels import LABELS
+from ..volume import Volume
+from .analysis import FEMUR_LABELS, _empty_side, analyze_hips
+
+
+def femur_in_view(labels: Volume | None) -> bool:
+    return labels is not None and bool(np.isin(labels.array, (LABELS["femur_left"], LABELS["femur_right"])).any())
+
+
+def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> None:
+    """Fill ``result.results["hip"]``, append the hip QC flags to ``result.results["qc"]``, add the hip
+    ROI masks to ``result.rois`` and the pictures (``hip_<side>``) to ``result.pictures``. The density
+    calibration is the spine's (same line, recorded in ``results["calibration"]``)."""
+    cal = result.results.get("calibration") or {}
+    if cal.get("slope") is None or cal.get("intercept") is None:
+        reason = "no density calibration (HU only): areal BMD needs mg/cm3; choose a calibration method"
+        result.results["hip"] = {side: _empty_side(reason) for side, lab in FEMUR_LABELS.items()
+                                 if (labels.array == lab).any()}
+        return
+    calibration = Calibration(cal.get("method", "unknown"), float(cal["slope"]), float(cal["intercept"]))
+    hip, rois, pictures = analyze_hips(ct, labels, calibration, options)
+    result.results["hip"] = hip
+    for side in ("left", "right"):
+        result.results.setdefault("qc", []).extend(hip.get(side, {}).get("qc") or [])
+    result.rois.update(rois)
+    result.pictures.update({f"hip_{side}": pic for side, pic in pictures.items()})
