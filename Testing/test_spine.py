@@ -273,3 +273,14 @@ def test_fat_layer_is_between_skin_and_muscle(patient):
     layer = rois.anterior_fat_roi(ct, (0, ct.shape[0] - 1), spine_mask)
     assert layer.mask.any() and (ct.array[layer.mask] == FAT_HU).all()
     assert layer.thickness_mm == pytest.approx(12.0, abs=1.0)
+
+
+def test_without_labels_and_without_models_says_pass_seg(patient, monkeypatch):
+    import sys
+
+    from OpportunisticBMDLib.errors import ModelError
+
+    ct, _ = patient
+    monkeypatch.setitem(sys.modules, "OpportunisticBMDLib.models.inference", None)  # models not installed
+    with pytest.raises(ModelError, match="--seg LABELS"):
+        pipeline.analyze(ct, None, pipeline.AnalysisOptions())
