@@ -67,6 +67,19 @@ def vertebra_centres(labels: Volume) -> dict[str, np.ndarray]:
 class BMDLogic:
     """Analyze / recompute / export / report on MRML nodes of ``slicer.mrmlScene``."""
 
+    def __init__(self) -> None:
+        self._ct_cache: dict[str, tuple[Any, Volume]] = {}
+
+    def ct_volume(self, volume_node: Any) -> Volume:
+        """The CT node as a :class:`Volume`, converted once per voxel/geometry change (Recompute is
+        called after every edit; converting a 512x512 CT each time would cost seconds)."""
+        image = volume_node.GetImageData()
+        key = (image.GetMTime() if image is not None else 0, bridge.node_geometry(volume_node))
+        cached = self._ct_cache.get(volume_node.GetID())
+        if cached is None or cached[0] != key:
+            self._ct_cache = {volume_node.GetID(): (key, bridge.volume_from_node(volume_node))}
+        return self._ct_cache[volume_node.GetID()][1]
+
     def labels_from_node(self, node: Any, volume_node: Any, ct: Volume) -> Volume:
         """Our label map from a segmentation node or a label map volume node (TotalSegmentator ids or names
         are mapped to our schema)."""
@@ -100,7 +113,7 @@ class BMDLogic:
         outputs = outputs or AnalysisOutputs()
         options = _options(options)
         progress(0.0, "Reading the CT from the scene")
-        ct = bridge.volume_from_node(volume_node)
+        ct = self.ct_volume(volume_node)
         if result is None:
             labels = None
             if segmentation_node is not None:
@@ -168,7 +181,7 @@ class BMDLogic:
         from . import pipeline
 
         options = _options(options)
-        ct = bridge.volume_from_node(volume_node)
+        ct = self.ct_volume(volume_node)
         if labels_segmentation_node is None:
             labels_segmentation_node = roi_segmentation_node.GetNodeReference(REF_LABELS)
         labels = (
@@ -227,7 +240,7 @@ class BMDLogic:
         ``imagesTr/<case>_0000.nii.gz``, ``labelsTr/<case>.nii.gz`` (our label schema, CT's own grid)
         and ``dataset.json`` (``labels`` = :data:`.labels.LABELS`, ``numTraining`` = cases present)."""
         dataset_dir = Path(dataset_dir)
-        ct = bridge.volume_from_node(volume_node)
+        ct = self.ct_volume(volume_node)
         labels = self.labels_from_node(segmentation_node, volume_node, ct)
         if not np.any(labels.array):
             raise ValueError(f"{segmentation_node.GetName()}: no segment maps to a label of the schema")
