@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from OpportunisticBMDLib.hip import analyze_hips
+from OpportunisticBMDLib.hip import HipOptions, analyze_hips
 from OpportunisticBMDLib.hip.analytic import AnalyticFemur, IdentityCalibration
 from OpportunisticBMDLib.hip.regions import NECK_BOX_WIDTH_MM
 
@@ -16,7 +16,9 @@ HEAD_MM = (140.0, 50.0, None)
 
 def _run(femur: AnalyticFemur, spacing=(1.0, 1.0, 1.0)):
     density, labels, head = femur.volumes(spacing_mm=spacing, shape_mm=SHAPE_MM, head_offset_mm=HEAD_MM)
-    results, rois, pictures = analyze_hips(density, labels, IdentityCalibration())
+    # The analytic 'CT' already holds HA: no cortical/marrow composition correction.
+    results, rois, pictures = analyze_hips(density, labels, IdentityCalibration(), None,
+                                           HipOptions(cortical_correction=False))
     return results[femur.side], rois, pictures[femur.side], head, density
 
 
@@ -85,12 +87,13 @@ def test_anisotropic_spacing_same_abmd(base):
 
 @pytest.mark.parametrize("rotation_deg", [-15.0, 15.0])
 def test_rotation_independence(base, rotation_deg):
-    res_rot = _run(AnalyticFemur(rotation_deg=rotation_deg))[0]
+    # +-15 deg leg rotation in the scanner (about the vertical through the head), 1.5 mm voxels
+    res_rot = _run(AnalyticFemur(rotation_deg=rotation_deg), spacing=(1.5, 1.5, 1.5))[0]
     assert res_rot["neck"]["abmd_g_cm2"] == pytest.approx(base[0]["neck"]["abmd_g_cm2"], rel=0.015)
     assert res_rot["total_hip"]["abmd_g_cm2"] == pytest.approx(base[0]["total_hip"]["abmd_g_cm2"], rel=0.015)
 
 
 def test_left_femur_mirrors_right(base):
-    res_left = _run(AnalyticFemur(side="left"))[0]
+    res_left = _run(AnalyticFemur(side="left"), spacing=(1.5, 1.5, 1.5))[0]
     assert res_left["neck"]["abmd_g_cm2"] == pytest.approx(base[0]["neck"]["abmd_g_cm2"], rel=0.01)
     assert res_left["neck_shaft_angle_deg"] == pytest.approx(base[0]["neck_shaft_angle_deg"], abs=1.0)

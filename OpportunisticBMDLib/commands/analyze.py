@@ -115,6 +115,10 @@ def print_report(results: dict, stream=None) -> None:
         if c.get("fat_density_mg_cm3") is not None:
             line += f" = {c['fat_density_mg_cm3']:.1f} mg/cm3"
     print(line, file=stream)
+    from ..hip.pipeline_hook import hip_report_lines  # hip (hip engineer): neck / total hip aBMD, T, category
+
+    for hip_line in hip_report_lines(results):
+        print(hip_line, file=stream)
     for q in results.get("qc", []):
         print(f"qc {q['severity']}: [{q['code']}] {q['message']}", file=stream)
 

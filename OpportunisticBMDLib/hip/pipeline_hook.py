@@ -33,3 +33,25 @@ def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> No
         result.results.setdefault("qc", []).extend(hip.get(side, {}).get("qc") or [])
     result.rois.update(rois)
     result.pictures.update({f"hip_{side}": pic for side, pic in pictures.items()})
+
+
+def hip_report_lines(results: dict) -> list[str]:
+    """Terminal lines for ``obmd analyze``: neck and total hip aBMD, T-score and category per side."""
+    lines = []
+    for side, block in (results.get("hip") or {}).items():
+        if not isinstance(block, dict):
+            continue
+        if block.get("excluded_reason"):
+            lines.append(f"hip {side}: excluded - {block['excluded_reason']}")
+            continue
+        parts = []
+        for region, title in (("neck", "neck"), ("total_hip", "total hip")):
+            r = block.get(region)
+            if isinstance(r, dict) and r.get("abmd_g_cm2") is not None:
+                t = r.get("t_score")
+                parts.append(f"{title} {r['abmd_g_cm2']:.3f} g/cm2 (T {t:+.1f})" if t is not None else
+                             f"{title} {r['abmd_g_cm2']:.3f} g/cm2")
+            else:
+                parts.append(f"{title} not measured")
+        lines.append(f"hip {side}: " + "; ".join(parts) + f"  -> {block.get('category') or 'no category'}")
+    return lines
