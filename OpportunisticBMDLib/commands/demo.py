@@ -203,7 +203,7 @@ def draw_pictures(scan, result, out: Path, truth_levels: dict[str, float]) -> li
             value = measured.get(level)
             text = level + (f"  {value:.0f}" if value is not None else "") + (
                 f" (true {truth_levels[level]:.0f})" if level in truth_levels else "")
-            ax.text(jj.max() + 8, kk.mean(), text, color="yellow", fontsize=9, va="center")
+            ax.text(jj.min() - 6, kk.mean(), text, color="yellow", fontsize=9, va="center", ha="right")
         ax.set_title("sagittal view: levels, measured vBMD (true) in mg/cm³")
         ax.axis("off")
         fig.tight_layout()
