@@ -16,7 +16,7 @@ from OpportunisticBMDLib.volume import ball_kernel
 
 @pytest.fixture(scope="module")
 def torso():
-    return generate_phantom(11, PhantomOptions(region="torso", spacing_mm=(3.0, 2.0, 2.0)))
+    return generate_phantom(11, PhantomOptions(region="torso", spacing_mm=(3.0, 2.0, 2.0), hip_truth=False))
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +117,19 @@ def test_ideal_phantom_measures_truth_with_exact_calibration(ideal_spine):
         assert abs(t["spine"]["levels"][lv]["vbmd_mg_cm3"] - 123.0) < 2.0
 
 
+def test_pipeline_measures_truth_with_exact_calibration(ideal_spine):
+    """The spine pipeline on the phantom's own labels, calibrated with the phantom's exact HU line."""
+    from OpportunisticBMDLib import pipeline
+
+    cal = ideal_spine.truth["exact_calibration"]
+    options = pipeline.AnalysisOptions(calibration="phantom", calibration_params={
+        "slope": cal["slope_mg_cm3_per_hu"], "intercept": cal["intercept_mg_cm3"]})
+    result = pipeline.analyze(ideal_spine.ct, ideal_spine.labels, options)
+    truth = ideal_spine.truth["spine"]["levels"]
+    for lv in ("T12", "L1", "L2", "L3"):
+        assert abs(result.results["spine"]["levels"][lv]["vbmd_mg_cm3"] - truth[lv]["vbmd_mg_cm3"]) <= 1.0
+
+
 def test_esp_inserts_measure_nominal():
     ph = generate_phantom(0, PhantomOptions(region="esp", spacing_mm=(1.5, 1.0, 1.0), ideal=True))
     cal = ph.truth["exact_calibration"]
@@ -132,10 +145,10 @@ def test_esp_inserts_measure_nominal():
 
 
 def test_options_fracture_metal_contrast():
-    base = PhantomOptions(region="torso", spacing_mm=(3.0, 3.0, 3.0), ideal=True)
+    base = PhantomOptions(region="torso", spacing_mm=(3.0, 3.0, 3.0), ideal=True, hip_truth=False)
     plain = generate_phantom(8, base)
     special = generate_phantom(8, PhantomOptions(region="torso", spacing_mm=(3.0, 3.0, 3.0), ideal=True, fracture="L1",
-                                                 metal="left", contrast=True))
+                                                 metal="left", contrast=True, hip_truth=False))
     assert special.truth["spine"]["levels"]["L1"]["fractured"]
     assert (special.labels.array == LABELS["metal"]).sum() > 50
     assert special.ct.array[special.labels.array == LABELS["metal"]].max() > 3000

@@ -182,7 +182,8 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
     ct = Volume(hu, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta))
     labels = Volume(canvas.labels, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta))
     density = Volume(canvas.density, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta))
-    add_hip_abmd_truth(truth, density, labels)
+    if options.hip_truth and any(h.get("head_in_fov") for h in truth["hip"].values()):
+        add_hip_abmd_truth(truth, density, labels)
     progress(1.0, "done")
     return Phantom(ct=ct, labels=labels, density_mg_cm3=density, truth=truth)
 

@@ -80,7 +80,6 @@ def paint_hip_bones(ctx: Ctx) -> None:
         R = p.femur[side].head_radius_mm
         pw = abs(H[0])
         crest_z = lay.z_crest_mm
-        roof = H + np.array([-sign * 4, 2.0, R + 9])
         si = np.array([sign * 52 * s, c1[1] + 14 * s, c1[2] - 20 * s])
         psis = np.array([sign * 42 * s, c1[1] + 44 * s, c1[2] + 2])
         apex = np.array([sign * (pw + 42 * s), float(lay.spine_xy(crest_z)[1]) + 8, crest_z])
