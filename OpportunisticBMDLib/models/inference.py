@@ -105,8 +105,7 @@ def segment(ct: Volume, device: str = "cpu", progress: Progress = no_progress, m
     nj = resample.nearest_model_index(ct.shape[1], mshape[1])[None, :, None]
     ni = resample.nearest_model_index(ct.shape[2], mshape[2])[None, None, :]
     nk_all = resample.nearest_model_index(ct.shape[0], mshape[0])
-    for zs, p in resample.upsample_slabs(probs, ct.shape):
-        fine_cls = p.argmax(0).numpy()
+    for zs, fine_cls in resample.upsample_argmax_slabs(probs, ct.shape):
         out[zs] = lut[fine_cls, nk_all[zs][:, None, None], nj, ni]
     progress(0.95, "keypoints")
     points = _keypoints(ct, named, heat, mshape)

@@ -53,17 +53,29 @@ def nearest_model_index(n_fine: int, n_model: int) -> np.ndarray:
     return np.minimum(((np.arange(n_fine) + 0.5) * n_model / n_fine).astype(np.int64), n_model - 1)
 
 
-def upsample_slabs(probs: torch.Tensor, fine_shape: tuple[int, int, int], slab: int = 16
-                   ) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield (z slice, probabilities (C, slab, H, W)) on the fine grid, linear in z then bilinear in-plane."""
+def upsample_argmax_slabs(probs: torch.Tensor, fine_shape: tuple[int, int, int], slab: int = 16,
+                          min_prob: float = 0.05) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield (z slice, class index (slab, H, W) uint8) on the fine grid: probabilities linear in z, then
+    bilinear in-plane, argmax. Only classes that reach ``min_prob`` in the slab are interpolated."""
     c, dm, hm, wm = probs.shape
     lo, hi, w = _axis_map(fine_shape[0], dm)
     for k0 in range(0, fine_shape[0], slab):
         k1 = min(k0 + slab, fine_shape[0])
         wz = torch.from_numpy(w[k0:k1])[None, :, None, None]
         z = probs[:, lo[k0:k1]] * (1 - wz) + probs[:, hi[k0:k1]] * wz  # (C, s, hm, wm)
-        up = F.interpolate(z.permute(1, 0, 2, 3), size=fine_shape[1:], mode="bilinear", align_corners=False)
-        yield slice(k0, k1), up.permute(1, 0, 2, 3)
+        present = [int(i) for i in torch.nonzero(z.amax(dim=(1, 2, 3)) >= min_prob).flatten()]
+        if len(present) == 1:
+            yield slice(k0, k1), np.full((k1 - k0,) + tuple(fine_shape[1:]), present[0], np.uint8)
+            continue
+        up = F.interpolate(z[present].permute(1, 0, 2, 3).contiguous(), size=fine_shape[1:], mode="bilinear",
+                           align_corners=False)  # (s, P, H, W)
+        best = up[:, 0].clone()
+        arg = torch.zeros(best.shape, dtype=torch.uint8)
+        for n in range(1, len(present)):  # running max over channels: contiguous passes, no strided reduce
+            better = up[:, n] > best
+            best = torch.where(better, up[:, n], best)
+            arg[better] = n
+        yield slice(k0, k1), np.asarray(present, np.uint8)[arg.numpy()]
 
 
 def model_to_fine_index(kji_model: np.ndarray, model_shape_: tuple[int, int, int],
