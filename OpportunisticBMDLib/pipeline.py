@@ -74,11 +74,18 @@ def _body_array(body_mask: Volume | np.ndarray | None, ct: Volume) -> np.ndarray
 
 
 def derive_rois(
-    ct: Volume, labels: Volume, options: AnalysisOptions, body_mask: Volume | np.ndarray | None = None
+    ct: Volume,
+    labels: Volume,
+    options: AnalysisOptions,
+    body_mask: Volume | np.ndarray | None = None,
+    geometry_out: dict | None = None,
 ) -> dict[str, np.ndarray]:
-    """ROI masks from a label map: ``trabecular_<level>`` per level present, ``muscle_roi``, ``fat_roi``."""
+    """ROI masks from a label map: ``trabecular_<level>`` per level present, ``muscle_roi``, ``fat_roi``.
+    ``geometry_out`` (a dict) receives the vertebral bodies and erosion radii for :func:`measure`."""
     labels = prepare_labels(labels, ct)
-    trab, bodies, _ = spine.derive_level_rois(labels, _body_array(body_mask, ct), options.erosion_radius_mm)
+    trab, bodies, radii = spine.derive_level_rois(labels, _body_array(body_mask, ct), options.erosion_radius_mm)
+    if geometry_out is not None:
+        geometry_out.update(bodies=bodies, radii=radii)
     if not trab:
         raise SegmentationError(
             f"no vertebra {MEASURED_LEVELS[0]}-{MEASURED_LEVELS[-1]} in the label map: nothing to measure"
@@ -121,15 +128,19 @@ def measure(
     options: AnalysisOptions,
     labels: Volume | None = None,
     body_mask: Volume | np.ndarray | None = None,
+    geometry: dict | None = None,
 ) -> AnalysisResult:
     """Calibrate and measure from ROI masks (possibly user-edited). ``labels`` (our schema or TotalSegmentator)
-    add vertebral geometry (heights, field-of-view cut) and the contrast check."""
+    add vertebral geometry (heights, field-of-view cut) and the contrast check; ``geometry`` (from
+    ``derive_rois(geometry_out=...)`` on the same labels) saves recomputing it."""
     rois = {k: np.asarray(v, dtype=bool) for k, v in rois.items()}
     if labels is not None:
         labels = prepare_labels(labels, ct)
     calibration = calibrate(ct, rois, labels, options)
     bodies, radii = {}, {}
-    if labels is not None:
+    if geometry is not None:
+        bodies, radii = geometry["bodies"], geometry["radii"]
+    elif labels is not None:
         _, bodies, radii = spine.derive_level_rois(labels, _body_array(body_mask, ct), options.erosion_radius_mm)
     levels: dict[str, dict[str, Any]] = {}
     flags: list[dict[str, str]] = []
@@ -202,9 +213,10 @@ def analyze(
         model_qc = []
     progress(0.6, "Isolating vertebral bodies and reference tissues")
     labels = prepare_labels(labels, ct)
-    rois = derive_rois(ct, labels, options, body_mask)
+    geometry: dict = {}
+    rois = derive_rois(ct, labels, options, body_mask, geometry_out=geometry)
     progress(0.8, "Calibrating and measuring")
-    result = measure(ct, rois, options, labels, body_mask)
+    result = measure(ct, rois, options, labels, body_mask, geometry=geometry)
     if predicted:
         result.results["software"]["models"] = model_info
         result.results["qc"] = model_qc + result.results["qc"]

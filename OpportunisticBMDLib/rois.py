@@ -93,16 +93,19 @@ def muscle_source(rois_muscle: np.ndarray, labels: Volume | None) -> str | None:
     return "psoas" if psoas >= 0.5 else ("paraspinal" if para >= 0.5 else "other")
 
 
-def body_outline(ct: Volume) -> np.ndarray:
-    """Patient body: voxels > -500 HU, largest 3D component (drops the table), holes filled per slice."""
-    dense = ct.array > BODY_THRESHOLD_HU
+def body_outline(ct: Volume, z_range: tuple[int, int] | None = None) -> np.ndarray:
+    """Patient body: voxels > -500 HU, largest 3D component (drops the table), holes filled per slice;
+    only within ``z_range`` (inclusive) when given (False elsewhere)."""
+    k0, k1 = (0, ct.shape[0] - 1) if z_range is None else z_range
+    body = np.zeros(ct.shape, dtype=bool)
+    dense = ct.array[k0: k1 + 1] > BODY_THRESHOLD_HU
     comp, n = ndi.label(dense)
     if n == 0:
-        return dense
-    sizes = ndi.sum_labels(dense, comp, index=np.arange(1, n + 1))
-    body = comp == (int(np.argmax(sizes)) + 1)
-    for k in range(body.shape[0]):  # per slice: lungs and bowel gas are inside the body
-        body[k] = ndi.binary_fill_holes(body[k])
+        return body
+    slab = comp == (int(np.argmax(np.bincount(comp.ravel())[1:])) + 1)
+    for k in range(slab.shape[0]):  # per slice: lungs and bowel gas are inside the body
+        slab[k] = ndi.binary_fill_holes(slab[k])
+    body[k0: k1 + 1] = slab
     return body
 
 
@@ -119,18 +122,21 @@ def anterior_fat_roi(
     are followed from the skin backwards: after the skin, the run of fat voxels until the first two
     non-fat voxels (the abdominal muscles) is the subcutaneous layer. Only voxels anterior to the
     vertebrae are used. With a ``subcutaneous_fat`` label present the layer is also kept inside it."""
-    body = body_outline(ct) if body is None else body
+    body = body_outline(ct, z_range) if body is None else body
     dz, dy, dx = ct.spacing_mm
-    fat = (ct.array >= FAT_HU_MIN) & (ct.array <= FAT_HU_MAX) & body
+    zs = slice(z_range[0], z_range[1] + 1)
+    fat = np.zeros(ct.shape, dtype=bool)
+    fat[zs] = (ct.array[zs] >= FAT_HU_MIN) & (ct.array[zs] <= FAT_HU_MAX) & body[zs]
     if labels is not None:
         # a labelled organ (bowel, liver, ...) or visceral fat ends the layer
-        fat &= np.isin(labels.array, (0, LABELS["body"], LABELS["subcutaneous_fat"]))
-        if (labels.array == LABELS["subcutaneous_fat"]).any():
-            fat &= labels.array == LABELS["subcutaneous_fat"]
+        fat[zs] &= np.isin(labels.array[zs], (0, LABELS["body"], LABELS["subcutaneous_fat"]))
+        if (labels.array[zs] == LABELS["subcutaneous_fat"]).any():
+            fat[zs] &= labels.array[zs] == LABELS["subcutaneous_fat"]
     mask = np.zeros(ct.shape, dtype=bool)
-    sp = np.nonzero(spine_mask)
-    i_mid = float(sp[2].mean()) if sp[0].size else ct.shape[2] / 2
-    j_front = int(sp[1].min()) if sp[0].size else ct.shape[1]
+    per_i = spine_mask.sum(axis=(0, 1), dtype=np.int64)
+    rows = np.nonzero(spine_mask.any(axis=(0, 2)))[0]
+    i_mid = float((per_i * np.arange(per_i.size)).sum() / per_i.sum()) if per_i.sum() else ct.shape[2] / 2
+    j_front = int(rows[0]) if rows.size else ct.shape[1]
     offsets = np.abs(np.arange(ct.shape[2]) - i_mid) * dx
     columns = np.nonzero((offsets >= FAT_COLUMNS_MIN_MM) & (offsets <= FAT_COLUMNS_MAX_MM))[0]
     skin = max(1, int(np.ceil(SKIN_MM / dy)))

@@ -85,8 +85,9 @@ class LevelMeasurement:
 
 def present_levels(labels: Volume, levels: tuple[str, ...] = MEASURED_LEVELS) -> list[str]:
     """Levels (cranial to caudal) whose label is present in ``labels`` (our schema)."""
-    ids = set(np.unique(labels.array).tolist())
-    return [lvl for lvl in levels if vertebra_label(lvl) in ids]
+    n_ids = max(vertebra_label(lvl) for lvl in levels) + 1
+    counts = np.bincount(np.clip(labels.array, 0, None).ravel(), minlength=n_ids)
+    return [lvl for lvl in levels if counts[vertebra_label(lvl)] > 0]
 
 
 def _crop_box(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...] | None:
@@ -153,7 +154,7 @@ def isolate_body(
     if not opened.any():  # too small to open (coarse grid): keep the anterior half of the vertebra
         return _anterior_part(vertebra)
     comp, n = ndi.label(opened)
-    sizes = ndi.sum_labels(opened, comp, index=np.arange(1, n + 1))
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:]
     big = [c + 1 for c in range(n) if sizes[c] >= 0.25 * sizes.max()]
     # the body is in front of the canal: the most anterior (smallest mean j) of the large pieces
     anterior = min(big, key=lambda c: np.nonzero(comp == c)[1].mean())
@@ -168,8 +169,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     comp, n = ndi.label(mask)
     if n <= 1:
         return mask
-    sizes = ndi.sum_labels(mask, comp, index=np.arange(1, n + 1))
-    return comp == (int(np.argmax(sizes)) + 1)
+    return comp == (int(np.argmax(np.bincount(comp.ravel())[1:])) + 1)
 
 
 def _anterior_part(vertebra: np.ndarray) -> np.ndarray:
@@ -307,6 +307,12 @@ def measure_level(
     """Statistics of one level's trabecular ROI (``roi`` may be user-edited); geometry from ``body``."""
     stats = measure_roi(ct, roi)
     radius_used = erosion_radius_mm if erosion_radius_used_mm is None else erosion_radius_used_mm
+    if body is not None and body.any():  # geometry on the body's bounding box (large scans)
+        at_edge = touches_fov(body)
+        body = body[_crop_box(body, (1, 1, 1))]
+        vertebra = None
+    else:
+        at_edge = None
     heights = body_heights_mm(body, ct.spacing_mm) if body is not None and body.any() else {}
     loss = None
     if len(heights) == 3 and max(heights.values()) > 0:
@@ -314,6 +320,7 @@ def measure_level(
     # cut by the field of view: the body (what is measured) reaches the first or last slice; processes
     # leaving the scan do not matter. Without a body, the ROI (or the whole vertebra) is checked.
     extent = body if body is not None and body.any() else (vertebra if vertebra is not None else roi)
+    cut = bool(at_edge) if at_edge is not None else touches_fov(extent)
     return LevelMeasurement(
         level=level,
         trabecular_hu_mean=stats["mean"],
@@ -324,7 +331,7 @@ def measure_level(
         body_volume_mm3=float(body.sum() * ct.voxel_volume_mm3) if body is not None else float("nan"),
         erosion_radius_mm=float(radius_used),
         erosion_reduced=bool(radius_used < erosion_radius_mm - 1e-6),
-        cut_by_fov=touches_fov(extent),
+        cut_by_fov=cut,
         heights_mm=heights,
         height_loss=loss,
         slice_mm=float(ct.spacing_mm[0]),
