@@ -491,9 +491,57 @@ def segmentation_to_labels(seg_node: Any, reference_node: Any, like: Volume) -> 
             label_ids.append(label_id)
     if not segment_ids:
         return like.like(np.zeros(like.shape, dtype=np.int16), kind="labels")
-    lut = np.asarray([0, *label_ids], dtype=np.int16)
-    out = lut[_export_segments(seg_node, segment_ids, reference_node)]
+    out = _labels_from_layers(seg_node, segment_ids, label_ids, reference_node)
+    if out is None:  # segments not on the reference grid: let Slicer resample them
+        lut = np.asarray([0, *label_ids], dtype=np.int16)
+        out = lut[_export_segments(seg_node, segment_ids, reference_node)]
     return like.like(node_array_to_ours(out, reference_node), kind="labels")
+
+
+def _labels_from_layers(
+    seg_node: Any, segment_ids: list[str], label_ids: list[int], reference_node: Any
+) -> np.ndarray | None:
+    """Label array read straight from the segmentation's shared labelmap layers (one lookup per layer
+    instead of one export per segment); None when a layer is not on the reference node's grid."""
+    from vtkmodules.util import numpy_support
+
+    segmentation = seg_node.GetSegmentation()
+    name = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    if segmentation.GetSourceRepresentationName() != name or seg_node.GetParentTransformNode() is not None:
+        return None
+    if reference_node.GetParentTransformNode() is not None:
+        return None
+    reference = _ijk_to_ras(reference_node)
+    layers: dict[str, tuple[Any, dict[int, int]]] = {}
+    for segment_id, label_id in zip(segment_ids, label_ids, strict=True):
+        segment = segmentation.GetSegment(segment_id)
+        image = segment.GetRepresentation(name)
+        if image is None:
+            return None
+        key = image.GetAddressAsString("vtkOrientedImageData")
+        layers.setdefault(key, (image, {}))[1][int(segment.GetLabelValue())] = label_id
+    dims = reference_node.GetImageData().GetDimensions()
+    out = np.zeros(dims[::-1], dtype=np.int16)
+    for image, value_to_label in layers.values():
+        m = vtk.vtkMatrix4x4()
+        image.GetImageToWorldMatrix(m)
+        if not np.allclose([[m.GetElement(r, c) for c in range(4)] for r in range(4)], reference, atol=1e-6):
+            return None
+        e = image.GetExtent()
+        lo = [max(e[2 * a], 0) for a in range(3)]
+        hi = [min(e[2 * a + 1], dims[a] - 1) for a in range(3)]
+        if any(h < lo_ for lo_, h in zip(lo, hi, strict=True)) or image.GetPointData().GetScalars() is None:
+            continue
+        values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+        values = values.reshape(e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+        crop = values[lo[2] - e[4]: hi[2] - e[4] + 1, lo[1] - e[2]: hi[1] - e[2] + 1, lo[0] - e[0]: hi[0] - e[0] + 1]
+        lut = np.zeros(max(int(crop.max()), max(value_to_label)) + 1, dtype=np.int16)
+        for value, label_id in value_to_label.items():
+            lut[value] = label_id
+        mapped = lut[crop.astype(np.int64, copy=False)]
+        target = out[lo[2]: hi[2] + 1, lo[1]: hi[1] + 1, lo[0]: hi[0] + 1]
+        np.copyto(target, mapped, where=mapped > 0)
+    return out
 
 
 def rois_to_segmentation(
