@@ -163,6 +163,7 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
     pelvis.paint_sacrum(ctx)
     pelvis.paint_hip_bones(ctx)
     femur_geometry = pelvis.paint_femurs(ctx)
+    ctx.notes.clear()  # free the body-layer distance maps
     t_anatomy = time.perf_counter() - t_start
     progress(0.7, "truth")
     truth = _truth(ctx, seed, options, scanner, beam, femur_geometry)

@@ -61,12 +61,16 @@ def ellipsoid(center, radii, rot=None, wobble_mm: float = 0.0, wobble_seed: int 
     low-frequency surface wobble (organic shapes) of amplitude ``wobble_mm``."""
     center = np.asarray(center, float)
     radii = np.asarray(radii, float)
+    axis_aligned = rot is None
     rot = np.eye(3) if rot is None else np.asarray(rot, float)
     ext = np.abs(rot) @ radii + wobble_mm
     phases = np.random.default_rng(wobble_seed).uniform(0, 2 * np.pi, 6)
 
     def fn(x, y, z):
-        u, v, w = to_local(x, y, z, center, rot)
+        if axis_aligned:  # separable: 1D coordinates broadcast, trigonometry on 1D arrays only
+            u, v, w = x - np.float32(center[0]), y - np.float32(center[1]), z - np.float32(center[2])
+        else:
+            u, v, w = to_local(x, y, z, center, rot)
         d = _ellipsoid_local(u, v, w, *radii)
         if wobble_mm:
             d = d + wobble_mm * (

@@ -66,23 +66,30 @@ def clip_to_cavity(ctx: Ctx, field, margin_mm: float = 1.0):
     """Keep ``field`` inside the abdominal cavity (within the muscle wall), ``margin_mm`` from it."""
     if field.empty:
         return field
-    d0, fat, muscle = body_layers(ctx, field.box)
-    field.d = np.maximum(field.d, d0 + SKIN_MM + fat + muscle + np.float32(margin_mm))
+    cavity = ctx.notes["cavity_sdf"][field.box.slices]
+    field.d = np.maximum(field.d, cavity + np.float32(margin_mm))
     return field
 
 
 def paint_body(ctx: Ctx) -> None:
-    """Skin, subcutaneous fat, muscle wall, visceral fat (in z slabs to bound memory)."""
+    """Skin, subcutaneous fat, muscle wall, visceral fat (in z slabs to bound memory). Keeps the distances
+    to the inner surface of the fat and of the muscle wall (float16) for the structures painted later."""
     c = ctx.canvas
+    under_fat = np.empty(ctx.grid.shape, np.float16)
+    cavity = np.empty(ctx.grid.shape, np.float16)
     for box in ctx.grid.z_chunks():
         d0, fat, muscle = body_layers(ctx, box)
         c.paint_sdf(box, d0, ctx.hu("skin"), LABELS["body"])
         d0 += SKIN_MM
         c.paint_sdf(box, d0, ctx.hu("fat"), LABELS["subcutaneous_fat"])
         d0 += fat
+        under_fat[box.slices] = d0
         c.paint_sdf(box, d0, ctx.hu("other_muscle"), LABELS["other_muscle"])
         d0 += muscle
+        cavity[box.slices] = d0
         c.paint_sdf(box, d0, ctx.hu("fat"), LABELS["visceral_fat"])
+    ctx.notes["under_fat_sdf"] = under_fat
+    ctx.notes["cavity_sdf"] = cavity
 
 
 def paint_paraspinal(ctx: Ctx) -> None:
@@ -101,9 +108,7 @@ def paint_paraspinal(ctx: Ctx) -> None:
 
 def _paint_paraspinal_slab(ctx: Ctx, box, z_bot: float) -> None:
     lay, p = ctx.layout, ctx.patient
-    d0, fat, _ = body_layers(ctx, box)
-    under_fat = d0 + SKIN_MM + fat
-    del d0, fat
+    under_fat = ctx.notes["under_fat_sdf"][box.slices].astype(np.float32)
     zz = box.z.ravel()
     xs, ys = lay.spine_xy(zz)
     depth = np.interp(zz, [-50, 0, 200], [22, 30, 26])
