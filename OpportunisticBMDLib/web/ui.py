@@ -53,6 +53,7 @@ def legend_items() -> list[tuple[str, str]]:
         (_hex(color_for("muscle_roi")), "muscle ROI (psoas, calibration)"),
         (_hex(color_for("fat_roi")), "fat ROI (calibration)"),
         ("#d9c27a", "outlines: segmented bones and muscles; red dots: vertebra centres"),
+        ("#000000", "slices in radiological convention (patient's right on screen left, anterior up)"),
     ]
 
 
@@ -157,7 +158,7 @@ class WorkflowUI:
             VCardText("{{ obmd_view.summary.note }}", classes="text-caption pt-0")
 
     def _legend(self) -> None:
-        with html.Div(classes="text-caption mb-1", raw_attrs=_testid("legend")):
+        with html.Div(classes="text-caption mb-1 d-flex flex-wrap", raw_attrs=_testid("legend")):
             for color, meaning in legend_items():
                 with html.Span(classes="mr-3", style="white-space: nowrap;"):
                     html.Span(style=f"display:inline-block;width:10px;height:10px;background:{color};margin-right:4px;")
@@ -177,7 +178,7 @@ class WorkflowUI:
                     raw_attrs=[*_testid("level-row"), ':data-level="row.level"', ':data-vbmd="row.vbmd_mg_cm3"',
                                ':data-hu="row.hu_mean"'],
                 ):
-                    html.Td("{{ row.level }}{{ row.used ? '' : ' (excluded)' }}")
+                    html.Td("{{ row.level }}{{ row.used ? '' : ' (not in summary)' }}")
                     html.Td("{{ row.vbmd }}", classes="obmd-num")
                     html.Td("{{ row.hu }}", classes="obmd-num")
                     html.Td("{{ row.hu_sd }}", classes="obmd-num")
