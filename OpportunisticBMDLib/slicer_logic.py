@@ -56,12 +56,15 @@ _options = make_options  # the name web/workflow.py imports
 
 def vertebra_centres(labels: Volume) -> dict[str, np.ndarray]:
     """Keypoints shown when the models gave none: centroid (k, j, i) of each vertebra label."""
-    out = {}
-    for level in VERTEBRA_LEVELS:
-        idx = np.argwhere(labels.array == vertebra_label(level))
-        if len(idx):
-            out[f"{level} centre"] = idx.mean(axis=0)
-    return out
+    from scipy import ndimage
+
+    ids = [vertebra_label(level) for level in VERTEBRA_LEVELS]
+    counts = np.bincount(labels.array.ravel().clip(0), minlength=max(ids) + 1)
+    present = [(level, i) for level, i in zip(VERTEBRA_LEVELS, ids, strict=True) if counts[i]]
+    if not present:
+        return {}
+    centres = ndimage.center_of_mass(np.ones(labels.shape, np.uint8), labels.array, [i for _, i in present])
+    return {f"{level} centre": np.asarray(c) for (level, _), c in zip(present, centres, strict=True)}
 
 
 class BMDLogic:
