@@ -234,6 +234,8 @@ def test_export_training_case_appends(tmp_path, scene, shared_data, ct, labels):
     assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(original).astype(np.int16))
     with pytest.raises(FileExistsError):
         logic.export_training_case(node, seg, dataset, case_id="exportct_000")
+    training = pytest.importorskip("OpportunisticBMDLib.models.training")
+    assert len(training.nnunet_templates(dataset)) == 2  # what `obmd train` reads
 
 
 def test_volume_without_source_geometry(scene):
