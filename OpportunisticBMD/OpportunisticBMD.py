@@ -42,6 +42,30 @@ class OpportunisticBMD(ScriptedLoadableModule):
             " fat (or a phantom), with editable ROIs and one-second Recompute. See the README."
         )
         self.parent.acknowledgementText = "Built on 3D Slicer, MONAI and PyTorch."
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """A Sample Data entry that generates a digital patient (synthetic CT of known BMD with its labels)."""
+    import SampleData
+
+    def generate(source):
+        from OpportunisticBMDLib.slicer_logic import load_digital_patient
+
+        with slicer.util.tryWithErrorDisplay("Generating the digital patient failed.", waitCursor=True):
+            volumeNode, _ = load_digital_patient(seed=0)
+            slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
+            return [volumeNode]
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="OpportunisticBMD",
+        sampleName="OBMDDigitalPatient",
+        thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "OpportunisticBMD.png"),
+        uris=["obmd://digital-patient/0"],  # never downloaded: the custom loader generates it
+        fileNames=["OBMDDigitalPatient.nii.gz"],
+        nodeNames=["Digital patient 0"],
+        customDownloader=generate,
+    )
 
 
 @parameterNodeWrapper
