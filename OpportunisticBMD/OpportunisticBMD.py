@@ -291,8 +291,9 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             segNode, lambda segmentId: self._markStale(f"edited: {segmentId}"), self._parameterNode.inputVolume
         )
         self._editObservation = (segNode.GetSegmentation(), tag)
-        if markupsNode is not None:
-            self.addObserver(markupsNode, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self._onKeypointMoved)
+        event = slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent
+        if markupsNode is not None and not self.hasObserver(markupsNode, event, self._onKeypointMoved):
+            self.addObserver(markupsNode, event, self._onKeypointMoved)
 
     def _stopWatchingEdits(self):
         if self._editObservation is not None:
