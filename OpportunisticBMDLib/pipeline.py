@@ -145,14 +145,20 @@ def measure(
     levels: dict[str, dict[str, Any]] = {}
     flags: list[dict[str, str]] = []
     trab = {k[len(TRABECULAR_PREFIX):]: v for k, v in rois.items() if k.startswith(TRABECULAR_PREFIX)}
+    near_metal = qc.metal_near_levels(ct, trab)
     for level in [lvl for lvl in MEASURED_LEVELS if lvl in trab]:
         vertebra = labels.array == vertebra_label(level) if labels is not None else None
         m = spine.measure_level(ct, level, trab[level], bodies.get(level), vertebra, options.erosion_radius_mm,
                                 radii.get(level))
         entry = {"vbmd_mg_cm3": calibration.to_mg_cm3(m.trabecular_hu_mean) if m.voxel_count else None,
                  **m.as_dict()}
+        level_flags = qc.level_flags(level, entry)
+        codes = {f["code"] for f in level_flags} | ({"metal_near_roi"} if level in (near_metal or []) else set())
+        reasons = sorted(codes & qc.EXCLUDING_CODES)
+        entry["excluded"] = bool(reasons)  # kept out of the summary when other levels are fine
+        entry["exclusion_reasons"] = reasons
         levels[level] = entry
-        flags += qc.level_flags(level, entry)
+        flags += level_flags
     flags = qc.missing_level_flags(list(levels)) + flags
     thickness = fat_thickness_mm(rois["fat_roi"], ct.spacing_mm) if "fat_roi" in rois else None
     cal = calibration.as_dict()
@@ -164,7 +170,7 @@ def measure(
                                  f"muscle reference is {source} muscle, not psoas (psoas absent or too small here)"))
     flags += qc.calibration_flags(cal, thickness)
     flags += qc.contrast_flags(ct, labels)
-    flags += qc.metal_flags(ct, trab)
+    flags += qc.metal_flags(near_metal)
     tissues = {
         "fat_thickness_mm": thickness,
         "muscle_roi_voxels": int(rois["muscle_roi"].sum()) if "muscle_roi" in rois else 0,

@@ -27,6 +27,17 @@ CONTRAST_BLOOD_HU = 150.0
 # Metal: above the densest cortical bone (~1800-2000 HU) at usual kVp (design choice 2500 HU).
 METAL_HU = 2500.0
 METAL_NEAR_MM = 20.0
+# Trabecular bone of adult lumbar vertebrae measures roughly 50-300 HU (Pickhardt et al., Ann Intern Med
+# 158:588 (2013): L1 mean ~ 150-250 HU in young adults, < 110 HU in osteoporosis); a trabecular ROI mean
+# above 400 HU means cortex, sclerosis (metastasis, Paget, fusion) or a wrong segmentation.
+MAX_TRABECULAR_HU = 400.0
+# Adult T12-L5 vertebral bodies hold 20-60 cm3 (TotalSegmentator's report on the shared example: 34-39 ml);
+# a whole (not cut) body under 10 cm3 is an incomplete segmentation (design choice).
+MIN_BODY_VOLUME_MM3 = 10000.0
+# Level flags that keep a level out of the summary when other levels are usable (ISCD/ACR: exclude
+# fractured vertebrae and those with focal lesions or artefacts from the vBMD mean).
+EXCLUDING_CODES = frozenset({"roi_empty", "roi_too_small", "height_loss", "trabecular_hu_implausible",
+                             "body_small", "metal_near_roi"})
 
 
 def flag(code: str, severity: str, message: str) -> dict[str, str]:
@@ -46,6 +57,16 @@ def level_flags(level: str, measurement: dict[str, Any]) -> list[dict[str, str]]
     elif volume < MIN_ROI_VOLUME_MM3:
         flags.append(flag("roi_too_small", "warning",
                           f"{level}: trabecular ROI is only {volume:.0f} mm3 (< {MIN_ROI_VOLUME_MM3:.0f} mm3)"))
+    mean_hu = measurement.get("trabecular_hu_mean")
+    if mean_hu is not None and mean_hu > MAX_TRABECULAR_HU:
+        flags.append(flag("trabecular_hu_implausible", "warning",
+                          f"{level}: trabecular mean {mean_hu:.0f} HU (> {MAX_TRABECULAR_HU:.0f}): cortex, sclerosis "
+                          "or a segmentation error in the ROI; level left out of the summary"))
+    body_mm3 = measurement.get("body_volume_mm3")
+    if body_mm3 is not None and not measurement.get("cut_by_fov") and 0 < body_mm3 < MIN_BODY_VOLUME_MM3:
+        flags.append(flag("body_small", "warning",
+                          f"{level}: vertebral body only {body_mm3 / 1000:.1f} cm3 "
+                          f"(< {MIN_BODY_VOLUME_MM3 / 1000:.0f}): the segmentation is probably incomplete"))
     if measurement.get("erosion_reduced"):
         flags.append(flag("erosion_reduced", "warning",
                           f"{level}: body too thin for the cortex erosion; radius reduced to "
@@ -107,11 +128,12 @@ def contrast_flags(ct: Volume, labels: Volume | None) -> list[dict[str, str]]:
     return flags
 
 
-def metal_flags(ct: Volume, trabecular_rois: dict[str, np.ndarray]) -> list[dict[str, str]]:
+def metal_near_levels(ct: Volume, trabecular_rois: dict[str, np.ndarray]) -> list[str] | None:
+    """Levels whose trabecular ROI has metal (> 2500 HU) within 20 mm; None when the scan has no metal."""
     metal = ct.array > METAL_HU
     if not metal.any():
-        return []
-    near = []
+        return None
+    near: list[str] = []
     union = np.zeros(ct.shape, dtype=bool)
     for roi in trabecular_rois.values():
         union |= roi
@@ -124,8 +146,15 @@ def metal_flags(ct: Volume, trabecular_rois: dict[str, np.ndarray]) -> list[dict
             dist = ndi.distance_transform_edt(~metal[box], sampling=ct.spacing_mm)
             near = [lvl for lvl, roi in trabecular_rois.items()
                     if roi[box].any() and dist[roi[box]].min() <= METAL_NEAR_MM]
+    return near
+
+
+def metal_flags(near: list[str] | None) -> list[dict[str, str]]:
+    """Flags from :func:`metal_near_levels`."""
+    if near is None:
+        return []
     if near:
         return [flag("metal_near_roi", "warning",
                      f"metal (> {METAL_HU:.0f} HU) within {METAL_NEAR_MM:.0f} mm of the ROI of {', '.join(near)}: "
-                     "streak artefacts may bias HU")]
+                     "streak artefacts may bias HU; these levels are left out of the summary")]
     return [flag("metal_in_scan", "info", f"metal (> {METAL_HU:.0f} HU) in the scan, away from the spine ROIs")]

@@ -48,7 +48,8 @@ def _usable(level: dict[str, Any]) -> bool:
 def summarize(levels: dict[str, dict[str, Any]], calibrated: bool) -> dict[str, Any]:
     """``spine.summary``: mean of L1-L2 when both are usable, else of the two best available levels."""
     usable = [lvl for lvl in PREFERRED_LEVELS if lvl in levels and _usable(levels[lvl])]
-    if not usable:  # nothing whole in the field of view: fall back to any measured level, said so
+    fallback = not usable
+    if fallback:  # nothing whole and unflagged: fall back to any measured level, said so
         usable = [lvl for lvl in PREFERRED_LEVELS if lvl in levels and levels[lvl].get("voxel_count")]
     used = usable[:2]
     summary: dict[str, Any] = {"vbmd_mg_cm3": None, "trabecular_hu_mean": None, "levels_used": used,
@@ -63,6 +64,8 @@ def summarize(levels: dict[str, dict[str, Any]], calibrated: bool) -> dict[str, 
         note = f"mean of {' and '.join(used)}: L1-L2 not both usable, the two best available levels were used"
         if len(used) == 1:
             note = f"only {used[0]} was usable: a single level, less precise than the two-level mean"
+    if fallback:
+        note += " (no level was whole in the scan and free of QC exclusions: interpret with caution)"
     if calibrated:
         summary["vbmd_mg_cm3"] = float(np.mean([levels[lvl]["vbmd_mg_cm3"] for lvl in used]))
         summary["category"] = acr_category(summary["vbmd_mg_cm3"])

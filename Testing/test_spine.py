@@ -248,6 +248,7 @@ def test_contrast_and_metal_flags(patient):
     res = pipeline.analyze(Volume(arr, SPACING, metadata={"contrast_agent": "Ultravist"}), Volume(lab, SPACING))
     codes = [q["code"] for q in res.results["qc"]]
     assert codes.count("contrast") == 2 and "metal_near_roi" in codes
+    assert res.results["spine"]["levels"]["L1"]["exclusion_reasons"] == ["metal_near_roi"]
 
 
 def test_reference_densities_match_the_materials_model():
@@ -284,3 +285,16 @@ def test_without_labels_and_without_models_says_pass_seg(patient, monkeypatch):
     monkeypatch.setitem(sys.modules, "OpportunisticBMDLib.models.inference", None)  # models not installed
     with pytest.raises(ModelError, match="--seg LABELS"):
         pipeline.analyze(ct, None, pipeline.AnalysisOptions())
+
+
+def test_flagged_levels_are_left_out_of_the_summary(patient):
+    """A level whose ROI caught dense bone (or metal nearby) is measured but not averaged."""
+    ct, labels = patient
+    arr = ct.array.copy()
+    roi_l1 = pipeline.derive_rois(ct, labels, pipeline.AnalysisOptions())["trabecular_L1"]
+    arr[roi_l1] = 600.0  # sclerotic L1
+    res = pipeline.analyze(Volume(arr, SPACING, metadata=dict(ct.metadata)), labels).results
+    l1 = res["spine"]["levels"]["L1"]
+    assert l1["excluded"] and l1["exclusion_reasons"] == ["trabecular_hu_implausible"]
+    assert res["spine"]["summary"]["levels_used"] == ["L2"]
+    assert res["spine"]["summary"]["vbmd_mg_cm3"] == pytest.approx(hand_vbmd(TRAB_HU))
