@@ -143,6 +143,16 @@ def paint_organs(ctx: Ctx) -> None:
     lean = 1.0 - 0.25 * p.fat_visceral
     seed = p.seed
     _paint_bowel(ctx, A_in, B_in)  # first: the solid organs cover any overlap
+    # lung bases: the posterior costophrenic recesses reach down to about T12; the liver and spleen
+    # (painted next) form the diaphragm domes under them
+    zt10 = V["T10"].center[2]
+    tilt = rotation([0.0, -0.45, 1.0], [1.0, 0.0, 0.0])  # lowest point posterior
+    for sign in (-1.0, 1.0):
+        lung = build(ctx.grid, [ellipsoid([sign * 0.5 * A_in, yc + 0.3 * B_in, zt10 + 62],
+                                          [0.4 * A_in, 0.6 * B_in, 105], tilt, 3.0, seed + 11)])
+        clip_to_cavity(ctx, lung, 2.0)
+        if not lung.empty:
+            c.paint_sdf(lung.box, lung.d, ctx.hu("lung") + 25.0 * ctx.texture(lung.box, 29), LABELS["body"])
     # liver: large right lobe plus a left lobe crossing the midline anteriorly
     liver = build(ctx.grid, [
         ellipsoid([-0.52 * A_in, yc + 0.05 * B_in, zt12 + 12], [0.5 * A_in * lean + 8, 0.72 * B_in, 88], None, 5.0,
