@@ -11,11 +11,13 @@ from .labels import LABELS
 from .spine import FRACTURE_HEIGHT_LOSS, MIN_ROI_VOLUME_MM3
 from .volume import Volume
 
-# Unenhanced psoas measures ~ 40-60 HU (Goodpaster et al., J Appl Physiol 89:104 (2000): normal muscle
-# 30-80 HU in the -29..150 window); outside 20..80 the ROI probably caught fat, bone or contrast.
+# Unenhanced lean skeletal muscle measures ~ 40-60 HU, lower with fat infiltration (Goodpaster et al.,
+# J Appl Physiol 89:104 (2000)); a psoas ROI mean outside 20..80 HU probably caught fat, bone or contrast
+# (range: design choice around those values).
 MUSCLE_HU_RANGE = (20.0, 80.0)
-# Subcutaneous fat measures about -120 to -80 HU (Yoshizumi et al., Radiology 211:283 (1999)); a mean
-# outside -150..-60 means noise, partial volume with skin/muscle or a wrong region.
+# Subcutaneous fat averages about -90 to -120 HU inside the -190..-30 adipose window (Kvist et al., Am J
+# Clin Nutr 48:1351 (1988)); a mean outside -150..-60 HU means noise, partial volume with skin/muscle or a
+# wrong region (range: design choice).
 FAT_HU_RANGE = (-150.0, -60.0)
 # Very thin subcutaneous fat made the reference study fail (Radiologic Practice 2024,
 # doi:10.13609/j.cnki.1000-0313.2024.02.019); below ~5 mm (two voxels of a 2.5 mm reconstruction)

@@ -18,7 +18,7 @@ from .spine import erode_mm
 from .volume import Volume
 
 # Adipose tissue HU window of the reference study and of CT body-composition work in general
-# (-190 to -30 HU: Yoshizumi et al., Radiology 211:283 (1999); Kvist et al. 1988).
+# (-190 to -30 HU: Kvist et al., Am J Clin Nutr 48:1351 (1988)).
 FAT_HU_MIN, FAT_HU_MAX = -190.0, -30.0
 # Skeletal muscle HU window (-29 to +150 HU: Mitsiopoulos et al., J Appl Physiol 85:115 (1998)): drops
 # intramuscular fat and partial-volume voxels from the psoas ROI.

@@ -29,7 +29,7 @@ from .volume import Volume
 # Cortex removal. The reference study (Radiologic Practice 2024, doi:10.13609/j.cnki.1000-0313.2024.02.019)
 # erodes the vertebral body with a sphere of radius 4 voxels; at its ~0.8 mm voxels that is ~3.2 mm, about
 # the thickness of the vertebral shell plus the partial-volume band around it (the lumbar cortical shell is
-# 0.2-0.5 mm thick: Silva et al., J Bone Miner Res 9:1994; 3 mm more removes the blur of a ~1 mm kernel).
+# 0.2-0.5 mm thick: Silva et al., Bone 15:409 (1994); ~3 mm more removes the blur of a ~1 mm kernel).
 DEFAULT_EROSION_RADIUS_MM = 3.2
 # Opening radius that cuts the pedicles: lumbar pedicles are 5-10 mm wide at the isthmus at T12-L3
 # (wider at L4-L5: Zindrick et al., Spine 12:160 (1987)); vertebral bodies are 30-50 mm wide, 25-35 mm
