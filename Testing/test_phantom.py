@@ -93,6 +93,25 @@ def test_truth_keys_and_density(torso):
         assert abs(dens[core].mean() - entry["vbmd_mg_cm3"]) < 0.02 * entry["vbmd_mg_cm3"] + 1.0
 
 
+def test_hip_geometry_matches_the_labels(torso):
+    vol = torso.labels
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        g = torso.truth["hip"][side]["geometry"]
+        head = np.array(g["head_center_lps_mm"])
+        idx = np.argwhere(vol.array == LABELS[f"femur_{side}"])
+        pts = vol.index_to_lps_mm(idx)
+        dist = np.linalg.norm(pts - head, axis=1)
+        # the ball inside the head radius is femur (volume of the labelled voxels within R - 3 mm)
+        inner = (dist < g["head_radius_mm"] - 3.0).sum() * np.prod(vol.spacing_mm)
+        assert inner > 0.8 * 4 / 3 * np.pi * (g["head_radius_mm"] - 3.0) ** 3
+        # and no femur label beyond the head surface on the medial side (the acetabulum is there)
+        medial = (pts[:, 0] - head[0]) * sign < -(g["head_radius_mm"] + 3.0)
+        assert not medial.any()
+        neck = np.array(g["neck_axis_lps"])
+        assert np.sign(neck[0]) == sign and neck[2] < 0  # head -> neck base runs laterally and down
+        assert g["shaft_axis_lps"][2] > 0.95
+
+
 def _core_mask(phantom, level: str, erosion_mm: float = 4.0) -> np.ndarray:
     from scipy import ndimage
 
@@ -169,6 +188,8 @@ def test_cli_writes_files(tmp_path):
         assert (out / name).exists()
     ct = read_ct(out / "ct.nii.gz")
     lab = read_labels(out / "labels.nii.gz", like=ct)
+    same = generate_phantom(2, PhantomOptions(region="spine", spacing_mm=(3.0, 3.0, 3.0)))
+    assert np.array_equal(ct.array, same.ct.array) and np.array_equal(lab.array, same.labels.array)  # orientation
     truth = json.loads((out / "truth.json").read_text())
     assert truth["seed"] == 2 and "L1" in truth["spine"]["levels"]
     assert (lab.array == vertebra_label("L1")).sum() > 100
