@@ -26,6 +26,7 @@ METAL_MIN_VOLUME_MM3 = 50.0  # a few voxels of streak are not an implant
 # Mineral outside the femur label but inside this distance is counted (cortex partial volume, blur).
 MINERAL_DILATION_MM = 3.0
 BASELINE_SHELL_MM = (4.0, 10.0)  # soft tissue around the femur that sets the DXA "zero"
+SOFT_TISSUE_HU = (-20.0, 120.0)  # lean soft tissue (muscle, tendon, capsule), not fat
 MIN_FEMUR_VOLUME_MM3 = 20_000.0  # less than a femoral head (~45 cm^3): not a measurable hip
 NECK_SHAFT_RANGE_DEG = (110.0, 150.0)  # adult range ~120-140 deg; outside 110-150 is implausible
 OTHER_BONE_LABELS = tuple(
@@ -123,15 +124,16 @@ def measure_side(
     else:
         density = np.asarray(to_mg_cm3(hu), dtype=np.float32)
         if opts.subtract_soft_tissue:
-            # DXA measures mineral over the adjacent soft-tissue baseline: soft tissue in the rim
-            # around the cortex must read zero mineral.
+            # DXA measures mineral over the adjacent soft tissue: in the rim around the cortex only the
+            # excess over lean soft tissue (the local muscle level) is mineral (cortex blurred out of
+            # the label); fat or muscle there is not, so the excess is clipped at zero.
             inner, outer = BASELINE_SHELL_MM
             shell = (dist_out > inner) & (dist_out <= outer)
-            shell &= ~other_bone & (hu > -200) & (hu < 200) & ~(label_arr == FEMUR_LABELS["left" if side == "right"
-                                                                                         else "right"])
+            shell &= ~other_bone & (hu > SOFT_TISSUE_HU[0]) & (hu < SOFT_TISSUE_HU[1]) & ~np.isin(
+                label_arr, tuple(FEMUR_LABELS.values()))
             baseline = float(np.median(density[shell])) if shell.sum() > 20 else 0.0
             rim = mineral_mask & ~mask
-            density = np.where(rim, density - baseline, density)
+            density = np.where(rim, np.maximum(density - baseline, 0.0), density)
         if opts.cortical_correction:
             depth_mm = ndimage.distance_transform_edt(mask, sampling=spacing)  # 0 outside the femur
             density = femur_mineral_mg_cm3(density, depth_mm, opts.kvp, getattr(to_mg_cm3, "__self__", None) and
