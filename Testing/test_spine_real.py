@@ -118,3 +118,34 @@ def test_cli_errors_exit_nonzero_with_one_line(shared_data, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("obmd: error:") and "grid" in lines[0]
     rc = main(["analyze", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path)])
     assert rc == 2
+
+
+def test_reference_rois_agree_with_totalsegmentator_tissue_masks(shared_data):
+    """Independent check: TotalSegmentator's tissue masks of the T12-L2 crop (not used by the pipeline)."""
+    from OpportunisticBMDLib import pipeline
+
+    crop = shared_data / "crop_T12-L2"
+    ct = io.read_ct(crop / "ct.nii.gz")
+    result = pipeline.analyze(ct, io.read_labels(crop / "ct_seg_total.nii.gz", like=ct))
+    subcutaneous = io.read_labels(crop / "subcutaneous_fat.nii.gz", like=ct).array > 0
+    muscle = io.read_labels(crop / "skeletal_muscle.nii.gz", like=ct).array > 0
+    fat_roi, muscle_roi = result.rois["fat_roi"], result.rois["muscle_roi"]
+    assert fat_roi.sum() > 1000 and (fat_roi & subcutaneous).sum() >= 0.85 * fat_roi.sum()
+    assert muscle_roi.sum() > 300 and (muscle_roi & muscle).sum() >= 0.9 * muscle_roi.sum()
+    # L2 reaches the crop's bottom slice: only L1 is whole, and the summary says so
+    assert result.results["spine"]["summary"]["levels_used"] == ["L1"]
+
+
+def test_contrast_enhanced_dicom_series(shared_data):
+    """The real contrast-enhanced DICOM series (T11-T12 only, no psoas): contrast flagged from the header
+    and from the aorta, paraspinal muscle used as the reference, T12 measured."""
+    from OpportunisticBMDLib import pipeline
+
+    folder = shared_data / "dicom_upper_abdomen"
+    ct = io.read_ct(folder / "series")
+    res = pipeline.analyze(ct, io.read_labels(folder / "ct_seg_total.nii.gz", like=ct)).results
+    codes = [q["code"] for q in res["qc"]]
+    assert codes.count("contrast") == 2 and "muscle_not_psoas" in codes
+    assert res["calibration"]["muscle_roi_source"] == "paraspinal"
+    assert res["input"]["format"] == "dicom" and res["input"]["kvp"] == "120"
+    assert 60 < res["spine"]["levels"]["T12"]["trabecular_hu_median"] < 300
