@@ -117,7 +117,10 @@ def calibrate(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, op
 def roi_mean_hu(ct: Volume, rois: dict[str, np.ndarray], key: str, what: str) -> float:
     mask = rois.get(key)
     if mask is None or not mask.any():
-        raise SegmentationError(f"the {what} ROI ({key}) is empty: cannot calibrate with muscle and fat")
+        raise SegmentationError(
+            f"the {what} ROI ({key}) is empty: cannot calibrate with muscle and fat "
+            "(draw it, or use --calibration internal-multi, phantom or hu)"
+        )
     return float(ct.array[mask].mean())
 
 

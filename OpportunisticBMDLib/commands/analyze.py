@@ -95,6 +95,8 @@ def print_report(results: dict, stream=None) -> None:
             notes.append("summary")
         if v.get("cut_by_fov"):
             notes.append("cut by FOV")
+        if v.get("exclusion_reasons"):
+            notes.append("excluded: " + ", ".join(v["exclusion_reasons"]))
         print(f"{level:<6}{_fmt(v.get('trabecular_hu_mean')):>9}{_fmt(v.get('trabecular_hu_median')):>11}"
               f"{_fmt(v.get('vbmd_mg_cm3')):>13}{_fmt(v.get('roi_volume_mm3'), '.0f'):>10}  {', '.join(notes)}",
               file=stream)
