@@ -19,11 +19,11 @@ from trame.widgets.vuetify3 import (
     VDivider,
     VNavigationDrawer,
     VProgressLinear,
-    VSpacer,
     VTable,
 )
+from trame_server.utils.typed_state import TypedState
 from trame_slicer.app.ui import ControlButton, LayoutButton, LoadVolumeUI, ViewerLayout
-from trame_slicer.app.ui.segmentation import SegmentEditorUI, SegmentEditorUndoRedoUI
+from trame_slicer.app.ui.segmentation import SegmentEditorState, SegmentEditorUI, SegmentEditorUndoRedoUI
 
 PANEL_CSS = """
 .obmd-panel td, .obmd-panel th { padding: 2px 6px !important; height: 26px !important; font-size: 13px; }
@@ -82,6 +82,12 @@ class WorkflowUI:
                     ):
                         html.Small("{{ obmd_progress_message }} ({{ Math.round(obmd_progress) }} %)")
             with self.layout.drawer:
+                active_id = TypedState(server.state, SegmentEditorState).name.segment_list.active_segment_id
+                html.Div(
+                    "Editing: {{ (obmd_roi_segments.find(s => s.id === " + active_id + ") || {name: "
+                    + active_id + "}).name }} — erase or paint in the views, then Recompute",
+                    classes="text-subtitle-2 pa-2", raw_attrs=_testid("editing"),
+                )
                 self.segment_editor_ui = SegmentEditorUI(v_if=(f"{v.active_tool} === 'SegmentEditorUI'",))
             with self.layout.toolbar:
                 self.layout_button = LayoutButton(classes="mt-1", disabled=(f"!{v.is_volume_loaded}",))
@@ -152,10 +158,9 @@ class WorkflowUI:
                           raw_attrs=[*_testid("summary-vbmd"), ':data-value="obmd_view.summary.vbmd_mg_cm3"'])
                 VChip("{{ obmd_view.summary.category }}", color=(CATEGORY_COLOR_JS,), variant="flat",
                       raw_attrs=_testid("category"))
-                VSpacer()
-                VChip("out of date: Recompute", v_if=("obmd_stale",), color="warning", size="small",
-                      raw_attrs=_testid("stale"))
             VCardText("{{ obmd_view.summary.note }}", classes="text-caption pt-0")
+            VChip("out of date: press Recompute", v_if=("obmd_stale",), color="warning", size="small",
+                  classes="ml-4 mb-2", prepend_icon="mdi-alert", raw_attrs=_testid("stale"))
 
     def _legend(self) -> None:
         with html.Div(classes="text-caption mb-1 d-flex flex-wrap", raw_attrs=_testid("legend")):
