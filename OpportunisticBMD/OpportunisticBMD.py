@@ -257,6 +257,7 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay("Importing the results failed.", waitCursor=True):
                 outputs = self.logic.finishBackgroundAnalysis(self._parameterNode, job, self._overwriteEdited)
                 self._showOutputs(outputs)
+        job.cleanup()
         self._checkCanApply()
 
     def _showOutputs(self, outputs):
@@ -320,7 +321,9 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.hipTableView.setMRMLTableNode(outputs.hip_table_node)
         self.ui.hipTableView.setVisible(outputs.hip_table_node is not None)
         self.ui.staleLabel.setVisible(False)
-        pictures = self.logic.bmd.hip_picture_files(outputs.result, tempfile.mkdtemp(prefix="obmd-hip-"))
+        pictures = outputs.extra.get("hip_pictures") or self.logic.bmd.hip_picture_files(
+            outputs.result, tempfile.mkdtemp(prefix="obmd-hip-")
+        )
         if pictures:  # Recompute gives none: the picture of the last Analyze stays
             self.ui.hipPictureLabel.setVisible(True)
             pixmap = qt.QPixmap(str(next(iter(pictures.values()))))
@@ -425,10 +428,12 @@ class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
         return AnalysisJob.start(p.inputVolume, p.inputSegmentation, self._options(p), workDir)
 
     def finishBackgroundAnalysis(self, p, job, overwriteEdited=None):
-        return self.bmd.analyze(
+        outputs = self.bmd.analyze(
             p.inputVolume, p.inputSegmentation, self._options(p), outputs=self._outputs(p),
             overwrite_edited=p.overwriteEdited if overwriteEdited is None else overwriteEdited, result=job.result(),
         )
+        outputs.extra["hip_pictures"] = job.picture_files  # shown before the job's folder is deleted
+        return outputs
 
     def recompute(self, p):
         return self.bmd.recompute(

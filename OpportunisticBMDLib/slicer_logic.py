@@ -398,6 +398,7 @@ class AnalysisJob:
         self.argv, self.work_dir, self.ct, self.labels = argv, work_dir, ct, labels
         self.cancelled = False
         self.lines: list[str] = []
+        self.picture_files: dict[str, Path] = {}
         self._queue: queue.Queue[str] = queue.Queue()
         import os
 
@@ -470,6 +471,15 @@ class AnalysisJob:
             self.cancelled = True
             self.proc.kill()
 
+    def cleanup(self) -> None:
+        """Delete the work folder (inputs written for the child and its outputs)."""
+        import shutil
+
+        if self.proc.poll() is None:
+            self.cancel()
+            self.wait(10)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
     def last_error(self) -> str:
         errors = [line for line in self.lines if "error" in line.lower()]
         return (errors or self.lines or ["(no output)"])[-1]
@@ -488,12 +498,13 @@ class AnalysisJob:
         labels, keypoints, predicted = self.labels, {}, False
         if (out / "labels.nii.gz").exists():  # the models segmented the CT
             labels, predicted = read_labels(out / "labels.nii.gz", like=self.ct), True
-        pictures = {path.stem: path for path in sorted(out.glob("*hip*.png"))}
+        # Report PNGs are files here, not the HipPicture objects write_outputs expects: kept aside.
+        self.picture_files = {path.stem: path for path in sorted(out.glob("*hip*.png"))}
         if (out / "keypoints.json").exists():
             levels = json.loads((out / "keypoints.json").read_text()).get("levels", {})
             keypoints = {f"{lvl} body": np.asarray(v["index_kji"]) for lvl, v in levels.items() if v.get("index_kji")}
         return AnalysisResult(results=results, rois=rois, labels=labels, keypoints=keypoints,
-                              labels_predicted=predicted, pictures=pictures)
+                              labels_predicted=predicted)
 
 
 def _options_to_cli(options: Any) -> list[str]:

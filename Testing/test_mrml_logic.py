@@ -150,7 +150,12 @@ def test_background_job_gives_the_same_table(case, tmp_path):
     fractions = [f for f, _ in reported if f is not None]
     assert fractions and max(fractions) == 1.0, reported  # the progress bar lines were parsed
     assert job.returncode == 0 and not job.cancelled
-    outputs = BMDLogic().analyze(ct_node, seg, result=job.result())
+    logic = BMDLogic()
+    outputs = logic.analyze(ct_node, seg, result=job.result())
+    files = logic.save_report(outputs.result, outputs.ct, tmp_path / "report")  # a report from the job's result
+    assert (tmp_path / "report" / "results.json").exists() and all(p.exists() for p in files.values())
+    if case["direct"].pictures:
+        assert job.picture_files and all(p.suffix == ".png" for p in job.picture_files.values())
     direct = case["direct"].results["spine"]["levels"]
     got = _vbmd_by_level(outputs.table_node)
     for level, values in direct.items():
@@ -174,3 +179,5 @@ def test_background_job_cancel(case, tmp_path):
     job = AnalysisJob.start(ct_node, None, None, tmp_path)  # no labels: would run the models
     job.cancel()
     assert job.wait(60) != 0 and job.cancelled
+    job.cleanup()
+    assert not tmp_path.exists()
