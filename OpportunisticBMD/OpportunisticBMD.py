@@ -7,6 +7,7 @@ own process), and shows the outputs.
 
 import logging
 import os
+import sys
 import tempfile
 from typing import Annotated
 
@@ -29,6 +30,12 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 CALIBRATION_METHODS = ["muscle-fat", "internal-multi", "phantom", "hu"]
+
+# Source checkout added to Slicer's module paths: the library sits next to this folder (an installed
+# extension has it next to this file instead, already importable).
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(_SOURCE_ROOT, "OpportunisticBMDLib")) and _SOURCE_ROOT not in sys.path:
+    sys.path.append(_SOURCE_ROOT)
 
 
 class OpportunisticBMD(ScriptedLoadableModule):
