@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,12 @@ def _z_range(layout: Layout, options: PhantomOptions) -> tuple[float, float]:
 
     if options.fov_levels:
         top, bottom = options.fov_levels
-        return bottom_of(bottom), top_of(top)
+        if top not in LEVELS or bottom not in LEVELS + ("S1", "sacrum", "femur", "hip"):
+            raise ValueError(f"fov levels {top!r}, {bottom!r}: top one of {', '.join(LEVELS)}; bottom also S1 or femur")
+        z0, z1 = bottom_of(bottom), top_of(top)
+        if z1 <= z0:
+            raise ValueError(f"fov levels {top!r} to {bottom!r}: the top level must lie above the bottom one")
+        return z0, z1
     if options.region == "spine":
         return bottom_of("L3"), top_of("T11")
     if options.region == "hip":
@@ -143,6 +149,11 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
                 tissues.hu[name] += float(jit.normal(0, options.intensity_jitter_hu))
         tissues.trab_hu0 += float(jit.normal(0, options.intensity_jitter_hu))
         tissues.femur_trab_hu0 = tissues.trab_hu0 + (tissues.femur_trab_hu0 - tissues.trab_hu0)
+    if options.random_fov and not options.fov_levels:
+        rng_fov = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
+        top = str(rng_fov.choice(["T10", "T11", "T12", "L1"]))
+        bottom = str(rng_fov.choice(["L3", "L4", "L5", "S1", "femur", "femur"]))
+        options = replace(options, fov_levels=(top, bottom))
     grid = make_grid(layout, options)
     canvas = Canvas(grid, background_hu=tissues.hu["air"])
     ctx = Ctx(grid=grid, canvas=canvas, tissues=tissues, patient=patient, layout=layout, rng=rng_paint,
@@ -208,6 +219,7 @@ def _truth(ctx: Ctx, seed: int, options: PhantomOptions, scanner: ScannerSetting
         "seed": int(seed),
         "generator": {"name": "OpportunisticBMD digital patient", "version": __version__},
         "region": options.region,
+        "fov_levels": list(options.fov_levels) if options.fov_levels else None,
         "grid": {"shape_kji": list(g.shape), "spacing_mm": [g.spacing_mm[2], g.spacing_mm[1], g.spacing_mm[0]],
                  "origin_lps_mm": [round(float(c), 4) for c in g.origin_lps_mm]},
         "spine": spine_truth(ctx),

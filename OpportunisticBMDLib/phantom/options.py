@@ -23,6 +23,7 @@ class PhantomOptions:
     shape: tuple[int, int, int] | None = None
     fov_mm: float | None = None
     fov_levels: tuple[str, str] | None = None  # (top, bottom) e.g. ("T12", "L3"); bottom may be "femur"
+    random_fov: bool = False  # draw (top, bottom) from the seed: T10..L1 to L3..femur (training variety)
     grid_shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (x, y, z) repositioning of the grid
     fracture: str | None = None  # level, e.g. "L1"
     metal: str | None = None  # "left" | "right": total hip prosthesis
