@@ -56,10 +56,10 @@ def _phantom(seed: int, **kw):
     return generate_phantom(seed, PhantomOptions(region="hip", **kw))
 
 
-def accuracy(n: int, seed: int, log=print) -> dict:
+def accuracy(n: int, seed: int, log=print, ideal: bool = False) -> dict:
     rows = []
     for s in range(seed, seed + n):
-        ph = _phantom(s)
+        ph = _phantom(s, ideal=ideal)
         measured = _measure(ph)
         for side in ("left", "right"):
             true_side = ph.truth.get("hip", {}).get(side, {})
@@ -139,7 +139,10 @@ def rotation(log=print) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    print(f"hip accuracy on {args.n} digital patients (seed {args.seed}..; exact HA calibration):")
+    print(f"hip accuracy on {args.n} ideal digital patients (no noise/blur/offsets; seed {args.seed}..; exact HA "
+          "calibration):")
+    acc_ideal = accuracy(args.n, args.seed, ideal=True)
+    print(f"hip accuracy on {args.n} realistic digital patients (noise, blur, cupping, offset fields; same seeds):")
     acc = accuracy(args.n, args.seed)
     print(f"hip precision: {args.precision_patients} patients x {args.scans} scans:")
     prec = precision(args.precision_patients, args.scans, args.seed + 1000)
@@ -147,14 +150,16 @@ def run(args: argparse.Namespace) -> int:
     rot = rotation()
     print("\nregion     n  mean err %  max|err| %  max|T err|  RMSCV %   (targets: |err| <= 1 %, |T err| <= 0.1, "
           "CV <= 1.5 %)")
-    for region in REGIONS:
-        a = acc["per_region"].get(region, {})
-        p = prec.get(region, {})
-        print(f"{region:9s} {a.get('n', 0):2d}  {a.get('mean_error_percent', float('nan')):+9.2f}"
-              f"  {a.get('max_abs_error_percent', float('nan')):10.2f}  {a.get('max_abs_t_error', float('nan')):10.3f}"
-              f"  {p.get('rmscv_percent') or float('nan'):7.2f}")
+    for label, block in (("ideal", acc_ideal), ("realistic", acc)):
+        print(label)
+        for region in REGIONS:
+            a = block["per_region"].get(region, {})
+            p = prec.get(region, {}) if label == "realistic" else {}
+            print(f"{region:9s} {a.get('n', 0):2d}  {a.get('mean_error_percent', float('nan')):+9.2f}"
+                  f"  {a.get('max_abs_error_percent', float('nan')):10.2f}"
+                  f"  {a.get('max_abs_t_error', float('nan')):10.3f}  {p.get('rmscv_percent') or float('nan'):7.2f}")
     print(f"rotation +-15 deg: max neck aBMD change {rot['max_abs_neck_change_percent']:.2f} % (target <= 1.5 %)")
-    figures = {"accuracy": acc, "precision": prec, "rotation": rot, "seconds": time.perf_counter() - t0,
-               "peak_rss_mb": peak_rss_mb()}
+    figures = {"accuracy_ideal": acc_ideal, "accuracy": acc, "precision": prec, "rotation": rot,
+               "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
     write_json(args.json, figures)
     return 0

@@ -105,9 +105,11 @@ def fit_line_direction(points_mm: np.ndarray, weights: np.ndarray | None = None)
     return centroid, vecs[:, -1]
 
 
-def find_head(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, float, list[str]]:
-    """Head centre (grid mm) and radius: largest inscribed ball near the top, then a robust sphere
-    fit to the surface away from the neck."""
+def find_head(mask: np.ndarray, spacing_mm: tuple[float, float, float],
+              medial: np.ndarray | None = None) -> tuple[np.ndarray, float, list[str]]:
+    """Head centre (grid mm) and radius: largest inscribed ball in the medial half of the top of
+    the femur (the greater trochanter is lateral), then a robust sphere fit to the surface away
+    from the neck."""
     notes: list[str] = []
     spacing = np.asarray(spacing_mm)
     top_k = np.argwhere(mask.any(axis=(1, 2)))[:, 0].max()
@@ -115,9 +117,16 @@ def find_head(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple
     sub = mask[low_k : top_k + 1]
     # Pad so the field-of-view edge is not taken as a bone surface for the inscribed ball.
     edt = ndimage.distance_transform_edt(np.pad(sub, 1, mode="edge"), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    if medial is not None:
+        pts = np.argwhere(sub) * spacing
+        along = pts @ medial
+        cut = np.median(along)
+        grid_along = (np.indices(sub.shape).reshape(3, -1).T * spacing) @ medial
+        edt = np.where(grid_along.reshape(sub.shape) >= cut, edt, 0.0)
     idx = np.unravel_index(np.argmax(edt), edt.shape)
     centre = (np.array(idx, float) + [low_k, 0, 0]) * spacing
     radius = float(edt[idx])
+    ball_centre, ball_radius = centre.copy(), radius
     surface = surface_points_mm(mask, spacing_mm)
     points = mask_points_mm(mask, spacing_mm)
     # The field-of-view edge is not a bone surface.
@@ -135,6 +144,9 @@ def find_head(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple
             notes.append("femoral head: too few surface points for a sphere fit; inscribed ball used")
             break
         centre, radius = fit_sphere(surface[keep])
+    if abs(radius - ball_radius) > 0.35 * ball_radius or np.linalg.norm(centre - ball_centre) > 0.5 * ball_radius:
+        notes.append("femoral head: sphere fit unstable; inscribed ball used")
+        centre, radius = ball_centre, ball_radius
     return centre, radius, notes
 
 
@@ -203,8 +215,8 @@ def fit_neck_axis(
 
 def femur_geometry(mask: np.ndarray, spacing_mm: tuple[float, float, float], side: str) -> FemurGeometry:
     """All axes of one femur from its boolean mask on a (k, j, i) grid with ``spacing_mm``."""
-    centre, radius, notes = find_head(mask, spacing_mm)
-    shaft_point, shaft_axis, from_data = fit_shaft(mask, spacing_mm, centre, radius)
     medial = LEFT if side == "right" else -LEFT
+    centre, radius, notes = find_head(mask, spacing_mm, medial)
+    shaft_point, shaft_axis, from_data = fit_shaft(mask, spacing_mm, centre, radius)
     neck = fit_neck_axis(mask, spacing_mm, centre, radius, medial, shaft_axis)
     return FemurGeometry(side, centre, radius, neck, shaft_axis, shaft_point, from_data, notes)
