@@ -112,6 +112,12 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
     sacrum = cls == NET_INDEX["sacrum"]
     ribs = cls == NET_INDEX["rib"]
     qc: list[dict[str, str]] = []
+    if vert.sum() * spacing_mm**3 < 3 * MIN_VERTEBRA_MM3 and (cls == NET_INDEX["intervertebral_disc"]).any():
+        # bodies mistaken for disc (low-density bone looks like disc): take the spine column instead
+        vert = vert | (cls == NET_INDEX["intervertebral_disc"])
+        qc.append({"code": "vertebrae_from_spine_column", "severity": "warning",
+                   "message": "the model found almost no vertebral bone; vertebrae taken from the whole spine "
+                              "column (discs included): check the labels"})
     seeds = _seeds(vert, heat, spacing_mm)
     if not seeds:
         return Naming(np.zeros(cls.shape, np.int16), {}, "none", False,

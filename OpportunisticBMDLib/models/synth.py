@@ -32,15 +32,18 @@ TISSUE_HU: dict[str, tuple[float, float, float, float]] = {
     "blood": (30, 55, 3, 10),
     "bowel": (-20, 50, 10, 40),
     "fluid": (-5, 20, 3, 10),
-    "disc": (60, 110, 5, 15),
+    "disc": (40, 100, 5, 15),
     "cartilage": (80, 200, 10, 30),
-    "bone": (60, 300, 10, 40),
+    "bone": (70, 280, 10, 40),
     "rib": (150, 500, 20, 60),
     "metal": (2000, 3500, 50, 200),
     "table": (-200, 300, 10, 50),
 }
 CONTRAST_BOOST_HU: dict[str, tuple[float, float]] = {"blood": (80, 300), "organ": (30, 70), "kidney": (80, 200)}
-CORTEX_EXTRA_HU = (150.0, 700.0)  # cortical shell over trabecular bone, after partial volume at 3 mm
+# cortical shell over trabecular bone after partial volume at 3 mm: a 0.5-1 mm shell of ~1000 HU adds
+# roughly 50-250 HU to the outer voxel; real vertebral bodies at 3 mm show little rim
+CORTEX_EXTRA_HU = (30.0, 250.0)
+BONE_OVER_DISC_HU = 25.0  # trabecular bone stays brighter than disc (median body ~120 HU vs disc ~80 HU)
 BONE_TYPES = ("bone", "rib")
 AIR_NORM = 0.0
 
@@ -162,12 +165,14 @@ def _intensities(tissue: torch.Tensor, types: dict[int, str], rng: np.random.Gen
     contrast = rng.random() < 0.3
     bone = torch.zeros(max(ids) + 1, dtype=torch.bool)
     shared_bone = rng.uniform(*TISSUE_HU["bone"][:2])  # one patient: vertebrae of similar density
+    disc_mean = rng.uniform(*TISSUE_HU["disc"][:2])
     for t in ids:
         ttype = types.get(int(t), "soft")
         lo, hi, sd_lo, sd_hi = TISSUE_HU.get(ttype, TISSUE_HU["soft"])
-        mean = rng.uniform(lo, hi)
+        mean = disc_mean + rng.normal(0, 5) if ttype == "disc" else rng.uniform(lo, hi)
         if ttype == "bone":
             mean = shared_bone + rng.normal(0, 25)
+            mean = max(mean, disc_mean + BONE_OVER_DISC_HU)
         if contrast and ttype in CONTRAST_BOOST_HU:
             mean += rng.uniform(*CONTRAST_BOOST_HU[ttype])
         lut_mean[t] = float(mean)
