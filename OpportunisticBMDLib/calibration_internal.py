@@ -12,10 +12,11 @@ Two beam families (``calibration_params["energy_model"]``):
   also converts bone, so the lower effective energy of calcium under a polychromatic beam is kept;
 - ``"mono"``: single energies 40-120 keV, as in Michalski 2020.
 
-Robustness to one bad tissue (a contrast-filled aorta, an ROI that caught bowel gas or the table): with
-four or more tissues, every leave-one-out fit is tried; the tissue whose removal shrinks the residual
-most is dropped when the full fit's RMS residual exceeds ``MAX_RMS_RESIDUAL_HU`` and the drop at least
-halves it. What was used, dropped, fitted and the residuals go into ``details`` (results.json
+Tissues are weighted by how far a real ROI may stray from its nominal composition
+(``TISSUE_SIGMA_HU``: muscle, often fat-infiltrated, counts least). Robustness to one bad tissue (a
+contrast-filled aorta, an ROI that caught bowel gas or the table): with four or more tissues, each is
+predicted from a fit of the others; the one furthest off in units of its expected spread is dropped
+when that exceeds ``MAX_Z``. What was used, dropped, fitted and the residuals go into ``details`` (results.json
 ``calibration.details``).
 
 The HA scale is the partial density of HA in a base of marrow (``marrow_fat_fraction`` of yellow marrow
@@ -52,8 +53,12 @@ def expected_marrow_fat_fraction(age_years: float) -> float:
     (MR spectroscopy: Griffith et al., J Magn Reson Imaging 36:225 (2012); Baum et al. 2012)."""
     return float(np.clip(0.30 + 0.006 * (age_years - 30.0), 0.15, 0.75))
 
-# Drop a tissue only when the full fit misses by more than this (HU RMS; ~ROI noise + model error).
-MAX_RMS_RESIDUAL_HU = 4.0
+# How far a real ROI mean may stray from its nominal composition (HU, 1 SD): the fit's weights are 1/SD^2
+# and a tissue is an outlier beyond MAX_Z SDs. Air: pure, only noise; fat: adipose composition varies
+# (ICRU-46 adult #1-#3 span ~15 HU); blood: haematocrit (~5 HU per 10 % Hct); muscle: fat infiltration
+# (5-20 % fat, 7-30 HU lower, Goodpaster et al., J Appl Physiol 89:104 (2000)) and partial volume.
+TISSUE_SIGMA_HU = {"air": 2.0, "fat": 4.0, "blood": 4.0, "muscle": 10.0, "cortical_bone": 40.0}
+MAX_Z = 3.0
 # Blood above this HU is contrast-enhanced (unenhanced blood 30-60 HU): its composition is unknown.
 MAX_UNENHANCED_BLOOD_HU = 90.0
 KVP_GRID = tuple(float(k) for k in range(70, 151, 10))  # clinical settings; mu interpolated in between
@@ -112,22 +117,28 @@ def _mu_table(
     return grid, table
 
 
-def _line_fit(mu: np.ndarray, hu_values: np.ndarray) -> tuple[float, float, np.ndarray]:
-    design = np.stack([np.ones_like(mu), mu], axis=1)
-    (a, b), *_ = np.linalg.lstsq(design, hu_values, rcond=None)
+def _line_fit(mu: np.ndarray, hu_values: np.ndarray, sigma: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Weighted least squares HU = a + b mu (weights 1/sigma^2)."""
+    design = np.stack([np.ones_like(mu), mu], axis=1) / sigma[:, None]
+    (a, b), *_ = np.linalg.lstsq(design, hu_values / sigma, rcond=None)
     return float(a), float(b), hu_values - (a + b * mu)
+
+
+def _sigmas(tissues: tuple[str, ...]) -> np.ndarray:
+    return np.array([TISSUE_SIGMA_HU[t] for t in tissues])
 
 
 def _best_energy(
     tissues: tuple[str, ...], hu_values: np.ndarray, energy_model: str, marrow_fat: float, kvp: float | None
 ):
     grid, table = _mu_table(energy_model, tissues, marrow_fat, kvp)
+    sigma = _sigmas(tissues)
     best = None
     for g, row in zip(grid, table, strict=True):
-        a, b, res = _line_fit(row[: len(tissues)], hu_values)
-        rms = float(np.sqrt(np.mean(res**2)))
-        if b > 0 and (best is None or rms < best[0]):
-            best = (rms, float(g), a, b, res, row)
+        a, b, res = _line_fit(row[: len(tissues)], hu_values, sigma)
+        chi = float(np.sqrt(np.mean((res / sigma) ** 2)))
+        if b > 0 and (best is None or chi < best[0]):
+            best = (chi, float(g), a, b, res, row)
     if best is None:
         raise ValueError("no beam gives a positive HU-attenuation slope for these tissues")
     return best
@@ -148,26 +159,30 @@ def fit_internal_calibration(
     if len(names) < 3:
         raise ValueError(f"internal calibration needs at least 3 reference tissues, got {list(names)}")
     values = np.array([tissue_hu[t] for t in names], float)
-    rms, g, a, b, res, row = _best_energy(names, values, energy_model, marrow_fat_fraction, kvp)
+    chi, g, a, b, res, row = _best_energy(names, values, energy_model, marrow_fat_fraction, kvp)
     dropped: dict[str, float] = {}
-    if robust and len(names) >= 4 and rms > MAX_RMS_RESIDUAL_HU:
+    if robust and len(names) >= 4 and chi > 1.0:  # residuals beyond the tissues' expected spread
+        # leave-one-out at the full fit's beam (a free beam would fit any three tissues exactly)
+        beam = _beam(energy_model, g)
+        mu_all = np.array([mat.mu_linear_per_cm(TISSUE_MATERIALS[t], beam) for t in names])
+        sigma_all = _sigmas(names)
         trials = []
         for i, left_out in enumerate(names):
-            keep = tuple(n for j, n in enumerate(names) if j != i)
-            kept_values = np.delete(values, i)
-            t_rms, t_g, t_a, t_b, t_res, t_row = _best_energy(
-                keep, kept_values, energy_model, marrow_fat_fraction, kvp
-            )
-            # residual of the left-out tissue against the line fitted without it
-            mu_left = mat.mu_linear_per_cm(TISSUE_MATERIALS[left_out], _beam(energy_model, t_g))
-            loo_residual = float(values[i] - (t_a + t_b * mu_left))
-            trials.append((t_rms, left_out, loo_residual, keep, kept_values, (t_g, t_a, t_b, t_res, t_row)))
-        t_rms, left_out, loo_residual, keep, kept_values, fit = min(trials, key=lambda x: x[0])
-        if t_rms <= rms / 2.0:
+            keep_idx = np.arange(len(names)) != i
+            t_a, t_b, _ = _line_fit(mu_all[keep_idx], values[keep_idx], sigma_all[keep_idx])
+            loo_residual = float(values[i] - (t_a + t_b * mu_all[i]))
+            # studentised: the left-out tissue's own spread plus the uncertainty of its prediction
+            design = np.stack([np.ones(keep_idx.sum()), mu_all[keep_idx]], axis=1)
+            cov = np.linalg.inv(design.T @ (design / sigma_all[keep_idx, None] ** 2))
+            x = np.array([1.0, mu_all[i]])
+            z = abs(loo_residual) / np.sqrt(sigma_all[i] ** 2 + float(x @ cov @ x))
+            trials.append((z, i, left_out, loo_residual))
+        z, i, left_out, loo_residual = max(trials)
+        if z > MAX_Z:  # the tissue least consistent with the others, beyond its expected spread
             dropped[left_out] = loo_residual
-            names, values = keep, kept_values
-            rms = t_rms
-            g, a, b, res, row = fit
+            names, values = tuple(n for n in names if n != left_out), np.delete(values, i)
+            _, g, a, b, res, row = _best_energy(names, values, energy_model, marrow_fat_fraction, kvp)
+    rms = float(np.sqrt(np.mean(np.square(res))))
     n = len(names)
     mu_base, mu_ha = float(row[n]), float(row[n + 1])
     # HU -> mu = (HU - a) / b -> HA = 3160 (mu - mu_base) / (mu_ha - mu_base): linear in HU.

@@ -16,6 +16,9 @@ import numpy as np
 # The clinically used pair of levels (ACR QCT practice parameter): per-patient vBMD = mean of L1 and L2,
 # else of the two measured levels closest to them.
 PREFERRED_LEVELS = ("L1", "L2", "T12", "L3", "T11", "L4")
+# Pseudo-method: truth's exact calibration applied to the measured trabecular HU. Not a user method: it
+# shows the floor left by the ROI measurement itself (noise, blur, cupping/offset fields, partial volume).
+ORACLE = "oracle-exact"
 
 
 @dataclass
@@ -114,6 +117,12 @@ def measure_methods(scan: PhantomScan, methods: list[str], header_known: bool = 
     levels = base.results.get("spine", {}).get("levels", {})
     out: dict[str, dict[str, float] | str] = {}
     for method in methods:
+        if method == ORACLE:  # the patient's exact HU -> mg/cm3 line (truth.json): only the ROI errors remain
+            exact = scan.truth["exact_calibration"]
+            out[method] = {lvl: exact["intercept_mg_cm3"] + exact["slope_mg_cm3_per_hu"] * v["trabecular_hu_mean"]
+                           for lvl, v in levels.items()
+                           if isinstance(v, dict) and v.get("trabecular_hu_mean") is not None}
+            continue
         options = analysis_options(method, scan.truth, header_known)
         if extra_params and method in extra_params:
             options.calibration_params = {**options.calibration_params, **extra_params[method]}

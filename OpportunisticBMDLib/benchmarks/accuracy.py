@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=1000, help="first phantom seed (default 1000)")
     parser.add_argument("--calibration", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
                         help=f"calibration methods to compare (default: {' '.join(DEFAULT_METHODS)}; "
-                             "'phantom' scans an ESP-like phantom once per kVp)")
+                             "'phantom' scans an ESP-like phantom once per kVp; 'oracle-exact' applies each "
+                             "patient's true line to the measured HU: the floor set by the ROI measurement)")
     parser.add_argument("--out", default="obmd-bench-accuracy", help="folder for the plots and per-patient CSV")
     parser.add_argument("--blind", action="store_true",
                         help="withhold the scan's kVp and the patient's age (as if the DICOM header were stripped)")
