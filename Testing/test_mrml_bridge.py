@@ -111,6 +111,11 @@ def test_labels_segmentation_round_trip(scene, ct_node, ct, labels):
     assert np.allclose(l1.GetColor(), br.color_for("vertebra_L1"))
     back = br.segmentation_to_labels(seg, ct_node, ct)
     assert np.array_equal(back.array, labels.array)
+    # the fast read of the shared layers equals Slicer's own export (the fallback path)
+    ids = list(seg.GetSegmentation().GetSegmentIDs())
+    label_ids = [LABELS[i] for i in ids]
+    exported = np.asarray([0, *label_ids], dtype=np.int16)[br._export_segments(seg, ids, ct_node)]
+    assert np.array_equal(br._labels_from_layers(seg, ids, label_ids, ct_node), exported)
     scene.RemoveNode(seg)
 
 
