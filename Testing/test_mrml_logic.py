@@ -138,6 +138,9 @@ def test_save_report_writes_what_obmd_analyze_writes(case, tmp_path):
         case["direct"].results["spine"]["levels"]["L1"]["vbmd_mg_cm3"]
     )
     assert all(p.exists() for p in files.values())
+    pictures = case["logic"].hip_picture_files(case["direct"], tmp_path / "pictures")
+    assert bool(pictures) == bool(case["direct"].pictures)  # what the panel shows under the hip table
+    assert all(p.suffix == ".png" and p.stat().st_size > 1000 for p in pictures.values())
 
 
 def test_background_job_gives_the_same_table(case, tmp_path):
