@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -200,6 +201,9 @@ def roi_display_name(key: str) -> str:
     fixed = {"muscle_roi": "Muscle ROI (psoas)", "fat_roi": "Fat ROI (subcutaneous)"}
     if key in fixed:
         return fixed[key]
+    hip = re.fullmatch(r"hip_(\w+)_roi_(left|right)", key)
+    if hip:  # e.g. hip_neck_roi_right -> "Hip neck ROI (right)"
+        return f"Hip {hip.group(1).replace('_', ' ')} ROI ({hip.group(2)})"
     return key.replace("_", " ").capitalize()
 
 
@@ -211,6 +215,8 @@ def label_display_name(name: str) -> str:
 
 
 def color_for(key: str) -> tuple[float, float, float]:
+    if key.startswith("hip_") and "_roi_" in key:
+        return (1.0, 0.84, 0.04)  # hip ROIs drawn like the DXA-like report's regions
     for prefix, color in _COLOR_BY_PREFIX.items():
         if key.startswith(prefix):
             return color
