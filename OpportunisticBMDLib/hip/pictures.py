@@ -65,11 +65,13 @@ def _draw_table(ax, pic: HipPicture) -> None:
             continue
         rows.append([REGION_TITLES[name], _fmt(r["area_cm2"], ".2f"), _fmt(r["bmc_g"], ".2f"),
                      _fmt(r["abmd_g_cm2"], ".3f"), _fmt(r.get("t_score"), "+.1f")])
-    table = ax.table(cellText=rows, colLabels=["Region", "Area\n(cm²)", "BMC\n(g)", "BMD\n(g/cm²)", "T-\nscore"],
+    table = ax.table(cellText=rows, colLabels=["Region", "Area (cm²)", "BMC (g)", "BMD (g/cm²)", "T-score"],
                      loc="upper center", cellLoc="center")
     table.auto_set_font_size(False)
-    table.set_fontsize(9)
-    table.scale(1.0, 1.5)
+    table.set_fontsize(8.5)
+    table.scale(1.05, 1.6)
+    for col in range(5):
+        table[0, col].set_facecolor("#e5e5ea")
     for i, name in enumerate(("neck", "trochanter", "intertrochanter", "total_hip"), start=1):
         table[i, 0].set_text_props(color=REGION_COLOURS[name] if name != "total_hip" else "#b38f00", weight="bold")
     cat = pic.results.get("category")
