@@ -232,18 +232,31 @@ def _paint_bowel(ctx: Ctx, A_in: float, B_in: float) -> None:
             _bowel_segment(ctx, a, b, rad, rad, content, gas)
 
 
+def _keep_off_the_spine(ctx: Ctx, field) -> None:
+    """Bowel stays intraperitoneal: out of the block from 3 mm in front of the vertebral bodies backwards,
+    psoas-wide (the retroperitoneum and the spine)."""
+    box = field.box
+    zz = box.z.ravel()
+    xs, ys = ctx.layout.spine_xy(zz)
+    half_w = np.float32(ctx.patient.body_size_mm["L3"][0] / 2 + 28.0)
+    front = (ys - ctx.patient.body_size_mm["L3"][1] / 2 - 3.0).astype(np.float32).reshape(-1, 1, 1)
+    block = np.maximum(np.abs(box.x - xs.astype(np.float32).reshape(-1, 1, 1)) - half_w, front - box.y)
+    field.d = np.maximum(field.d, -block)
+
+
 def _bowel_segment(ctx: Ctx, a, b, ra: float, rb: float, content: str, gas_level: float) -> None:
     """A bowel tube: wall (label bowel), content, and gas above the fluid level (anterior, supine)."""
     c = ctx.canvas
     f = clip_to_cavity(ctx, build(ctx.grid, [capsule(a, b, ra, rb)]))
     if f.empty:
         return
+    _keep_off_the_spine(ctx, f)
     c.paint_field(f, ctx.hu("bowel_wall"), LABELS["bowel"])
     box = f.box
     lumen = f.d + 2.5
     hu = ctx.hu(content)
     if content == "stool":  # mottled: gas bubbles in faeces
-        hu = hu + 140.0 * ctx.texture(box, 23)
+        hu = hu + 100.0 * ctx.texture(box, 23)
     c.paint_sdf(box, lumen, hu, None)
     if gas_level > -0.9:
         y_level = (a[1] + b[1]) / 2 + gas_level * (ra + rb) / 2

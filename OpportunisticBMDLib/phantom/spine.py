@@ -126,10 +126,10 @@ def _frame_along(rot: np.ndarray, axis: np.ndarray) -> np.ndarray:
 def paint_canal(ctx: Ctx) -> None:
     """Spinal canal (CSF and cord, water-like) behind the bodies: painted before the bones."""
     verts = ctx.layout.vertebrae
-    pts = [verts[lv].point(0, verts[lv].depth_mm / 2 + 9.0, 0) for lv in ("T8", "T9", "T10", "T11", "T12", "L1",
+    pts = [verts[lv].point(0, verts[lv].depth_mm / 2 + 8.0, 0) for lv in ("T8", "T9", "T10", "T11", "T12", "L1",
                                                                          "L2", "L3", "L4", "L5")]
     pts.append(ctx.layout.s1_center + ctx.layout.s1_rot @ np.array([0, 22.0, -10.0]))
-    prims = polyline(pts[::-1], 8.5)
+    prims = polyline(pts[::-1], 10.0)
     field = build(ctx.grid, prims)
     ctx.canvas.paint_field(field, ctx.hu("csf"), LABELS["body"])
 
