@@ -451,12 +451,48 @@ def labels_to_segmentation(labels: Volume, reference_node: Any, seg_node: Any = 
 
 
 def _label_id_of_name(name: str) -> int | None:
-    """Our label id for a segment named in our schema or TotalSegmentator's (``vertebrae_L1``)."""
+    """Our label id for a segment named in our schema, TotalSegmentator's (``vertebrae_L1``) or as we
+    display it (``L1 vertebra``)."""
     if name in LABELS:
         return LABELS[name]
     if name in TOTALSEG_TO_OURS:
         return LABELS[TOTALSEG_TO_OURS[name]]
+    return _DISPLAY_TO_LABEL.get(name.strip().lower())
+
+
+_DISPLAY_TO_LABEL = {label_display_name(name).lower(): label_id for name, label_id in LABELS.items() if label_id}
+
+
+def _label_id_of_terminology(entry: str | None) -> int | None:
+    """Our label id from a segment's DICOM terminology (SNOMED CT type and left/right modifier), as
+    SlicerTotalSegmentator and other tools tag their segments."""
+    if not entry:
+        return None
+    fields = entry.split("~")
+    if len(fields) < 4:
+        return None
+    type_code = fields[2].split("^")[1] if fields[2].count("^") >= 2 else ""
+    modifier_code = fields[3].split("^")[1] if fields[3].count("^") >= 2 else ""
+    side = {"7771000": "_left", "24028007": "_right"}.get(modifier_code, "")
+    for base, (code, _meaning) in _SCT.items():
+        if code == type_code and f"{base}{side}" in LABELS:
+            return LABELS[f"{base}{side}"]
     return None
+
+
+def _label_id_of_segment(seg_node: Any, segment_id: str) -> int | None:
+    segment = seg_node.GetSegmentation().GetSegment(segment_id)
+    tag = segment_tag(seg_node, segment_id, "OBMD.LabelId")
+    if tag is not None:
+        return int(tag)
+    key = segment_tag(seg_node, segment_id, TAG_KEY)
+    if key is not None and key not in LABELS:  # one of our ROIs, not an anatomical label
+        return None
+    return (
+        _label_id_of_name(segment_id)
+        or _label_id_of_name(segment.GetName())
+        or _label_id_of_terminology(segment_tag(seg_node, segment_id, slicer.vtkSegment.GetTerminologyEntryTagName()))
+    )
 
 
 def _export_segments(seg_node: Any, segment_ids: list[str], reference_node: Any) -> np.ndarray:
@@ -481,17 +517,13 @@ def _export_segments(seg_node: Any, segment_ids: list[str], reference_node: Any)
 
 def segmentation_to_labels(seg_node: Any, reference_node: Any, like: Volume) -> Volume:
     """Segments back to one label map of our schema on ``like``'s grid. A segment's label comes from
-    its ``OBMD.LabelId`` tag, else its id or name in our schema or TotalSegmentator's (later segments win
-    where they overlap); segments that are not labels (ROIs, unknown names) are skipped."""
+    its ``OBMD.LabelId`` tag, else its id or name (our schema, TotalSegmentator's, or our display names),
+    else its SNOMED CT terminology (later segments win where they overlap); segments that are not labels
+    (ROIs, unknown names) are skipped."""
     segmentation = seg_node.GetSegmentation()
     segment_ids, label_ids = [], []
     for segment_id in segmentation.GetSegmentIDs():
-        segment = segmentation.GetSegment(segment_id)
-        tag = vtk.mutable("")
-        if segment.GetTag("OBMD.LabelId", tag):
-            label_id = int(str(tag))
-        else:
-            label_id = _label_id_of_name(segment_id) or _label_id_of_name(segment.GetName())
+        label_id = _label_id_of_segment(seg_node, segment_id)
         if label_id:
             segment_ids.append(segment_id)
             label_ids.append(label_id)

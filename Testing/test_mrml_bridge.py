@@ -133,6 +133,32 @@ def test_totalseg_named_segments_map_to_our_schema(scene, ct_node, ct, labels):
     scene.RemoveNode(seg)
 
 
+def test_segments_named_for_display_or_by_terminology_map_to_our_schema(scene, ct_node, ct, labels):
+    import slicer
+
+    seg = br.new_segmentation_node(ct_node, "other tool")
+    segmentation = seg.GetSegmentation()
+    cases = {
+        "a": ("L1 vertebra", None, "vertebra_L1"),
+        "b": ("Segment_7", "Segmentation category and type - x~SCT^123037004^Anatomical Structure~SCT^68455001^"
+                           "Iliopsoas muscle~SCT^7771000^Left~Anatomic codes - DICOM master list~^^~^^", "psoas_left"),
+        "c": ("whatever", None, None),
+    }
+    for segment_id, (name, entry, _) in cases.items():
+        segmentation.AddEmptySegment(segment_id, name)
+        if entry:
+            segmentation.GetSegment(segment_id).SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), entry)
+        br.write_segment_array(seg, segment_id, br.ours_to_node_array(
+            labels.array == LABELS[cases[segment_id][2] or "vertebra_L3"], ct, ct_node), ct_node)
+    back = br.segmentation_to_labels(seg, ct_node, ct)
+    assert set(np.unique(back.array)) == {0, LABELS["vertebra_L1"], LABELS["psoas_left"]}
+    assert np.array_equal(back.array == LABELS["psoas_left"], labels.array == LABELS["psoas_left"])
+    rois = br.rois_to_segmentation({"fat_roi": labels.array == LABELS["psoas_right"]}, ct, ct_node)
+    assert not br.segmentation_to_labels(rois, ct_node, ct).array.any()  # ROIs are not labels
+    scene.RemoveNode(seg)
+    scene.RemoveNode(rois)
+
+
 def test_roi_round_trip_edit_tag_and_no_overwrite(scene, ct_node, ct, labels):
     rois = {
         "trabecular_L1": labels.array == LABELS["vertebra_L1"],
