@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"calibration": args.calibration} if args.calibration else None
     server = get_server("obmd-web", client_type="vue3")
     app = OBMDWebApp(server, out_dir=Path(args.out), dataset_dir=Path(args.dataset) if args.dataset else None,
-                     options=options)
+                     options=options, phantom_seed=args.phantom_seed, phantom_spacing_mm=args.phantom_spacing)
     app.workflow.load_volume(ct, name, labels)
     if args.analyze:
         server.controller.on_server_ready.add(lambda **_: server.state.flush() or _schedule(app.workflow.analyze))

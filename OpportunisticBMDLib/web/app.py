@@ -28,8 +28,10 @@ SHOW_2D_PREFIXES = (*SHOW_3D_PREFIXES, "paraspinal", "subcutaneous_fat")
 
 class OBMDWebApp(TrameApp):
     def __init__(self, server: Any = None, out_dir: Path = Path("obmd-web-out"), dataset_dir: Path | None = None,
-                 options: Any = None) -> None:
+                 options: Any = None, phantom_seed: int = 0, phantom_spacing_mm: float | None = None) -> None:
         super().__init__(server)
+        self._phantom_seed = int(phantom_seed)
+        self.phantom_spacing_mm = phantom_spacing_mm
         self.server.enable_module(trame_slicer_module)
         self.state.trame__title = "OpportunisticBMD"
         self.slicer_app = SlicerApp()
@@ -55,6 +57,7 @@ class OBMDWebApp(TrameApp):
                 "edit_segment": self.edit_segment,
                 "toggle_editor": self.toggle_editor,
                 "window": self.set_window,
+                "digital_patient": self.new_digital_patient,
             },
         )
         self.editor_logic.set_ui(self.ui.segment_editor_ui)
@@ -120,6 +123,11 @@ class OBMDWebApp(TrameApp):
             display.SetSegmentVisibility3D(segment_id, segment_id.startswith(SHOW_3D_PREFIXES))
         labels_node.CreateClosedSurfaceRepresentation()
         display.SetOpacity3D(0.6)
+
+    async def new_digital_patient(self) -> None:
+        """Next digital patient (seed + 1), with the spacing the app was started with."""
+        self._phantom_seed += 1
+        await self.workflow.load_digital_patient(self._phantom_seed, self.phantom_spacing_mm)
 
     def set_window(self, name: str) -> None:
         case = self.workflow.case

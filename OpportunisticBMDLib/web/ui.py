@@ -73,6 +73,11 @@ class WorkflowUI:
             self.layout.title.set_text("OpportunisticBMD")
             with self.layout.appbar, Template(v_slot_prepend=True):
                 self.load_volume_ui = LoadVolumeUI()
+                ControlButton(
+                    name="New digital patient (synthetic CT with known BMD, for teaching)",
+                    icon="mdi-account-plus", click=actions["digital_patient"], disabled=("obmd_busy",),
+                    raw_attrs=_testid("digital-patient"),
+                )
             with self.layout.appbar:
                 self._action_buttons()
                 with Template(v_slot_extension=True, v_if=("obmd_busy",)):

@@ -168,6 +168,28 @@ class Workflow:
         self.on_outputs(self.case)
         return self.case
 
+    async def load_digital_patient(self, seed: int, spacing_mm: float | None = None) -> None:
+        """Generate digital patient ``seed`` in the worker thread (seconds), then show it."""
+        if self.state.obmd_busy:
+            return
+        from .cases import load_phantom_case
+
+        self.state.obmd_busy = True
+        self.state.obmd_progress, self.state.obmd_progress_message = 0.0, f"Generating digital patient {seed}"
+        self.state.flush()
+        try:
+            loop = asyncio.get_running_loop()
+            ct, labels, name = await loop.run_in_executor(
+                self._executor, load_phantom_case, int(seed), "torso", spacing_mm
+            )
+            self.load_volume(ct, name, labels)
+        except Exception as exc:
+            traceback.print_exc()
+            self._error(f"Generating the digital patient failed: {exc}")
+        finally:
+            with self.state:
+                self.state.obmd_busy = False
+
     # ----------------------------------------------------------------------------- analyze
     async def analyze(self) -> None:
         """Full analysis: the pipeline in a worker thread, progress polled into the page, then nodes."""
