@@ -147,8 +147,9 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
         for name in sorted(tissues.hu):
             if name not in overrides and name not in ("air", "titanium", "cobalt_chrome"):
                 tissues.hu[name] += float(jit.normal(0, options.intensity_jitter_hu))
-        tissues.trab_hu0 += float(jit.normal(0, options.intensity_jitter_hu))
-        tissues.femur_trab_hu0 = tissues.trab_hu0 + (tissues.femur_trab_hu0 - tissues.trab_hu0)
+        marrow_shift = float(jit.normal(0, options.intensity_jitter_hu))  # same marrow shift in all bones
+        tissues.trab_hu0 += marrow_shift
+        tissues.femur_trab_hu0 += marrow_shift
     if options.random_fov and not options.fov_levels:
         rng_fov = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
         top = str(rng_fov.choice(["T10", "T11", "T12", "L1"]))
