@@ -842,3 +842,5 @@ def place_in_study(input_node: Any, *output_nodes: Any) -> None:
         item = sh.GetItemByDataNode(node)
         if item:
             sh.SetItemParent(item, parent)
+        else:  # desktop Slicer adds an item per node; a bare scene may not have made one yet
+            sh.CreateItem(parent, node)

@@ -385,6 +385,23 @@ def test_oblique_grid_round_trips(scene):
         scene.RemoveNode(n)
 
 
+def test_outputs_go_under_the_input_study(scene, ct):
+    import slicer
+
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient 1")
+    study = sh.CreateStudyItem(patient, "CT study")
+    node = br.node_from_volume(ct, "study ct")
+    sh.CreateItem(study, node)  # desktop Slicer makes this item itself
+    table = br.results_to_table({"spine": {"levels": {}, "summary": {}}})
+    seg = br.rois_to_segmentation({"muscle_roi": np.zeros(ct.shape, bool)}, ct, node)
+    br.place_in_study(node, table, seg, None)
+    assert sh.GetItemParent(sh.GetItemByDataNode(table)) == study
+    assert sh.GetItemParent(sh.GetItemByDataNode(seg)) == study
+    for n in (table, seg, node):
+        scene.RemoveNode(n)
+
+
 # Reloading a .mrb clears the scene: keep this test last in the module.
 def test_mrb_keeps_edits(tmp_path, scene, ct_node, ct, labels):
     import slicer
