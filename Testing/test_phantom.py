@@ -194,3 +194,19 @@ def test_cli_writes_files(tmp_path):
     assert truth["seed"] == 2 and "L1" in truth["spine"]["levels"]
     assert (lab.array == vertebra_label("L1")).sum() > 100
     assert ct.array.min() >= -1024 and ct.spacing_mm == (3.0, 3.0, 3.0)
+
+
+def test_patient_physics_knobs():
+    """Fat infiltration lowers muscle HU by the adipose-muscle HU gap times the fraction; marrow fat lowers
+    trabecular HU at the same true HA density; nothing else of the patient changes."""
+    opts = {"region": "spine", "spacing_mm": (3.0, 3.0, 3.0), "ideal": True, "bmd_mg_cm3": 100.0}
+    lean = generate_phantom(6, PhantomOptions(muscle_fat_infiltration=0.0, marrow_fat_fraction=0.3, **opts))
+    fatty = generate_phantom(6, PhantomOptions(muscle_fat_infiltration=0.2, marrow_fat_fraction=0.6, **opts))
+    assert np.array_equal(lean.labels.array, fatty.labels.array)
+    gap = lean.truth["tissue_hu"]["fat"] - lean.truth["tissue_hu"]["psoas"]
+    assert fatty.truth["tissue_hu"]["psoas"] - lean.truth["tissue_hu"]["psoas"] == pytest.approx(0.2 * gap, abs=3.0)
+    for lv in ("L1", "L2"):
+        assert fatty.truth["spine"]["levels"][lv]["vbmd_mg_cm3"] == pytest.approx(
+            lean.truth["spine"]["levels"][lv]["vbmd_mg_cm3"], abs=0.01)
+        roi = _core_mask(lean, lv, erosion_mm=3.0)
+        assert fatty.ct.array[roi].mean() < lean.ct.array[roi].mean() - 10.0
