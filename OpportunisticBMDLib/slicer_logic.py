@@ -137,7 +137,10 @@ class BMDLogic:
             # Edited segments were kept: the numbers must come from what is in the scene.
             rois, edited = bridge.read_rois(outputs.roi_segmentation_node, volume_node, ct)
             if edited:
-                result = pipeline.measure(ct, rois, options, labels=result.labels)
+                full = result
+                result = pipeline.measure(ct, rois, options, labels=full.labels)
+                result.keypoints, result.labels_predicted = full.keypoints, full.labels_predicted
+                _hip_after_measure(result, full.results, ct, options, recompute=True)
         outputs.table_node = bridge.results_to_table(
             result.results, outputs.table_node, name=f"{volume_node.GetName()} BMD results"
         )
@@ -176,8 +179,11 @@ class BMDLogic:
         table_node: Any = None,
         rederive_rois: bool = False,
         overwrite_edited: bool = False,
+        recompute_hip: bool = False,
     ) -> AnalysisOutputs:
         """Measure again from the ROI segments as they are now (user edits included), without models.
+        The hip (seconds to tens of seconds) is redone only with ``recompute_hip``; otherwise the last
+        Analyze's hip results are kept, with a QC note when the calibration has changed since.
 
         With ``rederive_rois`` the ROIs are derived again from the (possibly edited) label
         segmentation first; segments tagged edited are still kept unless ``overwrite_edited``."""
@@ -202,6 +208,9 @@ class BMDLogic:
         result = pipeline.measure(ct, rois, options, labels=labels)
         if table_node is None:
             table_node = _find_referencing(volume_node, "vtkMRMLTableNode", kind="spine")
+        previous = bridge.table_to_results(table_node) if table_node is not None and table_node.GetAttribute(
+            bridge.ATTR_RESULTS) else None
+        _hip_after_measure(result, previous, ct, options, recompute=recompute_hip)
         table_node = bridge.results_to_table(result.results, table_node, name=f"{volume_node.GetName()} BMD results")
         hip_table_node = _find_referencing(volume_node, "vtkMRMLTableNode", kind="hip")
         if result.results.get("hip"):  # else the hip table of the last Analyze stays as it is
@@ -260,6 +269,25 @@ class BMDLogic:
         write_like(labels.array.astype(np.uint8), ct_out, label_path)
         dataset_json = _update_dataset_json(dataset_dir)
         return {"image": image_path, "label": label_path, "dataset_json": dataset_json}
+
+
+def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: Any, recompute: bool) -> None:
+    """``pipeline.measure`` does no hip: redo it (``recompute``) or carry the previous hip results over."""
+    if recompute and result.labels is not None:
+        from .hip.pipeline_hook import add_hip_results, femur_in_view
+
+        if femur_in_view(result.labels):
+            add_hip_results(result, ct, result.labels, options)
+            return
+    if not previous or not previous.get("hip"):
+        return
+    result.results["hip"] = previous["hip"]
+    old_cal, new_cal = previous.get("calibration") or {}, result.results.get("calibration") or {}
+    if any(old_cal.get(k) != new_cal.get(k) for k in ("slope", "intercept")):
+        result.results.setdefault("qc", []).append({
+            "code": "hip_not_recomputed", "severity": "info",
+            "message": "Hip aBMD is from the last Analyze, before the calibration changed: Analyze again to update it.",
+        })
 
 
 def _find_referencing(volume_node: Any, class_name: str, kind: str | None = None) -> Any:

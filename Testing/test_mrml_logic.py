@@ -104,11 +104,17 @@ def test_edit_muscle_roi_then_recompute_changes_vbmd_as_the_formula_says(case):
         assert after["spine"]["levels"][level]["trabecular_hu_mean"] == pytest.approx(spine_hu, abs=1e-9)
     assert cal["muscle_hu"] != pytest.approx(before["calibration"]["muscle_hu"], abs=0.05)
     assert _vbmd_by_level(out.table_node)["L1"] == pytest.approx(after["spine"]["levels"]["L1"]["vbmd_mg_cm3"])
+    if before.get("hip"):  # Recompute keeps the hip of the last Analyze and says it predates the edit
+        assert after["hip"] == before["hip"]
+        assert "hip_not_recomputed" in {flag["code"] for flag in after["qc"]}
 
     # Analyze again: the edited segment is kept and the numbers come from it.
     again = logic.analyze(ct_node, case["labels_node"], outputs=outputs)
     assert np.array_equal(br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"], edited_mask)
-    assert br.table_to_results(again.table_node)["calibration"]["muscle_hu"] == pytest.approx(muscle_hu, abs=1e-3)
+    again_results = br.table_to_results(again.table_node)
+    assert again_results["calibration"]["muscle_hu"] == pytest.approx(muscle_hu, abs=1e-3)
+    if before.get("hip"):  # Analyze redoes the hip with the calibration from the edited ROI
+        assert again_results.get("hip") and "hip_not_recomputed" not in {f["code"] for f in again_results["qc"]}
     case["edited"] = {"mask": edited_mask, "results": after}
 
 
