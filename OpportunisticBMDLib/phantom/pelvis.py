@@ -94,7 +94,10 @@ def paint_hip_bones(ctx: Ctx) -> None:
             triangle_plate(roof_p, psis, post_crest, 5.0), triangle_plate(roof_p, post_crest, apex, 4.0),
             triangle_plate(roof_a, roof_p, apex, 4.5), triangle_plate(roof_a, apex, ant_crest, 4.0),
             triangle_plate(roof_a, ant_crest, asis, 4.5),
-            ellipsoid(H + np.array([-sign * 3, 0.0, R + 12]), np.array([15, 27, 17]) * s),
+            ellipsoid(H + np.array([-sign * 3, 0.0, R + 10]), np.array([14, 26, 14]) * s),
+            # the body of the ilium thins from the acetabulum up into the wing
+            capsule(H + np.array([-sign * 3, 4.0, R + 10]), (roof_p + post_crest) / 2, 12 * s, 5 * s),
+            capsule(H + np.array([-sign * 2, -6.0, R + 10]), (roof_a + apex) / 2, 11 * s, 4.5 * s),
             capsule(si, roof_p, 13 * s, 12 * s), capsule(psis, si, 10 * s, 11 * s), capsule(roof_a, roof_p, 9 * s),
             capsule(asis, aiis, 6 * s, 7 * s), capsule(aiis, H + np.array([sign * 2, -R - 4, 8.0]), 7 * s, 9 * s),
         ]
@@ -146,11 +149,11 @@ def paint_femurs(ctx: Ctx) -> dict:
         post = -ax["anterior"]
         R = fp.head_radius_mm
         metal = p.metal_side == side
-        gt = P0 + 10 * up + lateral * (R * 0.55) + post * 6
+        gt = P0 + 12 * up + lateral * (R * 0.72) + post * 6  # tip about level with the head centre
         lt = P0 - 42 * up - lateral * (fp.shaft_radius_mm + 4) + post * 8
         prims = [
             capsule(H + to_head * 0.0, P0 + to_head * 6, fp.neck_radius_mm, fp.neck_radius_mm * 1.25),
-            capsule(P0 + 8 * up, P0 - 65 * up, R * 0.95, fp.shaft_radius_mm * 1.05),
+            capsule(P0 + 8 * up, P0 - 65 * up, R * 0.88, fp.shaft_radius_mm * 1.05),
             capsule(P0 - 65 * up, P0 - 330 * up, fp.shaft_radius_mm * 1.05, fp.shaft_radius_mm * 0.95),
             ellipsoid(gt, np.array([R * 0.6, R * 0.7, R * 1.05]), rotation(up, lateral)),
             capsule(P0 - 35 * up, lt, 7.0, 6.0),
