@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="field of view from level TOP to level BOTTOM (e.g. T12 L3; BOTTOM may be 'femur')")
     p.add_argument("--fracture", metavar="LEVEL", help="compression fracture at LEVEL (e.g. L1)")
     p.add_argument("--metal", choices=("left", "right"), help="total hip prosthesis on that side")
+    p.add_argument("--leg-rotation-deg", type=float, help="external rotation of both legs (default: drawn, 0-12)")
     p.add_argument("--contrast", action="store_true", help="iodine contrast (portal venous unless --phase arterial)")
     p.add_argument("--phase", choices=("portal", "arterial"), default="portal")
     p.add_argument("--kvp", type=float, default=120.0, help="tube potential, 80-140 kVp")
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         region=args.region, spacing_mm=(sz, sy, sx),
         shape=tuple(args.shape[::-1]) if args.shape else None, fov_mm=args.fov_mm,
         fov_levels=tuple(args.fov_levels) if args.fov_levels else None, fracture=args.fracture, metal=args.metal,
+        leg_rotation_deg=args.leg_rotation_deg,
         contrast=args.contrast, contrast_phase=args.phase, kvp=args.kvp, bmd_mg_cm3=args.bmd,
         marrow_fat_fraction=args.marrow_fat, muscle_fat_infiltration=args.muscle_fat, noise_hu=args.noise_hu,
         noise_seed=args.noise_seed, blur_fwhm_mm=args.blur_mm, slice_thickness_mm=args.slice_thickness_mm,

@@ -128,6 +128,9 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
                              contrast_phase=options.contrast_phase)
     if options.fracture and options.fracture not in LEVELS:
         raise ValueError(f"fracture level must be one of {', '.join(LEVELS)}")
+    if options.leg_rotation_deg is not None:  # positioning only: the same femurs, rotated about their shafts
+        for fp in patient.femur.values():
+            fp.external_rotation_deg = float(options.leg_rotation_deg)
     layout = build_layout(patient, rng_layout)
     scanner = _scanner(options, rng_scan, options.spacing_mm)
     # Beam hardening depends on the patient: water path ~ the mean body diameter (quantised to 2 cm so

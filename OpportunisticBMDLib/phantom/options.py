@@ -27,6 +27,7 @@ class PhantomOptions:
     grid_shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (x, y, z) repositioning of the grid
     fracture: str | None = None  # level, e.g. "L1"
     metal: str | None = None  # "left" | "right": total hip prosthesis
+    leg_rotation_deg: float | None = None  # external rotation of both legs (positioning); None: 0-12 deg drawn
     contrast: bool = False
     contrast_phase: str = "portal"  # "portal" | "arterial"
     kvp: float = 120.0
