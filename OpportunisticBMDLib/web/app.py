@@ -31,6 +31,7 @@ class OBMDWebApp(TrameApp):
                  options: Any = None, phantom_seed: int = 0, phantom_spacing_mm: float | None = None) -> None:
         super().__init__(server)
         self._phantom_seed = int(phantom_seed)
+        self._anatomy_3d: Any = None
         self.phantom_spacing_mm = phantom_spacing_mm
         self.server.enable_module(trame_slicer_module)
         self.state.trame__title = "OpportunisticBMD"
@@ -110,19 +111,35 @@ class OBMDWebApp(TrameApp):
                 self.slicer_app.scene, *map(float, centre), slicer.vtkMRMLSliceNode.CenteredJumpSlice
             )
 
-    @staticmethod
-    def _style_labels(labels_node: Any) -> None:
-        """Labels as thin outlines in 2D (ROIs stay readable) and bone/psoas surfaces in 3D."""
+    def _style_labels(self, labels_node: Any) -> None:
+        """Labels as thin outlines in 2D (ROIs stay readable); bones and psoas as surfaces in 3D.
+
+        Surfaces are made on a separate segmentation holding copies of those few segments only:
+        converting every label (skin, fat, bowel...) to a surface took seconds on a CPU."""
         labels_node.CreateDefaultDisplayNodes()
         display = labels_node.GetDisplayNode()
         display.SetOpacity2DFill(0.0)
         display.SetOpacity2DOutline(0.8)
+        display.SetVisibility3D(False)
         segmentation = labels_node.GetSegmentation()
         for segment_id in segmentation.GetSegmentIDs():
             display.SetSegmentVisibility2DOutline(segment_id, segment_id.startswith(SHOW_2D_PREFIXES))
-            display.SetSegmentVisibility3D(segment_id, segment_id.startswith(SHOW_3D_PREFIXES))
-        labels_node.CreateClosedSurfaceRepresentation()
-        display.SetOpacity3D(0.6)
+        if self._anatomy_3d is not None and self._anatomy_3d.GetScene() is not None:
+            if self._anatomy_3d.GetAttribute("OBMD.AnatomyOf") == labels_node.GetID():
+                return  # already built for these labels
+            self.slicer_app.scene.RemoveNode(self._anatomy_3d)
+        anatomy = self.slicer_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Anatomy (3D)")
+        anatomy.SetHideFromEditors(True)
+        anatomy.SetAttribute("OBMD.AnatomyOf", labels_node.GetID())
+        anatomy.CreateDefaultDisplayNodes()
+        anatomy.SetReferenceImageGeometryParameterFromVolumeNode(self.workflow.case.volume_node)
+        for segment_id in segmentation.GetSegmentIDs():
+            if segment_id.startswith(SHOW_3D_PREFIXES):
+                anatomy.GetSegmentation().CopySegmentFromSegmentation(segmentation, segment_id, False)
+        anatomy.GetDisplayNode().SetVisibility2D(False)
+        anatomy.GetDisplayNode().SetOpacity3D(0.6)
+        anatomy.CreateClosedSurfaceRepresentation()
+        self._anatomy_3d = anatomy
 
     async def new_digital_patient(self) -> None:
         """Next digital patient (seed + 1), with the spacing the app was started with."""
