@@ -135,7 +135,7 @@ def test_web_digital_patient_edit_recompute_export(tmp_path: Path) -> None:
     """A generated digital patient (what ``obmd web`` opens without a CT), its true labels given."""
     chromium = chromium_or_skip()
     dataset = tmp_path / "nnUNet_raw" / "Dataset901_OBMD"
-    args = ["--phantom-seed", "3", "--phantom-spacing", "3", "--out", str(tmp_path / "reports"),
+    args = ["--phantom-seed", "3", "--phantom-spacing", "3", "--no-analyze", "--out", str(tmp_path / "reports"),
             "--dataset", str(dataset)]
     with obmd_web(args, ARTIFACTS / "digital-patient" / "server.log") as url, browser_page(chromium) as page:
         result = _run_edit_recompute_export(page, url, tmp_path, "digital-patient")

@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", help="nnU-Net v2 raw dataset folder for exported training cases "
                         "(default OUT/nnUNet_raw/Dataset901_OBMD)")
     parser.add_argument("--calibration", default=None, help="calibration method (default: the pipeline's)")
-    parser.add_argument("--analyze", action="store_true", help="run the analysis once the page is served")
+    parser.add_argument("--analyze", action=argparse.BooleanOptionalAction, default=None,
+                        help="run the analysis once the server is up (default: yes for a digital patient, "
+                        "no for a CT, whose segmentation may take minutes)")
     parser.set_defaults(func=run)
 
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     app = OBMDWebApp(server, out_dir=Path(args.out), dataset_dir=Path(args.dataset) if args.dataset else None,
                      options=options, phantom_seed=args.phantom_seed, phantom_spacing_mm=args.phantom_spacing)
     app.workflow.load_volume(ct, name, labels)
-    if args.analyze:
+    if args.analyze if args.analyze is not None else not args.ct:
         server.controller.on_server_ready.add(lambda **_: server.state.flush() or _schedule(app.workflow.analyze))
     print(f"obmd web: serving {name} on http://{args.host}:{args.port}/", flush=True)
     # trame reads sys.argv itself: give it only what we decided (no browser opening, our host/port).
