@@ -114,3 +114,16 @@ def test_schema_sides_and_rib_12():
     assert (schema[20:60, 10:16, 12:20] == LABELS["psoas_right"]).all()
     assert (schema[:10, 5:15, 50:56] == LABELS["femur_left"]).all()
     assert (schema == LABELS["rib_left_12"]).any() and (schema == LABELS["rib_right_12"]).any()
+
+
+def test_iliac_crest_names_levels_when_sacrum_and_ribs_are_missed():
+    cls, z_ranges = spine_class_map(rib_levels=())
+    cls[cls == NET_INDEX["sacrum"]] = NET_INDEX["body"]
+    crest_k = (z_ranges["L4"][0] + z_ranges["L4"][1]) // 2
+    cls[:crest_k + 1, 20:40, 40:56] = NET_INDEX["hip"]  # left ilium, its crest at the L4 body
+    cls[:crest_k + 1, 20:40, 4:20] = NET_INDEX["hip"]
+    result = naming.name_levels(cls, None, SPACING_MM)
+    assert result.method == "iliac-crest" and not result.confident
+    got = named_levels(result, z_ranges)
+    for level in ("L4", "L3", "L2", "L1"):
+        assert got[level] == level

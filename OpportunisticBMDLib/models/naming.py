@@ -19,7 +19,10 @@ from .classes import NET_INDEX, SIDED
 
 # Ordered from superior to inferior; names beyond our schema (T9...) are kept for counting only.
 SPINE_ORDER: tuple[str, ...] = ("T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
-MIN_SEED_Z_GAP_MM = 12.0  # two body centres closer than this in z are one vertebra (bodies are 20-30 mm high)
+MIN_HIP_MM3 = 20000.0  # an ilium is > 100 cm3; smaller hip-bone blobs are not a crest
+MIN_SEED_Z_GAP_MM = 18.0  # body centres closer than this in z are one vertebra (pitch body+disc >= 25 mm)
+MIN_PITCH_MM = 25.0  # smallest vertebra pitch (T10: ~20 mm body + ~5 mm disc)
+MAX_OFF_MIDLINE_MM = 35.0  # vertebra voxels farther from the spine's midline are not spine (lumbar body ~50 mm wide)
 MAX_L5_TO_SACRUM_MM = 45.0  # L5 body centre to the top of S1: half a body (~14 mm) + disc (~10 mm) + margin
 # rib head to its vertebra's label: 9-13 mm in TotalSegmentator labels (joint gap); the next vertebra is >= 23 mm
 RIB_CONTACT_MM = 15.0
@@ -38,15 +41,28 @@ class Naming:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def _clean_spine(vert: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Vertebra mask without small blobs and without voxels far from the spine's midline."""
+    comp, n = ndimage.label(vert, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return vert
+    sizes = np.bincount(comp.ravel()) * spacing_mm**3
+    keep = sizes >= MIN_VERTEBRA_MM3
+    keep[0] = False
+    vert = keep[comp]
+    if not vert.any():
+        return vert
+    i_mid = float(np.median(np.nonzero(vert)[2]))
+    ii = np.arange(vert.shape[2])[None, None, :]
+    return vert & (np.abs(ii - i_mid) * spacing_mm <= MAX_OFF_MIDLINE_MM)
+
+
 def _seeds(vert: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> list[np.ndarray]:
+    """Body-centre seeds, inferior -> superior: body components split by the discs, then heatmap
+    peaks where no body component was found; one seed per vertebra height."""
     seeds: list[tuple[float, np.ndarray]] = []
-    near = ndimage.binary_dilation(vert, iterations=2)
-    if heat is not None:
-        size = max(3, int(round(15.0 / spacing_mm)) | 1)
-        peaks = (heat == ndimage.maximum_filter(heat, size=size)) & (heat > 0.3) & near
-        seeds = [(float(heat[tuple(p)]), p.astype(float)) for p in np.argwhere(peaks)]
-    # body components without a seed get one (heatmap missed them): the anterior ~35 mm of the
-    # vertebra mask per slice holds the bodies; discs and a z-erosion separate neighbours
+    # the anterior ~35 mm of the vertebra mask per slice holds the bodies; discs and a z-erosion
+    # separate neighbours
     front = np.full(vert.shape[0], np.inf)
     for k in np.nonzero(vert.any(axis=(1, 2)))[0]:
         front[k] = np.nonzero(vert[k].any(axis=1))[0].min()
@@ -57,21 +73,20 @@ def _seeds(vert: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> list
     min_vox = 0.3 * MIN_VERTEBRA_MM3 / spacing_mm**3
     for c in range(1, n + 1):
         idx = np.argwhere(comp == c)
-        if len(idx) < min_vox:
-            continue
-        if any(comp[tuple(np.round(p).astype(int))] == c for _, p in seeds):
-            continue
-        centre = idx.mean(axis=0)
-        if any(abs(centre[0] - p[0]) * spacing_mm < MIN_SEED_Z_GAP_MM for _, p in seeds):
-            continue
-        seeds.append((0.0, centre))
-    # merge seeds closer than a vertebra height in z (keep the strongest)
+        if len(idx) >= min_vox:
+            seeds.append((1.0 + len(idx) * 1e-6, idx.mean(axis=0)))
+    if heat is not None and vert.any():
+        near = ndimage.binary_dilation(vert, iterations=2)
+        size = max(3, int(round(15.0 / spacing_mm)) | 1)
+        peaks = (heat == ndimage.maximum_filter(heat, size=size)) & (heat > 0.3) & near
+        seeds += [(float(heat[tuple(p)]) * 0.5, p.astype(float)) for p in np.argwhere(peaks)]
+    # one seed per vertebra height in z: body components first, then the strongest peaks
     seeds.sort(key=lambda s: -s[0])
     kept: list[np.ndarray] = []
     for _, p in seeds:
         if all(abs(p[0] - q[0]) * spacing_mm >= MIN_SEED_Z_GAP_MM for q in kept):
             kept.append(p)
-    return sorted(kept, key=lambda p: p[0])  # inferior -> superior
+    return sorted(kept, key=lambda p: p[0])
 
 
 def _assign(vert: np.ndarray, seeds: list[np.ndarray]) -> np.ndarray:
@@ -118,6 +133,7 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
         qc.append({"code": "vertebrae_from_spine_column", "severity": "warning",
                    "message": "the model found almost no vertebral bone; vertebrae taken from the whole spine "
                               "column (discs included): check the labels"})
+    vert = _clean_spine(vert, spacing_mm)
     seeds = _seeds(vert, heat, spacing_mm)
     if not seeds:
         return Naming(np.zeros(cls.shape, np.int16), {}, "none", False,
@@ -165,6 +181,11 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
             qc.append({"code": "level_naming_uncertain", "severity": "warning",
                        "message": "levels named from the lowest rib-bearing vertebra (T12) only; no vertebra "
                                   "below it in view to confirm: check the labels"})
+    elif (crest := _crest_offset(cls, z, spacing_mm)) is not None:
+        method, start = "iliac-crest", SPINE_ORDER.index("L4") + crest
+        qc.append({"code": "level_naming_uncertain", "severity": "warning",
+                   "message": "neither sacrum nor lowest ribs recognised: levels named from the iliac crests "
+                              "(L4 at the crest line, +-1 level between people): check the labels"})
     else:
         method = "none"
         qc.append({"code": "level_naming_failed", "severity": "error",
@@ -174,7 +195,7 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
         # a gap of about two vertebra heights between neighbours means one was missed: skip a name
         pos = start
         gaps = np.diff(z)
-        typical = float(np.median(gaps)) if len(gaps) else 30.0
+        typical = max(float(np.median(gaps)), MIN_PITCH_MM) if len(gaps) else 30.0
         for m in range(n):
             if m > 0 and gaps[m - 1] > 1.6 * typical:
                 pos -= int(round(gaps[m - 1] / typical)) - 1
@@ -193,6 +214,21 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
     details = {"spacing_mm": spacing_mm, "n_vertebrae_found": n, "sacrum_anchor": sacrum_offset is not None,
                "rib_anchor": rib_offset is not None, "levels": [names.get(m + 1) for m in range(n)]}
     return Naming(out, centres, method, confident, qc, details)
+
+
+def _crest_offset(cls: np.ndarray, z_mm: np.ndarray, spacing_mm: float) -> int | None:
+    """Index of the seed at the iliac crest line (tops of the two largest hip-bone components): L4
+    (Tuffier's line crosses L4 or the L4/L5 disc; Chakraverty et al. 2007, Clin Anat 20:759)."""
+    comp, n = ndimage.label(cls == NET_INDEX["hip"])
+    if n == 0 or len(z_mm) == 0:
+        return None
+    sizes = np.bincount(comp.ravel())[1:] * spacing_mm**3
+    big = [c + 1 for c in np.argsort(sizes)[::-1][:2] if sizes[c] >= MIN_HIP_MM3]
+    if not big:
+        return None
+    crest_mm = float(np.mean([np.argwhere(comp == c)[:, 0].max() for c in big])) * spacing_mm
+    m = int(np.argmin(np.abs(z_mm - crest_mm)))
+    return m if abs(z_mm[m] - crest_mm) <= 25.0 else None
 
 
 def midline_i(cls: np.ndarray) -> np.ndarray:
