@@ -59,6 +59,7 @@ class OBMDWebApp(TrameApp):
                 "toggle_editor": self.toggle_editor,
                 "window": self.set_window,
                 "digital_patient": self.new_digital_patient,
+                "calibration": self.set_calibration,
             },
         )
         self.editor_logic.set_ui(self.ui.segment_editor_ui)
@@ -145,6 +146,10 @@ class OBMDWebApp(TrameApp):
         """Next digital patient (seed + 1), with the spacing the app was started with."""
         self._phantom_seed += 1
         await self.workflow.load_digital_patient(self._phantom_seed, self.phantom_spacing_mm)
+
+    def set_calibration(self, method: str) -> None:
+        self.workflow.set_calibration(method)
+        self.state.flush()
 
     def set_window(self, name: str) -> None:
         case = self.workflow.case

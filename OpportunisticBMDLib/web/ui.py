@@ -19,6 +19,7 @@ from trame.widgets.vuetify3 import (
     VDivider,
     VNavigationDrawer,
     VProgressLinear,
+    VSelect,
     VTable,
 )
 from trame_server.utils.typed_state import TypedState
@@ -196,6 +197,13 @@ class WorkflowUI:
 
     def _calibration_table(self) -> None:
         html.Div("Calibration (patient's own tissues)", classes="text-subtitle-2 mt-2")
+        VSelect(
+            label="Calibration method", items=("obmd_calibration_methods",),
+            model_value=("obmd_view.calibration.find(r => r.key === 'method')?.raw",),
+            update_modelValue=(self.actions["calibration"], "[$event]"),
+            density="compact", hide_details=True, disabled=("obmd_busy",), classes="my-1",
+            raw_attrs=_testid("calibration-method"),
+        )
         with VTable(density="compact", raw_attrs=_testid("calibration-table")):
             with html.Tbody():
                 with html.Tr(v_for="row in obmd_view.calibration", key="row.key",

@@ -131,6 +131,7 @@ class Workflow:
         s.obmd_last_report = ""
         s.obmd_last_export = ""
         s.obmd_roi_segments = []
+        s.obmd_calibration_methods = calibration_methods()
 
     def _error(self, text: str) -> None:
         self.state.obmd_error = text
@@ -301,6 +302,18 @@ class Workflow:
             traceback.print_exc()
             self._error(f"Recompute failed: {exc}")
 
+    def set_calibration(self, method: str) -> None:
+        """Calibration method for the next Analyze/Recompute; recomputes at once when results exist."""
+        from ..slicer_logic import make_options
+
+        options = make_options(self.options)
+        if options.calibration == method:
+            return
+        options.calibration = method
+        self.options = options
+        if self.case is not None and self.case.outputs is not None and not self.state.obmd_busy:
+            self.recompute()
+
     # ----------------------------------------------------------------------------- outputs
     def save_report(self) -> Path | None:
         case = self.case
@@ -377,6 +390,18 @@ class Workflow:
         ijk_to_ras = vtk.vtkMatrix4x4()
         case.volume_node.GetIJKToRASMatrix(ijk_to_ras)
         return np.array(ijk_to_ras.MultiplyPoint((float(i), float(j), float(k), 1.0))[:3])
+
+
+def calibration_methods() -> list[dict[str, str]]:
+    """Methods the page offers ("phantom" needs a scanned phantom's slope and intercept: CLI only)."""
+    from ..calibration import CALIBRATIONS
+
+    titles = {
+        "muscle-fat": "muscle-fat (psoas + subcutaneous fat)",
+        "internal-multi": "internal-multi (several tissues, robust fit)",
+        "hu": "hu (HU only, no vBMD)",
+    }
+    return [{"value": name, "title": titles.get(name, name)} for name in CALIBRATIONS if name != "phantom"]
 
 
 def _safe(name: str) -> str:
