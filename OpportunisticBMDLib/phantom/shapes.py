@@ -45,9 +45,10 @@ def to_local(x, y, z, center, rot):
 
 
 def ellipse_distance(k0, k1, r_min: float):
-    """Quilez's estimate k0 (k0 - 1) / k1, exact near the surface; deep inside (k0 < 0.5, where it breaks
-    down at the centre) the scaled radius (k0 - 1) r_min, which only needs to be well inside."""
-    return np.where(k0 > 0.5, k0 * (k0 - 1.0) / np.maximum(k1, 1e-9), (k0 - 1.0) * np.float32(r_min))
+    """Quilez's estimate (k0 - 1) k0 / k1, exact near the surface. k0 / k1 lies between the smallest and
+    largest radius everywhere but at the centre (0 / 0); the tiny epsilons make it -r_min there."""
+    eps = np.float32(1e-6)
+    return (k0 - 1.0) * (k0 + eps) / (k1 + eps / np.float32(r_min))
 
 
 def _ellipsoid_local(u, v, w, a, b, c):
@@ -72,11 +73,12 @@ def ellipsoid(center, radii, rot=None, wobble_mm: float = 0.0, wobble_seed: int 
         else:
             u, v, w = to_local(x, y, z, center, rot)
         d = _ellipsoid_local(u, v, w, *radii)
-        if wobble_mm:
-            d = d + wobble_mm * (
-                np.sin(2.1 * u / radii[0] + phases[0]) * np.sin(1.7 * v / radii[1] + phases[1])
-                + 0.6 * np.sin(2.3 * w / radii[2] + phases[2]) * np.cos(1.3 * u / radii[0] + phases[3])
-            ) * 0.6
+        if wobble_mm:  # smooth bumps; separable in world axes, so the trigonometry runs on 1D arrays
+            dx, dy, dz = x - np.float32(center[0]), y - np.float32(center[1]), z - np.float32(center[2])
+            f = np.float32(0.6 * wobble_mm)
+            kx, ky, kz = 1.6 / ext
+            d = d + (f * np.sin(2.1 * kx * dx + phases[0])) * np.sin(1.7 * ky * dy + phases[1])
+            d = d + (0.6 * f * np.sin(2.3 * kz * dz + phases[2])) * np.cos(1.3 * kx * dx + phases[3])
         return d
 
     return Prim(center - ext, center + ext, fn)
