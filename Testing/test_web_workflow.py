@@ -1,0 +1,98 @@
+"""The browser app's workflow without a browser: the same objects ``obmd web`` serves, driven in-process.
+
+Real shared CT with its TotalSegmentator labels, trame-slicer's scene and segment editor, the shared
+BMDLogic. Checks what the page relies on: analysis in the worker thread fills the page state; an edit
+is noticed only when voxels change; Recompute and the calibration selector give consistent numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.mrml
+
+
+@pytest.fixture(scope="module")
+def app(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    from OpportunisticBMDLib.web.offscreen import configure_offscreen_rendering
+
+    configure_offscreen_rendering()
+    from trame.app import get_server
+
+    from OpportunisticBMDLib.web.app import OBMDWebApp
+    from OpportunisticBMDLib.web.cases import load_ct_case
+
+    out = tmp_path_factory.mktemp("web")
+    ct, labels, name = load_ct_case(shared_data / "ct.nii.gz", shared_data / "ct_seg_total.nii.gz")
+    server = get_server("obmd-web-test", client_type="vue3")
+    web = OBMDWebApp(server, out_dir=out / "reports", dataset_dir=out / "dataset")
+    web.workflow.load_volume(ct, name, labels)
+    asyncio.run(web.workflow.analyze())
+    return web
+
+
+def _calibration(state) -> dict:
+    return {row["key"]: row["raw"] for row in state.obmd_view["calibration"]}
+
+
+def test_analysis_fills_the_page_state(app) -> None:
+    state = app.state
+    assert state.obmd_error == "" and state.obmd_has_results and not state.obmd_busy and not state.obmd_stale
+    levels = {row["level"]: row for row in state.obmd_view["levels"]}
+    assert {"L1", "L2"} <= set(levels)
+    calibration = _calibration(state)
+    for row in levels.values():  # the table is the calibration line at the trabecular HU
+        assert row["vbmd_mg_cm3"] == pytest.approx(calibration["slope"] * row["hu_mean"] + calibration["intercept"],
+                                                   abs=1e-6)
+    ids = [item["id"] for item in state.obmd_roi_segments]
+    assert ids[:2] == ["muscle_roi", "fat_roi"] and "trabecular_L1" in ids
+
+
+def test_edit_is_noticed_only_when_voxels_change_then_recompute(app) -> None:
+    import slicer
+
+    from OpportunisticBMDLib import mrml_bridge as bridge
+
+    workflow, state = app.workflow, app.state
+    case = workflow.case
+    seg = case.outputs.roi_segmentation_node
+    assert not workflow.check_edit("muscle_roi")  # nothing changed yet
+    muscle_before = _calibration(state)["muscle_hu"]
+    mask = bridge.segment_mask(seg, "muscle_roi", case.volume_node)
+    kept = mask.copy()
+    kept[:, :, : mask.shape[2] // 2] = False  # erase one side of the psoas ROI
+    assert 0 < kept.sum() < mask.sum()
+    slicer.util.updateSegmentBinaryLabelmapFromArray(kept.astype(np.uint8), seg, "muscle_roi", case.volume_node)
+    assert workflow.check_edit("muscle_roi")
+    assert state.obmd_stale and state.obmd_edited == ["muscle_roi"] and bridge.is_edited(seg, "muscle_roi")
+    app.recompute()
+    assert not state.obmd_stale and state.obmd_error == ""
+    muscle_after = _calibration(state)["muscle_hu"]
+    expected = float(case.ct.array[bridge.node_array_to_ours(kept, case.volume_node)].mean())
+    assert muscle_after == pytest.approx(expected, abs=1e-3) and muscle_after != pytest.approx(muscle_before)
+    assert not workflow.check_edit("muscle_roi")  # measured again: no longer out of date
+
+
+def test_calibration_selector_recomputes(app) -> None:
+    state = app.state
+    summary_muscle_fat = state.obmd_view["summary"]["vbmd_mg_cm3"]
+    app.set_calibration("internal-multi")
+    assert _calibration(state)["method"] == "internal-multi" and state.obmd_error == ""
+    assert state.obmd_view["summary"]["vbmd_mg_cm3"] != pytest.approx(summary_muscle_fat)
+    app.set_calibration("muscle-fat")
+    assert state.obmd_view["summary"]["vbmd_mg_cm3"] == pytest.approx(summary_muscle_fat)
+
+
+def test_save_report_and_export(app) -> None:
+    import json
+
+    report = app.workflow.save_report()
+    saved = json.loads((report / "results.json").read_text())
+    assert saved["spine"]["summary"]["vbmd_mg_cm3"] == pytest.approx(app.state.obmd_view["summary"]["vbmd_mg_cm3"])
+    files = app.workflow.export_training_case()
+    data = json.loads(files["dataset_json"].read_text())
+    assert files["image"].exists() and files["label"].exists() and data["numTraining"] == 1
