@@ -75,6 +75,9 @@ class OBMDWebApp(TrameApp):
         display = self.slicer_app.display_manager
         display.show_volume_in_slice_background(case.volume_node)
         display.show_volume_in_slice_foreground(None)
+        vr = self.slicer_app.volume_rendering  # an uploaded CT comes with volume rendering: slow on a CPU
+        if vr.has_vr_display_node(case.volume_node):
+            vr.get_vr_display_node(case.volume_node).SetVisibility(False)
         self.viewer.data.is_volume_loaded = True
         outputs = case.outputs
         if outputs is None:

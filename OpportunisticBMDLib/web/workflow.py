@@ -161,8 +161,11 @@ class Workflow:
     def use_volume_node(self, volume_node: Any) -> LoadedCase:
         """A CT the page loaded itself (file upload through trame-slicer's loader)."""
         self._stop_watching_edits()
-        self.case = LoadedCase(name=volume_node.GetName(), volume_node=volume_node,
-                               ct=bridge.volume_from_node(volume_node))
+        from .cases import case_name
+
+        name = case_name(Path(volume_node.GetName()))
+        volume_node.SetName(name)
+        self.case = LoadedCase(name=name, volume_node=volume_node, ct=bridge.volume_from_node(volume_node))
         self.reset_state()
         self.state.obmd_case_name = self.case.name
         self._info(f"Loaded {self.case.name}. Press Analyze (the models segment the CT).")
