@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"    the models failed ({type(exc).__name__}: {exc}); falling back to the phantom's labels")
         label_source = "the phantom's own labels (models failed)"
+        use_models = False
         result = analyze(scan.ct, scan.labels, options, progress=TerminalProgress())
 
     if use_models and result.labels is not None:
