@@ -27,6 +27,7 @@ MAX_L5_TO_SACRUM_MM = 45.0  # L5 body centre to the top of S1: half a body (~14 
 # rib head to its vertebra's label: 9-13 mm in TotalSegmentator labels (joint gap); the next vertebra is >= 23 mm
 RIB_CONTACT_MM = 15.0
 MIN_RIB_VOXELS = 3
+MIN_RIB_MM3 = 150.0  # the visible stub of a 12th rib can be ~0.2 cm3 (thin slab); smaller blobs are noise
 MIN_VERTEBRA_MM3 = 1500.0  # fragments smaller than this are not a vertebra (a lumbar body is ~30 000 mm3)
 BODY_DEPTH_MM = 35.0  # lumbar body depth ~35 mm (Zhou et al. 2000)
 
@@ -152,6 +153,7 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
         above = [m for m in range(n) if z[m] > sacrum_top_mm - 10.0]
         if above and z[above[0]] - sacrum_top_mm <= MAX_L5_TO_SACRUM_MM:
             sacrum_offset = above[0]
+    ribs = _plausible_ribs(ribs, cls, spacing_mm)
     bearing = _rib_bearing(inst, n, ribs, spacing_mm)
     rib_offset = None  # index of T12 among seeds
     rib_idx = [m for m in range(n) if bearing[m + 1]]
@@ -173,6 +175,12 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
                                   "error): levels named from the sacrum; check the labels"})
     elif sacrum_offset is not None:
         method, start, confident = "sacrum", l5 + sacrum_offset, True
+    elif rib_offset is not None and _crest_disagrees(cls, z, spacing_mm, t12 + rib_offset):
+        crest = _crest_offset(cls, z, spacing_mm)
+        method, start = "iliac-crest", SPINE_ORDER.index("L4") + int(crest)  # type: ignore[arg-type]
+        qc.append({"code": "level_naming_disagree", "severity": "warning",
+                   "message": "the lowest rib and the iliac crests disagree by 2 or more levels: levels named "
+                              "from the iliac crests (L4 +-1 level); check the labels"})
     elif rib_offset is not None:
         method, start = "ribs", t12 + rib_offset
         # sure only when a rib-free vertebra is seen below the last rib-bearing one
@@ -216,17 +224,44 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
     return Naming(out, centres, method, confident, qc, details)
 
 
-def _crest_offset(cls: np.ndarray, z_mm: np.ndarray, spacing_mm: float) -> int | None:
-    """Index of the seed at the iliac crest line (tops of the two largest hip-bone components): L4
-    (Tuffier's line crosses L4 or the L4/L5 disc; Chakraverty et al. 2007, Clin Anat 20:759)."""
+def _plausible_ribs(ribs: np.ndarray, cls: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Rib voxels in components of rib size that lie above the iliac crests (ribs never reach the pelvis)."""
+    comp, n = ndimage.label(ribs, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return ribs
+    sizes = np.bincount(comp.ravel()) * spacing_mm**3
+    keep = sizes >= MIN_RIB_MM3
+    keep[0] = False
+    crest_k = _crest_k(cls, spacing_mm)
+    if crest_k is not None:
+        lowest = ndimage.minimum(np.indices(ribs.shape)[0], comp, index=np.arange(n + 1))
+        keep &= np.asarray(lowest) > crest_k
+    return keep[comp]
+
+
+def _crest_k(cls: np.ndarray, spacing_mm: float) -> float | None:
     comp, n = ndimage.label(cls == NET_INDEX["hip"])
-    if n == 0 or len(z_mm) == 0:
+    if n == 0:
         return None
     sizes = np.bincount(comp.ravel())[1:] * spacing_mm**3
     big = [c + 1 for c in np.argsort(sizes)[::-1][:2] if sizes[c] >= MIN_HIP_MM3]
     if not big:
         return None
-    crest_mm = float(np.mean([np.argwhere(comp == c)[:, 0].max() for c in big])) * spacing_mm
+    return float(np.mean([np.argwhere(comp == c)[:, 0].max() for c in big]))
+
+
+def _crest_disagrees(cls: np.ndarray, z_mm: np.ndarray, spacing_mm: float, start_from_ribs: int) -> bool:
+    crest = _crest_offset(cls, z_mm, spacing_mm)
+    return crest is not None and abs(SPINE_ORDER.index("L4") + crest - start_from_ribs) >= 2
+
+
+def _crest_offset(cls: np.ndarray, z_mm: np.ndarray, spacing_mm: float) -> int | None:
+    """Index of the seed at the iliac crest line (tops of the two largest hip-bone components): L4
+    (Tuffier's line crosses L4 or the L4/L5 disc; Chakraverty et al. 2007, Clin Anat 20:759)."""
+    crest_k = _crest_k(cls, spacing_mm)
+    if crest_k is None or len(z_mm) == 0:
+        return None
+    crest_mm = crest_k * spacing_mm
     m = int(np.argmin(np.abs(z_mm - crest_mm)))
     return m if abs(z_mm[m] - crest_mm) <= 25.0 else None
 
