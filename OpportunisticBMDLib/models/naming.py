@@ -20,7 +20,9 @@ from .classes import NET_INDEX, SIDED
 # Ordered from superior to inferior; names beyond our schema (T9...) are kept for counting only.
 SPINE_ORDER: tuple[str, ...] = ("T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
 MIN_HIP_MM3 = 20000.0  # an ilium is > 100 cm3; smaller hip-bone blobs are not a crest
-MIN_SEED_Z_GAP_MM = 18.0  # body centres closer than this in z are one vertebra (pitch body+disc >= 25 mm)
+MAX_SEED_OFF_AXIS_MM = 22.0  # body centres stay within ~2 cm of the spine's axis (no severe scoliosis)
+MIN_SACRUM_MM3 = 15000.0  # the sacrum is ~100-200 cm3; smaller sacrum-class blobs are not an anchor
+MIN_SEED_Z_GAP_MM = 22.0  # body centres closer than this in z are one vertebra (pitch body+disc >= 25 mm)
 MIN_PITCH_MM = 25.0  # smallest vertebra pitch (T10: ~20 mm body + ~5 mm disc)
 MAX_OFF_MIDLINE_MM = 35.0  # vertebra voxels farther from the spine's midline are not spine (lumbar body ~50 mm wide)
 MAX_L5_TO_SACRUM_MM = 45.0  # L5 body centre to the top of S1: half a body (~14 mm) + disc (~10 mm) + margin
@@ -87,6 +89,9 @@ def _seeds(vert: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> list
     for _, p in seeds:
         if all(abs(p[0] - q[0]) * spacing_mm >= MIN_SEED_Z_GAP_MM for q in kept):
             kept.append(p)
+    if len(kept) >= 3:  # a seed far off the line of the others is not on the spine
+        centre_ji = np.median(np.asarray(kept)[:, 1:], axis=0)
+        kept = [p for p in kept if np.linalg.norm(p[1:] - centre_ji) * spacing_mm <= MAX_SEED_OFF_AXIS_MM]
     return sorted(kept, key=lambda p: p[0])
 
 
@@ -146,7 +151,7 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
     z = np.array([s[0] for s in seeds]) * spacing_mm
     # --- anchors
     sacrum_offset = None  # index of L5 among seeds
-    if sacrum.sum() * spacing_mm**3 > 5000:
+    if sacrum.sum() * spacing_mm**3 > MIN_SACRUM_MM3:
         lab, nl = ndimage.label(sacrum)
         big = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
         sacrum_top_mm = np.argwhere(big)[:, 0].max() * spacing_mm
@@ -162,27 +167,28 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
     # --- names: L5 = SPINE_ORDER[-1] at sacrum_offset; T12 at rib_offset
     t12 = SPINE_ORDER.index("T12")
     l5 = SPINE_ORDER.index("L5")
-    start = None  # SPINE_ORDER index of seed 0 (the most inferior)
+    start = None  # SPINE_ORDER index of seed 0 (the most inferior) if no vertebra were missed
+    anchor_m = 0  # the seed the anchor names
     confident = False
     if sacrum_offset is not None and rib_offset is not None:
         from_sacrum, from_ribs = l5 + sacrum_offset, t12 + rib_offset
         method = "sacrum+ribs"
-        start, confident = from_sacrum, from_sacrum == from_ribs
+        start, confident, anchor_m = from_sacrum, from_sacrum == from_ribs, sacrum_offset
         if not confident:
             qc.append({"code": "level_naming_disagree", "severity": "warning",
                        "message": f"counting from the sacrum and from the last rib disagree by "
                                   f"{from_sacrum - from_ribs} level(s) (transitional vertebra or segmentation "
                                   "error): levels named from the sacrum; check the labels"})
     elif sacrum_offset is not None:
-        method, start, confident = "sacrum", l5 + sacrum_offset, True
+        method, start, confident, anchor_m = "sacrum", l5 + sacrum_offset, True, sacrum_offset
     elif rib_offset is not None and _crest_disagrees(cls, z, spacing_mm, t12 + rib_offset):
         crest = _crest_offset(cls, z, spacing_mm)
-        method, start = "iliac-crest", SPINE_ORDER.index("L4") + int(crest)  # type: ignore[arg-type]
+        method, start, anchor_m = "iliac-crest", SPINE_ORDER.index("L4") + int(crest), int(crest)  # type: ignore[arg-type]
         qc.append({"code": "level_naming_disagree", "severity": "warning",
                    "message": "the lowest rib and the iliac crests disagree by 2 or more levels: levels named "
                               "from the iliac crests (L4 +-1 level); check the labels"})
     elif rib_offset is not None:
-        method, start = "ribs", t12 + rib_offset
+        method, start, anchor_m = "ribs", t12 + rib_offset, rib_offset
         # sure only when a rib-free vertebra is seen below the last rib-bearing one
         confident = rib_offset > 0
         if not confident:
@@ -190,7 +196,7 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
                        "message": "levels named from the lowest rib-bearing vertebra (T12) only; no vertebra "
                                   "below it in view to confirm: check the labels"})
     elif (crest := _crest_offset(cls, z, spacing_mm)) is not None:
-        method, start = "iliac-crest", SPINE_ORDER.index("L4") + crest
+        method, start, anchor_m = "iliac-crest", SPINE_ORDER.index("L4") + crest, crest
         qc.append({"code": "level_naming_uncertain", "severity": "warning",
                    "message": "neither sacrum nor lowest ribs recognised: levels named from the iliac crests "
                               "(L4 at the crest line, +-1 level between people): check the labels"})
@@ -200,18 +206,26 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
                    "message": "neither sacrum nor ribs found: vertebral levels cannot be named"})
     names: dict[int, str] = {}
     if start is not None:
-        # a gap of about two vertebra heights between neighbours means one was missed: skip a name
-        pos = start
+        # walk up and down from the anchored seed; a gap of about two vertebra pitches between
+        # neighbours means one was missed: skip a name
         gaps = np.diff(z)
         typical = max(float(np.median(gaps)), MIN_PITCH_MM) if len(gaps) else 30.0
-        for m in range(n):
-            if m > 0 and gaps[m - 1] > 1.6 * typical:
-                pos -= int(round(gaps[m - 1] / typical)) - 1
-                qc.append({"code": "vertebra_missed", "severity": "warning",
-                           "message": "a gap in the spine suggests a vertebra the model missed"})
-            if 0 <= pos < len(SPINE_ORDER):
-                names[m + 1] = SPINE_ORDER[pos]
-            pos -= 1
+        anchor_pos = start - anchor_m
+        names[anchor_m + 1] = SPINE_ORDER[anchor_pos] if 0 <= anchor_pos < len(SPINE_ORDER) else ""
+        for direction in (1, -1):  # 1: upwards (superior, smaller SPINE_ORDER index)
+            pos, m = anchor_pos, anchor_m
+            while 0 <= m + direction < n:
+                gap = gaps[m if direction == 1 else m - 1]
+                m += direction
+                step = 1
+                if gap > 1.6 * typical:
+                    step = int(round(gap / typical))
+                    if direction == 1 or m >= 0:
+                        qc.append({"code": "vertebra_missed", "severity": "warning",
+                                   "message": "a gap in the spine suggests a vertebra the model missed"})
+                pos -= step * direction
+                names[m + 1] = SPINE_ORDER[pos] if 0 <= pos < len(SPINE_ORDER) else ""
+        names = {k: v for k, v in names.items() if v}
     out = np.zeros(cls.shape, dtype=np.int16)
     centres: dict[str, np.ndarray] = {}
     for m, level in names.items():
