@@ -127,3 +127,13 @@ def test_iliac_crest_names_levels_when_sacrum_and_ribs_are_missed():
     got = named_levels(result, z_ranges)
     for level in ("L4", "L3", "L2", "L1"):
         assert got[level] == level
+
+
+def test_two_merged_vertebrae_are_split_and_named():
+    cls, z_ranges = spine_class_map()
+    disc = slice(z_ranges["L2"][1], z_ranges["L1"][0])  # the L1/L2 disc is missed: the bodies merge
+    cls[disc, 15:26, 25:36] = NET_INDEX["vertebra"]
+    result = naming.name_levels(cls, None, SPACING_MM)
+    assert any(q["code"] == "vertebra_split" for q in result.qc)
+    got = named_levels(result, z_ranges)
+    assert got == {lvl: lvl for lvl in LEVELS_BOTTOM_UP}

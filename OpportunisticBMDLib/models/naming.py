@@ -22,6 +22,7 @@ SPINE_ORDER: tuple[str, ...] = ("T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2
 MIN_HIP_MM3 = 20000.0  # an ilium is > 100 cm3; smaller hip-bone blobs are not a crest
 MAX_SEED_OFF_AXIS_MM = 22.0  # body centres stay within ~2 cm of the spine's axis (no severe scoliosis)
 MIN_SACRUM_MM3 = 15000.0  # the sacrum is ~100-200 cm3; smaller sacrum-class blobs are not an anchor
+SPLIT_HEIGHT_FACTOR = 1.7  # a vertebra this much taller than the median is two merged ones
 MIN_SEED_Z_GAP_MM = 22.0  # body centres closer than this in z are one vertebra (pitch body+disc >= 25 mm)
 MIN_PITCH_MM = 25.0  # smallest vertebra pitch (T10: ~20 mm body + ~5 mm disc)
 MAX_OFF_MIDLINE_MM = 35.0  # vertebra voxels farther from the spine's midline are not spine (lumbar body ~50 mm wide)
@@ -115,6 +116,27 @@ def _assign(vert: np.ndarray, seeds: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _split_tall(inst: np.ndarray, seeds: list[np.ndarray], spacing_mm: float) -> tuple[list[np.ndarray], bool]:
+    """Add a seed in any vertebra whose body is about two vertebrae tall (a missed disc)."""
+    if len(seeds) < 3:
+        return seeds, False
+    heights = []
+    for m in range(1, len(seeds) + 1):
+        ks = np.nonzero((inst == m).any(axis=(1, 2)))[0]
+        heights.append((ks.max() - ks.min() + 1) * spacing_mm if len(ks) else 0.0)
+    typical = float(np.median(heights))
+    out, split = list(seeds), False
+    for m, h in enumerate(heights, start=1):
+        if typical > 0 and h > SPLIT_HEIGHT_FACTOR * typical:
+            idx = np.argwhere(inst == m)
+            mid = np.median(idx[:, 0])
+            lower, upper = idx[idx[:, 0] < mid], idx[idx[:, 0] >= mid]
+            if len(lower) and len(upper):
+                out = [q for q in out if q is not seeds[m - 1]] + [lower.mean(axis=0), upper.mean(axis=0)]
+                split = True
+    return sorted(out, key=lambda p: p[0]), split
+
+
 def _rib_bearing(inst: np.ndarray, n: int, ribs: np.ndarray, spacing_mm: float) -> np.ndarray:
     contact = np.zeros(n + 1, dtype=bool)
     if not ribs.any():
@@ -145,6 +167,12 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
         return Naming(np.zeros(cls.shape, np.int16), {}, "none", False,
                       [{"code": "no_vertebrae", "severity": "error", "message": "no vertebra found by the model"}])
     inst = _assign(vert, seeds)
+    seeds, split = _split_tall(inst, seeds, spacing_mm)
+    if split:
+        inst = _assign(vert, seeds)
+        qc.append({"code": "vertebra_split", "severity": "warning",
+                   "message": "a vertebra twice the usual height was split in two (two vertebrae merged): check "
+                              "the labels"})
     n = len(seeds)
     # drop instances too small to be a vertebra (fragments, a cut-off edge)
     sizes = np.bincount(inst.ravel(), minlength=n + 1) * spacing_mm**3
