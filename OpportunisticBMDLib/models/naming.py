@@ -22,7 +22,7 @@ SPINE_ORDER: tuple[str, ...] = ("T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2
 MIN_HIP_MM3 = 20000.0  # an ilium is > 100 cm3; smaller hip-bone blobs are not a crest
 MAX_SEED_OFF_AXIS_MM = 22.0  # body centres stay within ~2 cm of the spine's axis (no severe scoliosis)
 MIN_SACRUM_MM3 = 15000.0  # the sacrum is ~100-200 cm3; smaller sacrum-class blobs are not an anchor
-SPLIT_HEIGHT_FACTOR = 1.7  # a vertebra this much taller than the median is two merged ones
+SPLIT_HEIGHT_FACTOR = 1.5  # a vertebra this much taller than the median is two merged ones
 MIN_SEED_Z_GAP_MM = 22.0  # body centres closer than this in z are one vertebra (pitch body+disc >= 25 mm)
 MIN_PITCH_MM = 25.0  # smallest vertebra pitch (T10: ~20 mm body + ~5 mm disc)
 MAX_OFF_MIDLINE_MM = 35.0  # vertebra voxels farther from the spine's midline are not spine (lumbar body ~50 mm wide)
@@ -61,18 +61,45 @@ def _clean_spine(vert: np.ndarray, spacing_mm: float) -> np.ndarray:
     return vert & (np.abs(ii - i_mid) * spacing_mm <= MAX_OFF_MIDLINE_MM)
 
 
+def _bodies(vert: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """The anterior ~35 mm of the vertebra mask per slice: the vertebral bodies."""
+    front = np.full(vert.shape[0], np.inf)
+    for k in np.nonzero(vert.any(axis=(1, 2)))[0]:
+        front[k] = np.nonzero(vert[k].any(axis=1))[0].min()
+    jj = np.arange(vert.shape[1])[None, :, None]
+    return vert & (jj <= front[:, None, None] + BODY_DEPTH_MM / spacing_mm)
+
+
+def _profile_seeds(bodies: np.ndarray, spacing_mm: float) -> list[np.ndarray]:
+    """Body centres between the discs, found as minima of the body area per axial slice (robust to
+    bodies that touch across a thin disc)."""
+    area = ndimage.gaussian_filter1d(bodies.sum(axis=(1, 2)).astype(float), 0.7)
+    ks = np.nonzero(area > 0.25 * area.max())[0] if area.max() > 0 else []
+    if len(ks) == 0:
+        return []
+    lo, hi = int(ks.min()), int(ks.max())
+    half = int(round(MIN_SEED_Z_GAP_MM / spacing_mm)) // 2
+    level = 0.8 * float(np.median(area[lo:hi + 1]))
+    minima = [k for k in range(lo + 1, hi) if area[k] < level and area[k] == area[max(lo, k - half):k + half + 1].min()]
+    bounds = [lo] + minima + [hi]
+    out = []
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        sub = np.argwhere(bodies[a:b + 1])
+        if (b - a) * spacing_mm >= 0.7 * MIN_SEED_Z_GAP_MM and len(sub):
+            centre = sub.mean(axis=0)
+            centre[0] += a
+            out.append(centre)
+    return out
+
+
 def _seeds(vert: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> list[np.ndarray]:
     """Body-centre seeds, inferior -> superior: body components split by the discs, then heatmap
     peaks where no body component was found; one seed per vertebra height."""
     seeds: list[tuple[float, np.ndarray]] = []
     # the anterior ~35 mm of the vertebra mask per slice holds the bodies; discs and a z-erosion
     # separate neighbours
-    front = np.full(vert.shape[0], np.inf)
-    for k in np.nonzero(vert.any(axis=(1, 2)))[0]:
-        front[k] = np.nonzero(vert[k].any(axis=1))[0].min()
-    jj = np.arange(vert.shape[1])[None, :, None]
-    bodies = vert & (jj <= front[:, None, None] + BODY_DEPTH_MM / spacing_mm)
-    bodies = ndimage.binary_erosion(bodies, structure=np.ones((3, 1, 1), bool))
+    bodies = ndimage.binary_erosion(_bodies(vert, spacing_mm), structure=np.ones((3, 1, 1), bool))
+    seeds += [(2.0, c) for c in _profile_seeds(bodies, spacing_mm)]
     comp, n = ndimage.label(bodies)
     min_vox = 0.3 * MIN_VERTEBRA_MM3 / spacing_mm**3
     for c in range(1, n + 1):
@@ -167,7 +194,7 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
         return Naming(np.zeros(cls.shape, np.int16), {}, "none", False,
                       [{"code": "no_vertebrae", "severity": "error", "message": "no vertebra found by the model"}])
     inst = _assign(vert, seeds)
-    seeds, split = _split_tall(inst, seeds, spacing_mm)
+    seeds, split = _split_tall(np.where(_bodies(vert, spacing_mm), inst, 0), seeds, spacing_mm)
     if split:
         inst = _assign(vert, seeds)
         qc.append({"code": "vertebra_split", "severity": "warning",
