@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,20 @@ from .volume import Volume
 
 # Equivalent densities (mg/cm3 hydroxyapatite) assigned to psoas muscle and subcutaneous fat.
 # The reference study does not publish its values and no published muscle/fat HA-equivalents could be
-# verified here, so these are the HA-equivalent densities (HA partial density in water attenuating like
-# the tissue) of ICRU-44 skeletal muscle and adipose tissue for a 120 kVp beam, computed from NIST XCOM
-# attenuation data via xraydb with the project's spectrum model:
-# ``materials.ha_equivalent_mg_cm3("muscle"|"adipose", materials.Beam(kvp=120))`` = 31.96 / -74.16
-# (SpekPy 120 kVp spectrum, 6 mm Al, hardened by 25 cm water). Testing/test_spine_calibration.py
-# cross-checks them against materials.py. They depend on the beam (100 kVp: 28.4 / -70.0; 140 kVp:
-# 35.0 / -77.8), which is why they can be overridden (--muscle-density / --fat-density).
-MUSCLE_DENSITY_MG_CM3 = 32.0
-FAT_DENSITY_MG_CM3 = -74.2
+# verified here, so they are computed from materials.py (NIST XCOM attenuation via xraydb, SpekPy tube
+# spectrum, 6 mm Al, hardened by 25 cm water): the HA partial density in a marrow base (the scale QCT and
+# the digital patient's truth use, as ``internal-multi``) that attenuates like ICRU-44 skeletal muscle /
+# adipose tissue, at the scan's kVp (DICOM KVP) and the age-typical marrow fat fraction
+# (:func:`muscle_fat_densities`). They depend on the beam (half-fatty marrow base: 80 kVp 42.3 / -46.1;
+# 100 kVp 44.7 / -53.2; 140 kVp 48.2 / -64.1) and on the base (water base at 120 kVp: 32.0 / -74.2).
+# The constants are the documented defaults for 120 kVp and a half-fatty marrow base (kVp and age unknown):
+# ``materials.ha_equivalent_mg_cm3("muscle"|"adipose", materials.Beam(kvp=120),
+# base=materials.trabecular_bone(0, 0.5))`` = 46.55 / -59.07; Testing/test_spine.py cross-checks them.
+# --muscle-density / --fat-density override them.
+MUSCLE_DENSITY_MG_CM3 = 46.6
+FAT_DENSITY_MG_CM3 = -59.1
 REFERENCE_KVP = 120.0
+REFERENCE_MARROW_FAT_FRACTION = 0.5
 # Muscle and fat must differ by this much in HU (typically ~140 HU) for the line to be meaningful.
 MIN_MUSCLE_FAT_CONTRAST_HU = 50.0
 
@@ -130,8 +135,22 @@ def two_point_line(muscle_hu: float, fat_hu: float, muscle_d: float, fat_d: floa
     return slope, muscle_d - slope * muscle_hu
 
 
+@lru_cache(maxsize=128)
+def muscle_fat_densities(kvp: float = REFERENCE_KVP,
+                         marrow_fat_fraction: float = REFERENCE_MARROW_FAT_FRACTION) -> tuple[float, float]:
+    """(muscle, fat) HA-equivalent densities (mg/cm3) under a ``kvp`` beam on a marrow base with
+    ``marrow_fat_fraction`` yellow marrow (see the comment at :data:`MUSCLE_DENSITY_MG_CM3`)."""
+    from . import materials as mat
+
+    beam = mat.Beam(kvp=float(kvp))
+    base = mat.trabecular_bone(0.0, float(marrow_fat_fraction))
+    return (mat.ha_equivalent_mg_cm3("muscle", beam, base=base), mat.ha_equivalent_mg_cm3("adipose", beam, base=base))
+
+
 @register_calibration("muscle-fat")
 def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options: Any) -> Calibration:
+    from .calibration_internal import base_marrow_fat_fraction, known_kvp
+
     muscle_hu = roi_mean_hu(ct, rois, "muscle_roi", "muscle")
     fat_hu = roi_mean_hu(ct, rois, "fat_roi", "fat")
     if muscle_hu - fat_hu < MIN_MUSCLE_FAT_CONTRAST_HU:
@@ -139,22 +158,33 @@ def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, 
             f"muscle ROI ({muscle_hu:.0f} HU) and fat ROI ({fat_hu:.0f} HU) differ by less than "
             f"{MIN_MUSCLE_FAT_CONTRAST_HU:.0f} HU: check the ROIs"
         )
-    muscle_d = MUSCLE_DENSITY_MG_CM3 if options.muscle_density_mg_cm3 is None else float(options.muscle_density_mg_cm3)
-    fat_d = FAT_DENSITY_MG_CM3 if options.fat_density_mg_cm3 is None else float(options.fat_density_mg_cm3)
+    params = dict(getattr(options, "calibration_params", None) or {})
+    kvp = known_kvp(ct, params)
+    kvp_assumed = kvp is None
+    kvp = REFERENCE_KVP if kvp is None else round(kvp, 1)  # rounded: cache-friendly
+    marrow_fat = base_marrow_fat_fraction(params, getattr(options, "patient_age", None))
+    physics_muscle_d, physics_fat_d = muscle_fat_densities(kvp, marrow_fat)
+    muscle_d = physics_muscle_d if options.muscle_density_mg_cm3 is None else float(options.muscle_density_mg_cm3)
+    fat_d = physics_fat_d if options.fat_density_mg_cm3 is None else float(options.fat_density_mg_cm3)
     slope, intercept = two_point_line(muscle_hu, fat_hu, muscle_d, fat_d)
-    return Calibration(
-        "muscle-fat", slope, intercept,
-        {
-            "muscle_hu": muscle_hu,
-            "fat_hu": fat_hu,
-            "muscle_density_mg_cm3": muscle_d,
-            "fat_density_mg_cm3": fat_d,
-            "muscle_voxels": int(rois["muscle_roi"].sum()),
-            "fat_voxels": int(rois["fat_roi"].sum()),
-            "formula": "vBMD = MUSCLE_d + (SPINE_ct - MUSCLE_ct) * (MUSCLE_d - FAT_d) / (MUSCLE_ct - FAT_ct)",
-            "reference": "Radiologic Practice 2024, doi:10.13609/j.cnki.1000-0313.2024.02.019",
+    details: dict[str, Any] = {
+        "muscle_hu": muscle_hu,
+        "fat_hu": fat_hu,
+        "muscle_density_mg_cm3": muscle_d,
+        "fat_density_mg_cm3": fat_d,
+        "density_source": {
+            "muscle": "physics" if options.muscle_density_mg_cm3 is None else "user",
+            "fat": "physics" if options.fat_density_mg_cm3 is None else "user",
         },
-    )
+        "kvp": kvp,
+        "kvp_source": "assumed" if kvp_assumed else "header",  # "assumed": qc flag kvp_assumed
+        "base_marrow_fat_fraction": marrow_fat,
+        "muscle_voxels": int(rois["muscle_roi"].sum()),
+        "fat_voxels": int(rois["fat_roi"].sum()),
+        "formula": "vBMD = MUSCLE_d + (SPINE_ct - MUSCLE_ct) * (MUSCLE_d - FAT_d) / (MUSCLE_ct - FAT_ct)",
+        "reference": "Radiologic Practice 2024, doi:10.13609/j.cnki.1000-0313.2024.02.019",
+    }
+    return Calibration("muscle-fat", slope, intercept, details)
 
 
 @register_calibration("hu")

@@ -318,15 +318,16 @@ def internal_calibration(ct: Volume, rois: dict[str, np.ndarray], labels: Volume
     fit = fit_internal_calibration(
         tissue_hu,
         energy_model=params.get("energy_model", "spectrum"),
-        marrow_fat_fraction=_base_marrow_fat(params, getattr(options, "patient_age", None)),
+        marrow_fat_fraction=base_marrow_fat_fraction(params, getattr(options, "patient_age", None)),
         robust=bool(params.get("robust", True)),
-        kvp=_known_kvp(ct, params),
+        kvp=known_kvp(ct, params),
     )
     fit.tissue_details = tissue_details  # type: ignore[attr-defined]
     return fit
 
 
-def _base_marrow_fat(params: dict, age_years: float | None) -> float:
+def base_marrow_fat_fraction(params: dict, age_years: float | None) -> float:
+    """Marrow fat fraction of the HA scale's base: ``params``, else age-typical, else the default."""
     if params.get("marrow_fat_fraction") is not None:
         return float(params["marrow_fat_fraction"])
     if age_years is not None:
@@ -334,7 +335,7 @@ def _base_marrow_fat(params: dict, age_years: float | None) -> float:
     return DEFAULT_MARROW_FAT_FRACTION
 
 
-def _known_kvp(ct: Volume, params: dict) -> float | None:
+def known_kvp(ct: Volume, params: dict) -> float | None:
     """Tube potential from the options or the image header, if any (None: fitted from the tissues)."""
     for source in (params, ct.metadata):
         for key in ("kvp", "KVP", "0018|0060"):

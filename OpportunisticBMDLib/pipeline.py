@@ -35,8 +35,8 @@ DICOM_KEYS = ("format", "modality", "manufacturer", "kvp", "contrast_agent", "co
 class AnalysisOptions:
     calibration: str = "muscle-fat"  # registry name (calibration.CALIBRATIONS)
     erosion_radius_mm: float = spine.DEFAULT_EROSION_RADIUS_MM  # cortex removal, see spine.py
-    muscle_density_mg_cm3: float | None = None  # None: calibration.MUSCLE_DENSITY_MG_CM3
-    fat_density_mg_cm3: float | None = None  # None: calibration.FAT_DENSITY_MG_CM3
+    muscle_density_mg_cm3: float | None = None  # None: from materials at the scan kVp (calibration.py)
+    fat_density_mg_cm3: float | None = None  # None: from materials at the scan kVp (calibration.py)
     calibration_params: dict = field(default_factory=dict)  # e.g. {"slope":..,"intercept":..} for "phantom"
     patient_age: float | None = None
     patient_sex: str | None = None

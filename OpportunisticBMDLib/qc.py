@@ -102,6 +102,11 @@ def calibration_flags(calibration: dict[str, Any], fat_thickness_mm: float | Non
     if fat is not None and not FAT_HU_RANGE[0] <= fat <= FAT_HU_RANGE[1]:
         flags.append(flag("fat_hu_implausible", "warning",
                           f"fat ROI mean {fat:.0f} HU is outside {FAT_HU_RANGE[0]:.0f}..{FAT_HU_RANGE[1]:.0f} HU"))
+    details = calibration.get("details") or {}
+    if details.get("kvp_source") == "assumed":
+        flags.append(flag("kvp_assumed", "info",
+                          f"tube voltage unknown (no KVP in the image header): {calibration.get('method')} "
+                          f"assumed {details.get('kvp', 120):g} kVp"))
     if fat_thickness_mm is not None and fat_thickness_mm < MIN_FAT_THICKNESS_MM:
         flags.append(flag("fat_too_thin", "warning",
                           f"anterior subcutaneous fat is only {fat_thickness_mm:.1f} mm thick "

@@ -50,7 +50,7 @@ def test_internal_multi_recovers_exact_calibration(ideal_patient):
     assert {"air", "fat", "blood"} <= set(details["tissues_used"]) | set(details["dropped_tissues"])
     # without the header (kVp fitted from the tissues) still close
     blind_options = _cohort.analysis_options("internal-multi", scan.truth, header_known=False)
-    blind = calibrate(scan.ct, base.rois, base.labels, blind_options)
+    blind = calibrate(_cohort.without_header(scan.ct), base.rois, base.labels, blind_options)
     hu = float(np.mean([base.results["spine"]["levels"][lvl]["trabecular_hu_mean"] for lvl in ("L1", "L2")]))
     assert float(blind.to_mg_cm3(hu)) == pytest.approx(exact, abs=10.0)
 
@@ -124,3 +124,24 @@ def test_tiny_accuracy_bench_json_contract(tmp_path):
         assert f["n"] >= 3 and -1.0 <= f["spearman_r"] <= 1.0 and f["rmse_mg_cm3"] > 0
     assert figures["methods"]["internal-multi"]["rmse_mg_cm3"] < 15.0  # gross-regression guard
     assert (tmp_path / "plots" / "accuracy_bland_altman.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("kvp", [80.0, 140.0])
+def test_muscle_fat_follows_the_scan_kvp(kvp):
+    """Ideal digital patients (pure ICRU psoas: infiltration is the method's separate, known bias) at the
+    spectrum's ends: equivalent densities at the header kVp on a marrow base keep muscle-fat's L1-L2 within
+    a few mg/cm3; the former fixed 120 kVp water-base densities (32.0 / -74.2) read ~+14 high at 80 kVp here."""
+    scan = _cohort.generate(SEED, ideal=True, kvp=kvp, bmd_mg_cm3=180.0, muscle_fat_infiltration=0.0)
+    assert scan.ct.metadata["kvp"] == kvp
+    base = analyze(scan.ct, scan.labels, _cohort.analysis_options("hu", scan.truth))
+    calibration, vbmd, exact = _l1_l2(scan, base, "muscle-fat")
+    assert calibration.details["kvp"] == kvp and calibration.details["kvp_source"] == "header"
+    truth = float(np.mean([_cohort.true_levels(scan.truth)[lvl] for lvl in ("L1", "L2")]))
+    assert vbmd == pytest.approx(truth, abs=3.0)
+    assert vbmd == pytest.approx(exact, abs=3.0)
+    if kvp == 80.0:
+        options = _cohort.analysis_options("muscle-fat", scan.truth)
+        options.muscle_density_mg_cm3, options.fat_density_mg_cm3 = 32.0, -74.2
+        old = calibrate(scan.ct, base.rois, base.labels, options)
+        hu = float(np.mean([base.results["spine"]["levels"][lvl]["trabecular_hu_mean"] for lvl in ("L1", "L2")]))
+        assert float(old.to_mg_cm3(hu)) - truth > 10.0

@@ -60,8 +60,11 @@ def synthetic_patient():
     return Volume(ct, SPACING, metadata=meta), Volume(labels, SPACING)
 
 
-def hand_vbmd(spine_hu, muscle_hu=PSOAS_HU, fat_hu=FAT_HU, muscle_d=cal.MUSCLE_DENSITY_MG_CM3,
-              fat_d=cal.FAT_DENSITY_MG_CM3):
+# kVp and age unknown: equivalent densities for 120 kVp on a half-fatty marrow base (~ the named constants)
+MUSCLE_D_120, FAT_D_120 = cal.muscle_fat_densities(cal.REFERENCE_KVP, cal.REFERENCE_MARROW_FAT_FRACTION)
+
+
+def hand_vbmd(spine_hu, muscle_hu=PSOAS_HU, fat_hu=FAT_HU, muscle_d=MUSCLE_D_120, fat_d=FAT_D_120):
     # vBMD = MUSCLE_d + (SPINE_ct - MUSCLE_ct) x (MUSCLE_d - FAT_d) / (MUSCLE_ct - FAT_ct)
     return muscle_d + (spine_hu - muscle_hu) * (muscle_d - fat_d) / (muscle_hu - fat_hu)
 
@@ -88,7 +91,7 @@ def test_vbmd_equals_the_formula_by_hand(analysed):
     summary = res["spine"]["summary"]
     assert summary["levels_used"] == ["L1", "L2"]
     assert summary["vbmd_mg_cm3"] == pytest.approx(hand_vbmd(TRAB_HU), rel=1e-6)
-    assert summary["category"] == acr_category(hand_vbmd(TRAB_HU)) == "osteopenia"  # ~ 102.8 mg/cm3
+    assert summary["category"] == acr_category(hand_vbmd(TRAB_HU)) == "osteopenia"  # ~ 117.0 mg/cm3
 
 
 def test_density_overrides_change_the_line(patient):
@@ -255,8 +258,39 @@ def test_reference_densities_match_the_materials_model():
     from OpportunisticBMDLib import materials
 
     beam = materials.Beam(kvp=cal.REFERENCE_KVP)
-    assert cal.MUSCLE_DENSITY_MG_CM3 == pytest.approx(materials.ha_equivalent_mg_cm3("muscle", beam), abs=0.3)
-    assert cal.FAT_DENSITY_MG_CM3 == pytest.approx(materials.ha_equivalent_mg_cm3("adipose", beam), abs=0.3)
+    base = materials.trabecular_bone(0.0, cal.REFERENCE_MARROW_FAT_FRACTION)
+    muscle_d = materials.ha_equivalent_mg_cm3("muscle", beam, base=base)
+    fat_d = materials.ha_equivalent_mg_cm3("adipose", beam, base=base)
+    assert cal.MUSCLE_DENSITY_MG_CM3 == pytest.approx(muscle_d, abs=0.1)
+    assert cal.FAT_DENSITY_MG_CM3 == pytest.approx(fat_d, abs=0.1)
+    assert cal.muscle_fat_densities() == pytest.approx((muscle_d, fat_d))
+    # harder beam: both further from the base (muscle up, fat down); fattier base: both up
+    muscle_140, fat_140 = cal.muscle_fat_densities(140.0, 0.5)
+    assert muscle_140 > muscle_d and fat_140 < fat_d
+    assert all(a > b for a, b in zip(cal.muscle_fat_densities(120.0, 0.7), (muscle_d, fat_d), strict=True))
+
+
+def test_muscle_fat_densities_follow_header_kvp_and_age(patient):
+    ct, labels = patient
+    unknown = pipeline.analyze(ct, labels, pipeline.AnalysisOptions()).results
+    assert unknown["calibration"]["details"]["kvp_source"] == "assumed"
+    assert "kvp_assumed" in [q["code"] for q in unknown["qc"]]
+    header_ct = ct.like(ct.array, **ct.metadata, kvp="80")  # as io.read_ct gives DICOM tag KVP
+    options = pipeline.AnalysisOptions(patient_age=70.0)
+    known = pipeline.analyze(header_ct, labels, options).results
+    calib = known["calibration"]
+    from OpportunisticBMDLib.calibration_internal import expected_marrow_fat_fraction
+
+    fat_fraction = round(expected_marrow_fat_fraction(70.0), 3)
+    assert calib["details"]["kvp"] == 80.0 and calib["details"]["kvp_source"] == "header"
+    assert calib["details"]["base_marrow_fat_fraction"] == fat_fraction
+    assert (calib["muscle_density_mg_cm3"], calib["fat_density_mg_cm3"]) == pytest.approx(
+        cal.muscle_fat_densities(80.0, fat_fraction))
+    assert "kvp_assumed" not in [q["code"] for q in known["qc"]]
+    # user overrides still win
+    options = pipeline.AnalysisOptions(muscle_density_mg_cm3=40.0, fat_density_mg_cm3=-80.0)
+    calib = pipeline.analyze(header_ct, labels, options).results["calibration"]
+    assert (calib["muscle_density_mg_cm3"], calib["fat_density_mg_cm3"]) == (40.0, -80.0)
 
 
 def test_acr_categories_and_csv_row(analysed):

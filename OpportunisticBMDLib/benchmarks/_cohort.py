@@ -40,7 +40,15 @@ def generate(seed: int, keep_dir: Path | None = None, **options) -> PhantomScan:
     phantom = generate_phantom(int(seed), PhantomOptions(**options))
     if keep_dir is not None:
         write_phantom(phantom, keep_dir)
+    kvp = scanner_kvp(phantom.truth)
+    if kvp is not None:  # the tube voltage where a DICOM series has it (tag KVP, io.read_ct's metadata["kvp"])
+        phantom.ct.metadata["kvp"] = kvp
     return PhantomScan(phantom.ct, phantom.labels, phantom.truth, Path(keep_dir) if keep_dir else None)
+
+
+def without_header(ct):
+    """``ct`` as from a file without acquisition header (no kVp): what ``--blind`` analyses."""
+    return ct.like(ct.array, **{k: v for k, v in ct.metadata.items() if k not in ("kvp", "KVP", "0018|0060")})
 
 
 def scanner_kvp(truth: dict) -> float | None:
@@ -88,14 +96,12 @@ def paired_patient_value(measured: dict[str, float], truth: dict[str, float]) ->
 
 def analysis_options(method: str, truth: dict, header_known: bool = True):
     """Options as a user's ``obmd analyze --calibration METHOD`` would get them; with ``header_known``
-    the scan's kVp and the patient's age are passed as a DICOM header would provide them."""
+    the patient's age is passed as a DICOM header would provide it (the kVp travels in the CT's
+    metadata, set by :func:`generate`, for every method alike)."""
     from ..pipeline import AnalysisOptions
 
     options = AnalysisOptions(calibration=method)
     if header_known:
-        kvp = scanner_kvp(truth)
-        if kvp is not None:
-            options.calibration_params = {**options.calibration_params, "kvp": kvp}
         age = patient_age(truth)
         if age is not None and hasattr(options, "patient_age"):
             options.patient_age = age
@@ -110,8 +116,9 @@ def measure_methods(scan: PhantomScan, methods: list[str], header_known: bool = 
     from ..calibration import calibrate
     from ..pipeline import analyze
 
+    ct = scan.ct if header_known else without_header(scan.ct)
     try:
-        base = analyze(scan.ct, scan.labels, analysis_options("hu", scan.truth, header_known))
+        base = analyze(ct, scan.labels, analysis_options("hu", scan.truth, header_known))
     except Exception as exc:
         return {m: f"analysis: {type(exc).__name__}: {exc}" for m in methods}
     levels = base.results.get("spine", {}).get("levels", {})
@@ -127,7 +134,7 @@ def measure_methods(scan: PhantomScan, methods: list[str], header_known: bool = 
         if extra_params and method in extra_params:
             options.calibration_params = {**options.calibration_params, **extra_params[method]}
         try:
-            calibration = calibrate(scan.ct, base.rois, base.labels, options)
+            calibration = calibrate(ct, base.rois, base.labels, options)
         except Exception as exc:  # reported per method, the cohort goes on
             out[method] = f"{type(exc).__name__}: {exc}"
             continue
