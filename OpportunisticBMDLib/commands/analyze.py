@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--intercept", type=float, help="phantom calibration intercept (mg/cm3)")
     parser.add_argument("--calibration-file", metavar="JSON", help="calib.json from 'obmd calibrate-phantom'")
     parser.add_argument("--muscle-density", type=float, metavar="MG_CM3",
-                        help="equivalent density of muscle for muscle-fat (default: the cited constant)")
+                        help="equivalent density of muscle for muscle-fat (default: computed at the scan kVp)")
     parser.add_argument("--fat-density", type=float, metavar="MG_CM3", help="equivalent density of fat for muscle-fat")
     parser.add_argument("--erosion-mm", type=float, metavar="R", help="cortex removal radius in mm (default 3.2)")
     parser.add_argument("--age", type=float, help="patient age in years (default: from the DICOM header)")
