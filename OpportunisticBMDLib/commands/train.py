@@ -22,6 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--phantom-weight", type=float, default=1.0, help="sampling weight of each phantom template")
     p.add_argument("--shared-templates", metavar="DIR", help="TotalSegmentator example folder as anatomy template")
     p.add_argument("--use-images", action="store_true", help="also train on the datasets' own (synthetic) images")
+    p.add_argument("--templates", action="append", default=[], metavar="BUNDLE",
+                   help="template bundle (.npz) written by --save-templates (repeatable)")
+    p.add_argument("--save-templates", metavar="BUNDLE",
+                   help="write the prepared train/validation templates to this .npz and stop (for a GPU machine)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--iters-per-epoch", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=2)
@@ -34,7 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this time")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (network and patch synthesis)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    p.add_argument("--channels", help="U-Net channels per level, e.g. 16,32,64,128,256 (strides 2 each)")
+    p.add_argument("--res-units", type=int, help="residual units per U-Net level")
     p.add_argument("--export", metavar="MODELS_DIR", help="after training, write best weights + manifest entry here")
     p.set_defaults(func=run)
 
@@ -71,6 +78,19 @@ def run(args: argparse.Namespace) -> int:
     if args.shared_templates:
         train = T.default_shared_templates(Path(args.shared_templates)) + train
         val = val or train
+    for bundle in args.templates:
+        loaded = T.load_bundle(Path(bundle))
+        train += [t for t in loaded if t.split == "train"]
+        val += [t for t in loaded if t.split == "val"]
+    val = val or train
+    if args.save_templates:
+        held_out = [t for t in val if not any(t is u for u in train)]
+        for t in held_out:
+            t.split = "val"
+        unique = train + held_out
+        path = T.save_bundle(unique, Path(args.save_templates))
+        print(f"wrote {len(train)} training and {len(val)} validation templates to {path}")
+        return 0
     if not train:
         raise InputError("no training data: give --dataset, --phantom-dir, --phantoms or --shared-templates")
     init = None
@@ -83,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(out_dir=Path(args.out), epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
                       batch_size=args.batch_size, patch_size=args.patch_size, learning_rate=args.lr, seed=args.seed,
                       n_val_samples=args.val_samples, init_weights=init, resume=not args.no_resume,
-                      max_minutes=args.max_minutes)
+                      max_minutes=args.max_minutes, device=args.device, amp=args.amp)
+    if args.channels:
+        channels = [int(c) for c in args.channels.split(",")]
+        cfg.network = {**cfg.network, "channels": channels, "strides": [2] * (len(channels) - 1)}
+    if args.res_units is not None:
+        cfg.network = {**cfg.network, "num_res_units": args.res_units}
     print(f"training on {len(train)} template(s), validating on {len(val)}; run folder {cfg.out_dir}")
     metrics = Trainer(cfg, train, val).run(TerminalProgress())
     print(f"last epoch: train loss {metrics.get('train_loss', float('nan')):.3f}, "
@@ -92,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         import json
 
         best = json.loads((cfg.out_dir / "best.json").read_text())
-        entry = export_model(cfg.out_dir / "best.safetensors", Path(args.export),
+        entry = export_model(cfg.out_dir / "best.safetensors", Path(args.export), network=cfg.network,
                              training={"templates": [t.name for t in train], "iterations": metrics.get("iteration"),
                                        "patch_size": cfg.patch_size},
                              validation={"synthetic_val_dice_mean": best.get("val_dice_mean")})

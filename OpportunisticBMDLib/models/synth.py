@@ -55,9 +55,9 @@ def normalise_hu(hu: torch.Tensor | np.ndarray):
     return torch.clamp((hu + 1000.0) / 1000.0, 0.0, 3.0)
 
 
-def _gauss_kernel1d(sigma: float) -> torch.Tensor:
+def _gauss_kernel1d(sigma: float, device: torch.device | str = "cpu") -> torch.Tensor:
     radius = max(1, int(math.ceil(2.5 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
     k = torch.exp(-(x**2) / (2 * max(sigma, 1e-3) ** 2))
     return k / k.sum()
 
@@ -67,7 +67,7 @@ def blur3d(x: torch.Tensor, sigmas: tuple[float, float, float]) -> torch.Tensor:
     for axis, sigma in enumerate(sigmas):
         if sigma < 0.2:
             continue
-        k = _gauss_kernel1d(sigma)
+        k = _gauss_kernel1d(sigma, x.device)
         shape = [1, 1, 1, 1, 1]
         shape[2 + axis] = len(k)
         pad = [0, 0, 0, 0, 0, 0]
@@ -76,13 +76,14 @@ def blur3d(x: torch.Tensor, sigmas: tuple[float, float, float]) -> torch.Tensor:
     return x
 
 
-def _smooth_field(shape: tuple[int, int, int], rng: np.random.Generator, coarse: int = 4) -> torch.Tensor:
-    field = torch.from_numpy(rng.standard_normal((1, 1, coarse, coarse, coarse)).astype(np.float32))
+def _smooth_field(shape: tuple[int, int, int], rng: np.random.Generator, coarse: int = 4,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    field = torch.from_numpy(rng.standard_normal((1, 1, coarse, coarse, coarse)).astype(np.float32)).to(device)
     return F.interpolate(field, size=shape, mode="trilinear", align_corners=True)[0, 0]
 
 
 def _random_grid(size: int, crop_shape: tuple[int, int, int], rng: np.random.Generator,
-                 strength: float) -> torch.Tensor:
+                 strength: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """Sampling grid (normalised coords of the crop) for a patch of ``size``^3: rotation, scale, elastic."""
     angles = rng.uniform(-1, 1, 3) * np.radians([15.0, 8.0, 8.0]) * strength
     scale = np.exp(rng.uniform(-1, 1, 3) * 0.15 * strength)
@@ -93,14 +94,14 @@ def _random_grid(size: int, crop_shape: tuple[int, int, int], rng: np.random.Gen
     rx = np.array([[cc, -sc, 0], [sc, cc, 0], [0, 0, 1]])
     mat = rz @ ry @ rx @ np.diag(1 / scale)
     # patch voxel offsets from the centre (in voxels, order k, j, i)
-    r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    r = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
     kk, jj, ii = torch.meshgrid(r, r, r, indexing="ij")
-    pts = torch.stack([kk, jj, ii], -1) @ torch.from_numpy(mat.T.astype(np.float32))
+    pts = torch.stack([kk, jj, ii], -1) @ torch.from_numpy(mat.T.astype(np.float32)).to(device)
     if strength > 0:
-        disp = torch.stack([_smooth_field((size,) * 3, rng, 5) for _ in range(3)], -1) * float(rng.uniform(0, 2.0))
-        pts = pts + disp * strength
-    centre = torch.tensor([(n - 1) / 2 for n in crop_shape], dtype=torch.float32)
-    norm = (pts + centre) / torch.tensor([(n - 1) / 2 for n in crop_shape], dtype=torch.float32) - 1
+        disp = torch.stack([_smooth_field((size,) * 3, rng, 5, device) for _ in range(3)], -1)
+        pts = pts + disp * float(rng.uniform(0, 2.0)) * strength
+    centre = torch.tensor([(n - 1) / 2 for n in crop_shape], dtype=torch.float32, device=device)
+    norm = (pts + centre) / centre - 1
     return norm.flip(-1).unsqueeze(0)  # grid_sample wants (x=i, y=j, z=k)
 
 
@@ -129,20 +130,25 @@ def _crop(arr: np.ndarray, centre: np.ndarray, half: int, fill: float) -> np.nda
     return out
 
 
-def synth_sample(tpl: Template, size: int, rng: np.random.Generator, strength: float = 1.0
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One training patch: (input (1,D,H,W) normalised, target (D,H,W) long, heat (1,D,H,W))."""
+def synth_sample(tpl: Template, size: int, rng: np.random.Generator, strength: float = 1.0,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training patch: (input (1,D,H,W) normalised, target (D,H,W) long, heat (1,D,H,W)).
+
+    ``device`` runs the synthesis there (a GPU makes it ~100x cheaper than the network step on CPU).
+    """
     centre = pick_centre(tpl, rng)
     half = int(size * 0.8)
-    tissue = torch.from_numpy(_crop(tpl.tissue.astype(np.float32), centre, half, 0))[None, None]
-    target = torch.from_numpy(_crop(tpl.target.astype(np.float32), centre, half, 0))[None, None]
-    heat = torch.from_numpy(_crop(tpl.heat, centre, half, 0))[None, None]
-    grid = _random_grid(size, tissue.shape[2:], rng, strength)
+
+    def crop(arr: np.ndarray, fill: float) -> torch.Tensor:
+        return torch.from_numpy(_crop(arr, centre, half, fill).astype(np.float32)).to(device)[None, None]
+
+    tissue, target, heat = crop(tpl.tissue, 0), crop(tpl.target, 0), crop(tpl.heat, 0)
+    grid = _random_grid(size, tissue.shape[2:], rng, strength, device)
     tissue = F.grid_sample(tissue, grid, mode="nearest", padding_mode="zeros", align_corners=True)[0, 0].long()
     target = F.grid_sample(target, grid, mode="nearest", padding_mode="zeros", align_corners=True)[0, 0].long()
     heat = F.grid_sample(heat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
     if tpl.image_hu is not None and rng.random() < 0.7:
-        img = torch.from_numpy(_crop(tpl.image_hu, centre, half, -1000.0))[None, None]
+        img = crop(tpl.image_hu, -1000.0)
         hu = F.grid_sample(img + 1000, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0] - 1000
         hu = hu * float(rng.uniform(0.95, 1.05)) + float(rng.normal(0, 15))
         sigmas = (float(rng.uniform(0, 0.8)),) + (float(rng.uniform(0, 0.4)),) * 2
@@ -160,10 +166,10 @@ def synth_sample(tpl: Template, size: int, rng: np.random.Generator, strength: f
 
 def _intensities(tissue: torch.Tensor, types: dict[int, str], rng: np.random.Generator) -> torch.Tensor:
     ids = torch.unique(tissue).tolist()
-    lut_mean = torch.zeros(max(ids) + 1)
-    lut_sd = torch.zeros(max(ids) + 1)
+    lut_mean = np.zeros(max(ids) + 1, np.float32)
+    lut_sd = np.zeros(max(ids) + 1, np.float32)
     contrast = rng.random() < 0.3
-    bone = torch.zeros(max(ids) + 1, dtype=torch.bool)
+    bone = np.zeros(max(ids) + 1, dtype=bool)
     shared_bone = rng.uniform(*TISSUE_HU["bone"][:2])  # one patient: vertebrae of similar density
     disc_mean = rng.uniform(*TISSUE_HU["disc"][:2])
     for t in ids:
@@ -178,8 +184,11 @@ def _intensities(tissue: torch.Tensor, types: dict[int, str], rng: np.random.Gen
         lut_mean[t] = float(mean)
         lut_sd[t] = float(rng.uniform(sd_lo, sd_hi))
         bone[t] = ttype in BONE_TYPES
-    hu = lut_mean[tissue] + lut_sd[tissue] * blur3d(torch.randn((1, 1) + tissue.shape), (0.7, 0.7, 0.7))[0, 0] * 2
-    bone_mask = bone[tissue].float()[None, None]
+    dev = tissue.device
+    lut_mean_t, lut_sd_t = torch.from_numpy(lut_mean).to(dev), torch.from_numpy(lut_sd).to(dev)
+    texture = blur3d(torch.randn((1, 1) + tuple(tissue.shape), device=dev), (0.7, 0.7, 0.7))[0, 0]
+    hu = lut_mean_t[tissue] + lut_sd_t[tissue] * texture * 2
+    bone_mask = torch.from_numpy(bone).to(dev)[tissue].float()[None, None]
     inner = -F.max_pool3d(-bone_mask, 3, 1, 1)
     rim = (bone_mask - inner)[0, 0] > 0
     hu = hu + rim.float() * float(rng.uniform(*CORTEX_EXTRA_HU))
@@ -188,21 +197,22 @@ def _intensities(tissue: torch.Tensor, types: dict[int, str], rng: np.random.Gen
 
 def _imaging(hu: torch.Tensor, tissue: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     shape = tuple(hu.shape)
+    dev = hu.device
     body = tissue > 0
-    hu = hu + body.float() * _smooth_field(shape, rng, 3) * float(rng.uniform(0, 25))  # scatter/beam hardening
+    hu = hu + body.float() * _smooth_field(shape, rng, 3, dev) * float(rng.uniform(0, 25))  # scatter/beam hardening
     hu = hu * float(rng.uniform(0.93, 1.07)) + float(rng.normal(0, 10))  # scanner calibration spread
     if rng.random() < 0.1:  # metal implant with streaks
         c = [int(rng.integers(8, n - 8)) for n in shape]
         r = [float(rng.uniform(2, 6)) for _ in range(3)]
-        zz, yy, xx = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape], indexing="ij")
+        zz, yy, xx = torch.meshgrid(*[torch.arange(n, dtype=torch.float32, device=dev) for n in shape], indexing="ij")
         blob = ((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2 <= 1
-        hu = torch.where(blob, torch.tensor(float(rng.uniform(2000, 3500))), hu)
+        hu = torch.where(blob, torch.tensor(float(rng.uniform(2000, 3500)), device=dev), hu)
         theta = torch.atan2(yy - c[1], xx - c[2])
         streak = torch.cos(theta * int(rng.integers(3, 9))) * float(rng.uniform(50, 400))
         near = (torch.abs(zz - c[0]) <= r[0]).float() * torch.exp(-torch.sqrt((yy - c[1]) ** 2 + (xx - c[2]) ** 2) / 15)
         hu = hu + streak * near * (~blob).float()
     noise_sd = float(np.exp(rng.uniform(np.log(3), np.log(40))))
-    return hu + torch.randn(shape) * noise_sd
+    return hu + torch.randn(shape, device=dev) * noise_sd
 
 
 def _truncate(hu: torch.Tensor, target: torch.Tensor, heat: torch.Tensor, rng: np.random.Generator):
@@ -222,12 +232,13 @@ def _truncate(hu: torch.Tensor, target: torch.Tensor, heat: torch.Tensor, rng: n
         keep[:start] = False
         keep[start + thick:] = False
     if rng.random() < 0.1:
-        _, yy, xx = torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in hu.shape], indexing="ij")
+        _, yy, xx = torch.meshgrid(*[torch.arange(s, dtype=torch.float32, device=hu.device) for s in hu.shape],
+                                   indexing="ij")
         cy, cx = rng.uniform(0, hu.shape[1]), rng.uniform(0, hu.shape[2])
         keep &= (yy - cy) ** 2 + (xx - cx) ** 2 <= float(rng.uniform(0.4, 1.0) * hu.shape[1]) ** 2
     if keep.all():
         return hu, target, heat
-    hu = torch.where(keep, hu, torch.tensor(-1000.0))
-    target = torch.where(keep, target, torch.tensor(0))
+    hu = torch.where(keep, hu, torch.tensor(-1000.0, device=hu.device))
+    target = torch.where(keep, target, torch.tensor(0, device=hu.device))
     heat = heat * keep.float()[None]
     return hu, target, heat

@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
-from ..io import read_labels
 from ..labels import LABEL_NAMES, LABELS, TOTALSEG_TOTAL_IDS, VERTEBRA_LEVELS, totalseg_to_ours
 from ..volume import Volume
 from . import keypoints
@@ -63,6 +61,7 @@ class Template:
     image_hu: np.ndarray | None = None  # a synthetic image already in HU (phantom CT), else None
     spacing_mm: float = MODEL_SPACING_MM
     weight: float = 1.0  # relative sampling frequency in training
+    split: str = "train"  # "train" or "val" (kept in template bundles)
 
 
 def _ts_tissue_type(name: str) -> str:
@@ -74,6 +73,8 @@ def _ts_tissue_type(name: str) -> str:
 
 def resample_to_spacing(volume: Volume, spacing_mm: float, labels: bool) -> np.ndarray:
     """Array of ``volume`` resampled (in its own k, j, i frame) to isotropic ``spacing_mm``."""
+    import SimpleITK as sitk  # lazy: training from a template bundle needs no SimpleITK (GPU machines)
+
     image = sitk.GetImageFromArray(volume.array)
     image.SetSpacing(tuple(float(s) for s in volume.spacing_mm[::-1]))
     size = [max(1, int(round(n * s / spacing_mm))) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
@@ -115,6 +116,8 @@ def from_totalseg(seg_path: Path, ct_hu_for_tissue_classes: Path | None = None,
     are derived by HU thresholds (body > -500 HU, fat -190..-30 HU, gas < -500 HU inside). Only these
     label maps are used for training; the CT's intensities never are.
     """
+    from ..io import read_labels
+
     seg = read_labels(seg_path)
     ts = seg.array.astype(np.int16)
     tissue = ts.copy()
@@ -172,7 +175,7 @@ def from_volumes(name: str, labels: Volume, image_hu: Volume | None = None, tiss
 
 def from_nnunet_case(image_path: Path, label_path: Path, use_image: bool = True) -> Template:
     """A template from one nnU-Net raw case (labels in the library schema, see dataset.json)."""
-    from ..io import read_ct
+    from ..io import read_ct, read_labels
 
     labels = read_labels(label_path)
     image = read_ct(image_path) if use_image else None
@@ -181,6 +184,8 @@ def from_nnunet_case(image_path: Path, label_path: Path, use_image: bool = True)
 
 def from_phantom_dir(path: Path, use_image: bool = False) -> Template:
     """A template from ``obmd phantom`` output (``labels.nii.gz`` and optionally its ``ct.nii.gz``)."""
+    from ..io import read_labels
+
     labels = read_labels(path / "labels.nii.gz")
     image = None
     if use_image:
@@ -212,3 +217,32 @@ def default_shared_templates(shared_dir: Path) -> list[Template]:
     full = from_totalseg(shared_dir / "ct_seg_total.nii.gz", shared_dir / "ct.nii.gz",
                          shared_dir / "ct_seg_vertebrae_body.nii.gz", name="totalseg-example")
     return [full]
+
+
+def save_bundle(templates: list[Template], path: Path) -> Path:
+    """Write templates to one compressed ``.npz`` (no pickle) so training can run where neither
+    SimpleITK nor the phantom physics packages are installed (e.g. a lent GPU machine).
+    Images are stored as int16 HU (rounding is far below the synthetic noise)."""
+    arrays: dict[str, np.ndarray] = {}
+    meta = []
+    for n, t in enumerate(templates):
+        arrays[f"{n}_tissue"], arrays[f"{n}_target"], arrays[f"{n}_heat"] = t.tissue, t.target, t.heat
+        if t.image_hu is not None:
+            arrays[f"{n}_image"] = np.round(t.image_hu).clip(-32768, 32767).astype(np.int16)
+        meta.append({"name": t.name, "tissue_types": {str(k): v for k, v in t.tissue_types.items()},
+                     "spacing_mm": t.spacing_mm, "weight": t.weight, "image": t.image_hu is not None,
+                     "split": t.split})
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez_compressed(path, **arrays)
+    return Path(path)
+
+
+def load_bundle(path: Path) -> list[Template]:
+    """Templates written by :func:`save_bundle`."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(data["meta"].tobytes().decode())
+        return [Template(name=m["name"], tissue=data[f"{n}_tissue"], target=data[f"{n}_target"],
+                         tissue_types={int(k): v for k, v in m["tissue_types"].items()}, heat=data[f"{n}_heat"],
+                         image_hu=data[f"{n}_image"].astype(np.float32) if m["image"] else None,
+                         spacing_mm=m["spacing_mm"], weight=m["weight"], split=m.get("split", "train"))
+                for n, m in enumerate(meta)]

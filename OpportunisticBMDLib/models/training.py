@@ -43,6 +43,8 @@ class TrainConfig:
     init_weights: Path | None = None  # fine-tune from these safetensors
     resume: bool = True
     max_minutes: float | None = None
+    device: str = "cpu"  # "cuda": network and patch synthesis on the GPU
+    amp: bool = False  # bfloat16 autocast on CUDA
 
 
 def nnunet_templates(dataset_dir: Path) -> list[Template]:
@@ -75,7 +77,7 @@ def _batch(templates: list[Template], cfg: TrainConfig, rng: np.random.Generator
     for _ in range(cfg.batch_size):
         weights = np.asarray([t.weight for t in templates], float)
         tpl = templates[rng.choice(len(templates), p=weights / weights.sum())]
-        x, y, h = synth_sample(tpl, cfg.patch_size, rng)
+        x, y, h = synth_sample(tpl, cfg.patch_size, rng, device=cfg.device)
         xs.append(x)
         ys.append(y[None])
         hs.append(h)
@@ -98,22 +100,29 @@ class Trainer:
         self.cfg = cfg
         self.train_templates, self.val_templates = train, val
         torch.manual_seed(cfg.seed)
-        self.net = build_network(cfg.network)
+        self.device = torch.device(cfg.device)
+        self.net = build_network(cfg.network).to(self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.learning_rate, weight_decay=1e-5)
         self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
         self.epoch, self.iteration, self.best_dice = 0, 0, -1.0
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         if cfg.init_weights:
-            self.net.load_state_dict(load_file(str(cfg.init_weights)))
+            self.net.load_state_dict({k: v.float() for k, v in load_file(str(cfg.init_weights)).items()})
         if cfg.resume and (self.out / "checkpoint" / "state.json").is_file():
             self._load_checkpoint()
         val_rng = np.random.default_rng(10_000 + cfg.seed)
-        self.val_batches = [_batch(val, TrainConfig(out_dir=self.out, batch_size=1, patch_size=cfg.patch_size), val_rng)
-                            for _ in range(cfg.n_val_samples)]
+        val_cfg = TrainConfig(out_dir=self.out, batch_size=1, patch_size=cfg.patch_size, device=cfg.device)
+        self.val_batches = [_batch(val, val_cfg, val_rng) for _ in range(cfg.n_val_samples)]
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.amp and self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.net(x).float()  # type: ignore[no-any-return]
+        return self.net(x)  # type: ignore[no-any-return]
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        logits, heat_logit = split_output(self.net(x))
+        logits, heat_logit = split_output(self._forward(x))
         heat = torch.sigmoid(heat_logit)
         heat_loss = ((heat - h) ** 2 * (1 + 20 * h)).mean()
         return self.seg_loss(logits, y) + HEAT_WEIGHT * heat_loss  # type: ignore[no-any-return]
@@ -124,8 +133,8 @@ class Trainer:
         with torch.no_grad():
             for x, y, h in self.val_batches:
                 losses.append(float(self.loss(x, y, h)))
-                logits, _ = split_output(self.net(x))
-                dices.append(dice_per_class(logits.argmax(1), y[:, 0]))
+                logits, _ = split_output(self._forward(x))
+                dices.append(dice_per_class(logits.argmax(1).cpu(), y[:, 0].cpu()))
         self.net.train()
         per_class = np.nanmean(np.asarray(dices), axis=0)
         out = {"val_loss": float(np.mean(losses)), "val_dice_mean": float(np.nanmean(per_class[1:]))}
@@ -157,8 +166,7 @@ class Trainer:
             self._log(metrics)
             if metrics["val_dice_mean"] > self.best_dice:
                 self.best_dice = metrics["val_dice_mean"]
-                save_file({k: v.detach().contiguous() for k, v in self.net.state_dict().items()},
-                          str(self.out / "best.safetensors"))
+                save_file(self._cpu_state(), str(self.out / "best.safetensors"))
                 (self.out / "best.json").write_text(json.dumps(metrics, indent=2))
             self._save_checkpoint()
             progress(self.epoch / self.cfg.epochs, f"epoch {self.epoch}: loss {metrics['train_loss']:.3f} "
@@ -166,6 +174,9 @@ class Trainer:
             if self.cfg.max_minutes and (time.time() - start) / 60 > self.cfg.max_minutes:
                 break
         return metrics
+
+    def _cpu_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
 
     def _log(self, metrics: dict[str, float]) -> None:
         path = self.out / "log.csv"
@@ -179,9 +190,9 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         ck = self.out / "checkpoint"
         ck.mkdir(exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.net.state_dict().items()}, str(ck / "model.safetensors"))
+        save_file(self._cpu_state(), str(ck / "model.safetensors"))
         opt_state = self.opt.state_dict()
-        tensors = {f"{pid}.{key}": val.contiguous() for pid, st in opt_state["state"].items()
+        tensors = {f"{pid}.{key}": val.detach().cpu().contiguous() for pid, st in opt_state["state"].items()
                    for key, val in st.items() if torch.is_tensor(val)}
         save_file(tensors, str(ck / "optimizer.safetensors"))
         state = {"epoch": self.epoch, "iteration": self.iteration, "best_dice": self.best_dice,
@@ -192,8 +203,8 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         ck = self.out / "checkpoint"
         state = json.loads((ck / "state.json").read_text())
-        self.net.load_state_dict(load_file(str(ck / "model.safetensors")))
-        tensors = load_file(str(ck / "optimizer.safetensors"))
+        self.net.load_state_dict(load_file(str(ck / "model.safetensors"), device=str(self.device)))
+        tensors = load_file(str(ck / "optimizer.safetensors"))  # Adam keeps "step" on the CPU
         opt_state: dict[int, dict[str, torch.Tensor]] = {}
         for key, val in tensors.items():
             pid, name = key.split(".", 1)
