@@ -41,6 +41,7 @@ class AnalysisOptions:
     patient_age: float | None = None
     patient_sex: str | None = None
     device: str = "cpu"  # for the segmentation models
+    segmentation_backend: str = "obmd"  # without labels: "obmd" (shipped model) | "totalsegmentator" (if installed)
 
 
 @dataclass
@@ -193,7 +194,7 @@ def _segment(ct: Volume, options: AnalysisOptions, progress: Progress) -> tuple[
         from .models.inference import segment
     except ImportError as exc:
         raise ModelError("no segmentation given and the models are not installed yet: pass --seg LABELS") from exc
-    return segment(ct, device=options.device, progress=progress)
+    return segment(ct, device=options.device, progress=progress, backend=options.segmentation_backend)
 
 
 def analyze(

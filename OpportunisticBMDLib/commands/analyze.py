@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+BACKENDS = ("obmd", "totalsegmentator")
 CALIBRATION_HELP = ("muscle-fat (default: psoas + anterior subcutaneous fat), internal-multi (several tissues, "
                     "Michalski 2020), phantom (--slope/--intercept or --calibration-file), hu (HU only)")
 
@@ -39,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--age", type=float, help="patient age in years (default: from the DICOM header)")
     parser.add_argument("--sex", choices=("F", "M"), help="patient sex (default: from the DICOM header)")
     parser.add_argument("--device", default="cpu", help="device for the segmentation models: cpu | cuda")
+    parser.add_argument("--backend", choices=BACKENDS, default="obmd",
+                        help="segmentation without --seg: obmd (the shipped model, default) or totalsegmentator "
+                        "(needs the TotalSegmentator package and its weights installed)")
     parser.add_argument("--json-only", action="store_true", help="write results.json only (no CSV, no masks)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -57,7 +61,8 @@ def build_options(args: argparse.Namespace, ct) -> object:
     from ..errors import InputError
     from ..pipeline import AnalysisOptions
 
-    options = AnalysisOptions(calibration=args.calibration, device=args.device)
+    options = AnalysisOptions(calibration=args.calibration, device=args.device,
+                              segmentation_backend=getattr(args, "backend", "obmd"))
     if args.erosion_mm is not None:
         if args.erosion_mm < 0:
             raise InputError(f"--erosion-mm {args.erosion_mm}: must be >= 0")
@@ -125,6 +130,22 @@ def print_report(results: dict, stream=None) -> None:
         print(f"qc {q['severity']}: [{q['code']}] {q['message']}", file=stream)
 
 
+def check_backend(args: argparse.Namespace) -> None:
+    """Refuse an unusable ``--backend`` before reading the CT (a clear line, no traceback)."""
+    from ..errors import InputError, ModelError
+
+    backend = getattr(args, "backend", "obmd")
+    if backend == "obmd":
+        return
+    if args.seg:
+        raise InputError(f"--backend {backend} chooses the segmentation that runs without --seg; "
+                         "with --seg LABELS no segmentation runs: drop one of the two")
+    from ..models import totalseg_backend
+
+    if backend == "totalsegmentator" and not totalseg_backend.available():
+        raise ModelError(totalseg_backend.MISSING_MESSAGE)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..io import read_ct, read_labels
     from ..pipeline import analyze, write_outputs
@@ -132,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from ..results import write_json
 
     start = time.perf_counter()
+    check_backend(args)
     progress = no_progress if args.quiet else TerminalProgress()
     progress(0.0, f"Reading {args.ct}")
     ct = read_ct(args.ct)

@@ -16,6 +16,10 @@ from ..progress import Progress, no_progress
 from ..volume import Volume
 from . import keypoints as kp
 
+MISSING_MESSAGE = ("--backend totalsegmentator needs the 'totalsegmentator' package, which is not installed "
+                   "(pip install TotalSegmentator; it fetches its weights on first use); use the built-in model "
+                   "(--backend obmd, the default) or pass a label map with --seg LABELS")
+
 
 def available() -> bool:
     return importlib.util.find_spec("totalsegmentator") is not None
@@ -37,8 +41,7 @@ def segment_totalsegmentator(ct: Volume, device: str = "cpu", progress: Progress
                              fast: bool = True) -> tuple[Volume, dict[str, Any]]:
     """Run TotalSegmentator's ``total`` task on ``ct`` (needs the package and its downloaded weights)."""
     if not available():
-        raise ModelError("--backend totalsegmentator needs the 'totalsegmentator' package (pip install "
-                         "TotalSegmentator) and its weights; the built-in model needs neither")
+        raise ModelError(MISSING_MESSAGE)
     from totalsegmentator.python_api import totalsegmentator
 
     from ..io import read_labels, write_like
