@@ -40,6 +40,7 @@ class AnalysisOptions:
     calibration_params: dict = field(default_factory=dict)  # e.g. {"slope":..,"intercept":..} for "phantom"
     patient_age: float | None = None
     patient_sex: str | None = None
+    z_reference: str | None = None  # hip Z-score reference table (JSON, hip/tscores.py); None: built-in rows
     device: str = "cpu"  # for the segmentation models
     segmentation_backend: str = "obmd"  # without labels: "obmd" (shipped model) | "totalsegmentator" (if installed)
 

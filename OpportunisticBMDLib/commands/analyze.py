@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--erosion-mm", type=float, metavar="R", help="cortex removal radius in mm (default 3.2)")
     parser.add_argument("--age", type=float, help="patient age in years (default: from the DICOM header)")
     parser.add_argument("--sex", choices=("F", "M"), help="patient sex (default: from the DICOM header)")
+    parser.add_argument("--z-reference", metavar="JSON",
+                        help="hip Z-score reference table by age and sex (format: OpportunisticBMDLib/hip/tscores.py "
+                        "load_age_reference); default: the built-in NHANES III rows")
     parser.add_argument("--device", default="cpu", help="device for the segmentation models: cpu | cuda")
     parser.add_argument("--backend", choices=BACKENDS, default="obmd",
                         help="segmentation without --seg: obmd (the shipped model, default) or totalsegmentator "
@@ -82,6 +85,14 @@ def build_options(args: argparse.Namespace, ct) -> object:
     options.patient_age = args.age if args.age is not None else _dicom_age(ct.metadata.get("patient_age"))
     sex = args.sex or str(ct.metadata.get("patient_sex", "") or "").strip().upper()[:1]
     options.patient_sex = sex if sex in ("F", "M") else None
+    options.z_reference = args.z_reference
+    if args.z_reference:  # fail before the analysis on a missing or malformed table
+        from ..hip.tscores import load_age_reference
+
+        try:
+            load_age_reference(args.z_reference)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--z-reference: {exc}") from exc
     return options
 
 

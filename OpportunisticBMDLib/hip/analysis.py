@@ -14,6 +14,7 @@ from ..volume import Volume
 from . import tscores
 from .density import femur_mineral_mg_cm3
 from .geometry import FemurGeometry, femur_geometry
+from .local_calibration import MUSCLE_SHELL_MM, decide_shift, local_tissue_hu
 from .projection import DEFAULT_PIXEL_MM, DEFAULT_STEP_MM, Projection, project
 from .regions import REGION_NAMES, HipRegions, build_regions, region_stats
 
@@ -59,6 +60,9 @@ class HipOptions:
     subtract_soft_tissue: bool = True
     cortical_correction: bool = True  # cortical bone is not HA in marrow (see hip/density.py)
     kvp: float | None = None  # tube voltage of the scan (DICOM); None: 120 kVp
+    # Transfer the calibration to the hip's slices from the muscle around the femur (hip/local_calibration.py)
+    local_calibration: bool = True
+    z_reference: dict | None = None  # age/sex reference table for Z-scores (tscores.load_age_reference)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -173,8 +177,6 @@ def measure_side(
     out["head_radius_mm"] = round(geom.head_radius_mm, 1)
     out["excluded_reason"] = None
     out["reference"] = tscores.REFERENCE_NAME
-    out["z_score"] = None
-    out["z_score_note"] = tscores.Z_SCORE_UNAVAILABLE
     out["pixel_mm"] = opts.pixel_mm
     out["neck_box_mm"] = {"width_along_axis": 15.0, "length_across_axis": 49.0,
                           "centre_from_head_centre": round(regions.neck_t_mm, 1)}
@@ -224,10 +226,46 @@ def _roi_masks(proj: Projection, regions: HipRegions, mineral_mask: np.ndarray, 
     return rois
 
 
+def _calibration_block(calibration: Any, check: dict[str, Any] | None, local: dict[str, Any] | None) -> dict[str, Any]:
+    """results.json ``hip.<side>.calibration``: the line the hip used and the local check behind it."""
+    slope = getattr(calibration, "slope_mg_cm3_per_hu", None)
+    intercept = getattr(calibration, "intercept_mg_cm3", None)
+    shift = float(check["hu_shift"]) if check and check.get("applied") else 0.0
+    out: dict[str, Any] = {
+        "method": getattr(calibration, "method", None), "slope": slope, "intercept": intercept,
+        "hu_shift_applied": shift,
+        "effective_intercept": None if slope is None or intercept is None else intercept - slope * shift,
+        "used": "spine line shifted to the hip's slices (local muscle check)" if shift else "spine line unchanged",
+        "local_check": None if check is None else {**check, **{k: v for k, v in (local or {}).items()
+                                                               if k not in ("muscle_hu", "fat_hu")}},
+    }
+    return out
+
+
+def _local_check_qc(side: str, check: dict[str, Any]) -> list[dict[str, str]]:
+    from .local_calibration import LARGE_SHIFT_HU
+
+    if check.get("applied"):
+        d = check["hu_shift"]
+        if abs(d) >= LARGE_SHIFT_HU:
+            return [_qc("hip_calibration_offset", "warning", f"{side} hip: muscle around the femur reads {d:+.1f} HU "
+                        "from the calibration site's muscle (scanner non-uniformity or a fattier/leaner muscle); the "
+                        f"hip used the spine's line shifted by {d:+.1f} HU")]
+        return []
+    if check.get("muscle_hu_reference") is not None:
+        return [_qc("hip_calibration_not_checked", "warning", f"{side} hip: {check['reason']}")]
+    return []
+
+
 def analyze_hips(
     ct: Volume, labels: Volume, calibration: HasToMgCm3, options: Any = None, hip_options: HipOptions | None = None,
+    reference_hu: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, HipPicture]]:
     """Areal BMD per Hologic-style region for each femur (labels 20/21 of our schema).
+
+    ``reference_hu`` (:func:`.local_calibration.reference_tissue_hu`): the calibration site's muscle (and
+    fat) HU; with it and ``hip_options.local_calibration`` each hip uses the calibration shifted by the
+    HU difference between the muscle around its femur and that muscle (see :mod:`.local_calibration`).
 
     Returns ``(results, rois, pictures)``: ``results = {"left": {...}, "right": {...}}`` (see the
     package docstring), 3D ROI masks ``hip_<region>_roi_<side>`` on the CT grid, and per measured
@@ -263,6 +301,13 @@ def analyze_hips(
             results[side] = _empty_side(reason)
             results[side]["qc"] = [_qc("hip_metal", "warning", f"{side} hip excluded: {reason}")]
             continue
+        check = local = None
+        if opts.local_calibration:
+            mcrop = _crop_box(mask_full, np.ceil((MUSCLE_SHELL_MM[1] + 2.0) / np.asarray(spacing)).astype(int))
+            local = local_tissue_hu(ct.array[mcrop], labels.array[mcrop], mask_full[mcrop], spacing)
+            check = decide_shift(local, reference_hu)
+            if check["applied"]:
+                hu = hu.astype(np.float32) - np.float32(check["hu_shift"])
         try:
             out, proj, regions, geom, mineral = measure_side(
                 hu, lab, side, spacing, calibration.to_mg_cm3, opts, ct.shape, crop)
@@ -270,6 +315,16 @@ def analyze_hips(
             results[side] = _empty_side(f"hip geometry failed: {exc}")
             continue
         out["calibration_method"] = getattr(calibration, "method", None)
+        out["calibration"] = _calibration_block(calibration, check, local)
+        if check is not None:
+            out["qc"] = _local_check_qc(side, check) + out["qc"]
+        for name in REGION_NAMES:
+            if out.get(name):
+                z, _ = tscores.z_score(out[name]["abmd_g_cm2"], name, age, sex, opts.z_reference)
+                out[name]["z_score"] = z
+        out["z_score_note"] = tscores.z_score(None, "neck", age, sex, opts.z_reference)[1]
+        out["patient_age"] = age
+        out["patient_sex"] = sex
         results[side] = out
         rois.update(_roi_masks(proj, regions, mineral, spacing, crop, ct.shape, side, out))
         pictures[side] = HipPicture(side, proj, regions, geom, out, age, sex)

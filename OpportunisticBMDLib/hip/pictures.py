@@ -82,11 +82,28 @@ def _draw_table(ax, pic: HipPicture) -> None:
         f"Calibration: {pic.results.get('calibration_method') or '-'}; aBMD in g/cm² HA (Hologic scale assumed)",
         "T-score reference: NHANES III White female 20-29 y",
         "(Looker et al. 1998), as the ISCD recommends.",
-        "Z-score: not reported (age-matched table not verified).",
+        _z_line(pic.results),
+        _calibration_line(pic.results),
     ]
     for q in pic.results.get("qc", []):
         lines.append(f"QC: {q['code']}")
     ax.text(0.0, 0.38, "\n".join(lines), fontsize=7.5, va="top", ha="left", transform=ax.transAxes, family="monospace")
+
+
+def _z_line(results: dict) -> str:
+    pairs = (("neck", "neck"), ("total_hip", "total"))
+    zs = [f"{title} {z:+.1f}" for name, title in pairs if (z := (results.get(name) or {}).get("z_score")) is not None]
+    if zs:
+        return "Z-score (age/sex-matched): " + ", ".join(zs)
+    return "Z-score: not reported (" + ("age/sex unknown" if results.get("patient_age") is None or
+                                        results.get("patient_sex") is None else "no matching reference row") + ")"
+
+
+def _calibration_line(results: dict) -> str:
+    cal = results.get("calibration") or {}
+    shift = cal.get("hu_shift_applied") or 0.0
+    return f"Hip calibration: spine line shifted {shift:+.1f} HU (local muscle)" if shift else \
+        "Hip calibration: spine line unchanged"
 
 
 def _draw_reference_curve(ax, pic: HipPicture, region: str) -> None:

@@ -9,7 +9,9 @@ import numpy as np
 from ..calibration import Calibration
 from ..labels import LABELS
 from ..volume import Volume
-from .analysis import FEMUR_LABELS, _empty_side, analyze_hips
+from .analysis import FEMUR_LABELS, HipOptions, _empty_side, analyze_hips
+from .local_calibration import reference_tissue_hu
+from .tscores import load_age_reference
 
 
 def femur_in_view(labels: Volume | None) -> bool:
@@ -27,7 +29,13 @@ def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> No
                                  if (labels.array == lab).any()}
         return
     calibration = Calibration(cal.get("method", "unknown"), float(cal["slope"]), float(cal["intercept"]))
-    hip, rois, pictures = analyze_hips(ct, labels, calibration, options)
+    # The calibration site's reference tissues (spine ROIs): the hip checks its own muscle against them.
+    reference = reference_tissue_hu(ct.array, result.rois)
+    hip_opts = HipOptions()
+    z_path = getattr(options, "z_reference", None)
+    if z_path:
+        hip_opts.z_reference = load_age_reference(z_path)
+    hip, rois, pictures = analyze_hips(ct, labels, calibration, options, hip_opts, reference_hu=reference)
     result.results["hip"] = hip
     for side in ("left", "right"):
         result.results.setdefault("qc", []).extend(hip.get(side, {}).get("qc") or [])
@@ -49,8 +57,9 @@ def hip_report_lines(results: dict) -> list[str]:
             r = block.get(region)
             if isinstance(r, dict) and r.get("abmd_g_cm2") is not None:
                 t = r.get("t_score")
-                parts.append(f"{title} {r['abmd_g_cm2']:.3f} g/cm2 (T {t:+.1f})" if t is not None else
-                             f"{title} {r['abmd_g_cm2']:.3f} g/cm2")
+                z = r.get("z_score")
+                scores = ", ".join(f"{k} {v:+.1f}" for k, v in (("T", t), ("Z", z)) if v is not None)
+                parts.append(f"{title} {r['abmd_g_cm2']:.3f} g/cm2" + (f" ({scores})" if scores else ""))
             else:
                 parts.append(f"{title} not measured")
         lines.append(f"hip {side}: " + "; ".join(parts) + f"  -> {block.get('category') or 'no category'}")

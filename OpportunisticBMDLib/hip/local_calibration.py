@@ -1,0 +1,139 @@
+"""Local calibration check at the hip: is the spine's HU -> mg/cm^3 line valid at the femur's slices?
+
+A phantomless (or asynchronous) calibration holds where its reference tissues were measured: for
+``muscle-fat`` and ``internal-multi`` the psoas ROI and the subcutaneous fat ROI at T11-L4
+(``rois["muscle_roi"]``, ``rois["fat_roi"]``). CT numbers drift across the field of view with beam
+hardening (cupping: the body centre reads low), scatter and the wider pelvis, so muscle at the hip may
+read several HU away from muscle at L1 on the same scan. An HU offset ``d`` at the femur moves every
+bone voxel by ``slope * d`` mg/cm^3, i.e. the femoral neck aBMD by ~0.3-0.5 % per HU.
+
+The check measures lean muscle around the proximal femur (the labelled iliopsoas and gluteal/thigh
+muscles, :data:`MUSCLE_SHELL_MM` from the femur surface, over the head-to-lesser-trochanter slices) and
+compares it with the calibration site's muscle. The difference is the scanner's HU offset between the
+two sites (plus any composition difference between those muscles, see below); the hip then uses the
+spine's line shifted by that many HU, i.e. the same calibration made valid at its own slice range.
+Only the offset (intercept) is transferred: the slope stays the spine's.
+
+Why muscle and not fat: muscle wraps the femur, so it sees the same offset (cupping is largest in the
+body centre, where the femur lies); subcutaneous fat lies at the body surface, where cupping vanishes,
+so it is reported as a check but not used for the shift.
+
+Limitations (stated in results.json): gluteal and thigh muscles may hold more fat than the psoas
+(fat infiltration rises with age; each 1 % of fat lowers muscle by ~1.4 HU), which this check reads as
+a lower offset and so over-corrects the hip upward by up to a few HU. A shift larger than
+:data:`MAX_SHIFT_HU` is not applied (muscle segmentation or contrast problem, flagged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage, stats
+
+from ..labels import LABELS
+
+# Muscle this far (mm) from the femur surface: beyond the cortex's partial volume and the capsule,
+# close enough to share the femur's low-frequency HU offset.
+MUSCLE_SHELL_MM = (3.0, 25.0)
+# Proximal femur slices (mm below the top of the femoral head): head, neck, trochanters and the
+# lesser trochanter, i.e. where the DXA regions lie.
+PROXIMAL_FEMUR_MM = 80.0
+MIN_MUSCLE_VOXELS = 500
+# Tissue level: mean of the central 80 % of the voxels (robust to a few mislabelled voxels, and unlike
+# a median not quantised to the integer HU of the CT).
+TRIM_FRACTION = 0.1
+# Lean soft tissue window used only when no muscle is labelled (any label map without muscles).
+LEAN_HU = (-30.0, 150.0)
+# Beyond this the two sites cannot be the same tissue under a smooth scanner offset: not applied.
+MAX_SHIFT_HU = 25.0
+LARGE_SHIFT_HU = 8.0  # flagged (info below this, warning above)
+MUSCLE_LABELS = ("psoas_left", "psoas_right", "other_muscle")
+
+
+def reference_tissue_hu(ct_hu: np.ndarray, rois: dict[str, np.ndarray] | None) -> dict[str, Any] | None:
+    """Mean HU of the calibration site's reference tissues (the spine ROIs ``muscle_roi``/``fat_roi``,
+    means as the calibrations use them), or None when there is no muscle ROI."""
+    rois = rois or {}
+    muscle = rois.get("muscle_roi")
+    if muscle is None or not np.any(muscle):
+        return None
+    out: dict[str, Any] = {"muscle_hu": float(ct_hu[muscle].mean()), "muscle_voxels": int(muscle.sum()),
+                           "site": "spine reference ROIs (psoas muscle_roi, subcutaneous fat_roi)"}
+    fat = rois.get("fat_roi")
+    if fat is not None and np.any(fat):
+        out.update(fat_hu=float(ct_hu[fat].mean()), fat_voxels=int(fat.sum()))
+    return out
+
+
+def _proximal_slab(femur: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Bool per k (axis 0, inferior -> superior): the femur's top PROXIMAL_FEMUR_MM."""
+    ks = np.nonzero(femur.any(axis=(1, 2)))[0]
+    top = int(ks.max())
+    lo = max(int(ks.min()), top - int(round(PROXIMAL_FEMUR_MM / spacing[0])))
+    slab = np.zeros(femur.shape[0], bool)
+    slab[lo:top + 1] = True
+    return slab
+
+
+def local_tissue_hu(ct_hu: np.ndarray, labels: np.ndarray, femur: np.ndarray,
+                    spacing: tuple[float, float, float]) -> dict[str, Any]:
+    """HU of lean muscle around the proximal femur and of subcutaneous fat at the same slices (trimmed
+    means, :data:`TRIM_FRACTION`).
+
+    ``ct_hu``/``labels``/``femur`` are on one grid (a crop reaching at least ``MUSCLE_SHELL_MM[1]``
+    beyond the femur for the muscle; fat is taken wherever the crop holds it)."""
+    slab = _proximal_slab(femur, spacing)[:, None, None]
+    dist = ndimage.distance_transform_edt(~femur, sampling=spacing)
+    shell = (dist > MUSCLE_SHELL_MM[0]) & (dist <= MUSCLE_SHELL_MM[1]) & slab
+    muscle_ids = [LABELS[n] for n in MUSCLE_LABELS]
+    muscle = np.isin(labels, muscle_ids)
+    source = "labelled muscle (iliopsoas, gluteal/thigh)"
+    if muscle.any():
+        # one voxel off the muscle's boundary: no partial volume with fat or bone
+        muscle = ndimage.binary_erosion(muscle) & shell
+    if int(muscle.sum()) < MIN_MUSCLE_VOXELS:
+        bone = np.isin(labels, [v for k, v in LABELS.items() if k.startswith(("femur", "hip_", "vertebra", "sacrum"))])
+        muscle = shell & ~bone & (ct_hu > LEAN_HU[0]) & (ct_hu < LEAN_HU[1])
+        source = f"lean soft tissue {LEAN_HU[0]:.0f}..{LEAN_HU[1]:.0f} HU (no muscle labels)"
+    out: dict[str, Any] = {"muscle_hu": None, "muscle_voxels": int(muscle.sum()), "muscle_source": source,
+                           "fat_hu": None, "fat_voxels": 0,
+                           "shell_mm": list(MUSCLE_SHELL_MM), "slices_mm_below_femur_top": PROXIMAL_FEMUR_MM}
+    if int(muscle.sum()) >= MIN_MUSCLE_VOXELS:
+        out["muscle_hu"] = float(stats.trim_mean(ct_hu[muscle], TRIM_FRACTION))
+    fat = labels == LABELS["subcutaneous_fat"]
+    if fat.any():
+        fat = ndimage.binary_erosion(fat) & slab
+        if int(fat.sum()) >= MIN_MUSCLE_VOXELS:
+            out.update(fat_hu=float(stats.trim_mean(ct_hu[fat], TRIM_FRACTION)), fat_voxels=int(fat.sum()))
+    return out
+
+
+def decide_shift(local: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
+    """The HU shift the hip applies (``hu_shift``: subtracted from the CT before the calibration line)
+    and why. Pure arithmetic on the two sites' tissue readings."""
+    out: dict[str, Any] = {"applied": False, "hu_shift": 0.0, "reason": None,
+                           "muscle_hu_hip": local.get("muscle_hu"), "fat_hu_hip": local.get("fat_hu"),
+                           "muscle_hu_reference": None, "fat_hu_reference": None,
+                           "muscle_difference_hu": None, "fat_difference_hu": None}
+    if reference is None or reference.get("muscle_hu") is None:
+        out["reason"] = "no reference muscle HU from the calibration site: the spine's line is used unchanged"
+        return out
+    out["muscle_hu_reference"] = reference["muscle_hu"]
+    out["fat_hu_reference"] = reference.get("fat_hu")
+    if local.get("fat_hu") is not None and reference.get("fat_hu") is not None:
+        out["fat_difference_hu"] = round(float(local["fat_hu"] - reference["fat_hu"]), 2)
+    if local.get("muscle_hu") is None:
+        out["reason"] = (f"too little muscle around the femur (< {MIN_MUSCLE_VOXELS} voxels): the spine's line "
+                         "is used unchanged")
+        return out
+    diff = round(float(local["muscle_hu"] - reference["muscle_hu"]), 2)
+    out["muscle_difference_hu"] = diff
+    if abs(diff) > MAX_SHIFT_HU:
+        out["reason"] = (f"muscle at the hip reads {diff:+.1f} HU from the calibration site's, more than a "
+                         f"scanner offset ({MAX_SHIFT_HU:.0f} HU): not applied (check the muscle labels, contrast)")
+        return out
+    out.update(applied=True, hu_shift=diff,
+               reason=f"muscle around the femur reads {diff:+.1f} HU from the calibration site's muscle: the hip "
+                      f"uses the spine's line shifted by {diff:+.1f} HU (same slope)")
+    return out

@@ -1,0 +1,104 @@
+"""Local calibration check at the hip (hip/local_calibration.py): the HU shift arithmetic, the tissue
+readings around the femur (anisotropic spacing), and an end-to-end round trip: a scanner HU offset at
+the hip is removed again when the muscle around the femur shows it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from OpportunisticBMDLib.hip import HipOptions, analyze_hips
+from OpportunisticBMDLib.hip.analytic import AnalyticFemur, IdentityCalibration
+from OpportunisticBMDLib.hip.local_calibration import (
+    MAX_SHIFT_HU,
+    decide_shift,
+    local_tissue_hu,
+    reference_tissue_hu,
+)
+from OpportunisticBMDLib.labels import LABELS
+from OpportunisticBMDLib.volume import Volume
+
+MUSCLE_HU = 40.0
+
+
+def test_shift_is_the_muscle_difference():
+    check = decide_shift({"muscle_hu": 28.5, "fat_hu": -101.0}, {"muscle_hu": 40.0, "fat_hu": -98.0})
+    assert check["applied"] and check["hu_shift"] == pytest.approx(-11.5)
+    assert check["muscle_difference_hu"] == pytest.approx(-11.5)
+    assert check["fat_difference_hu"] == pytest.approx(-3.0)  # reported, not used
+
+
+@pytest.mark.parametrize(
+    ("local", "reference", "reason_part"),
+    [({"muscle_hu": 40.0 + MAX_SHIFT_HU + 1}, {"muscle_hu": 40.0}, "not applied"),
+     ({"muscle_hu": 35.0}, None, "no reference"),
+     ({"muscle_hu": None}, {"muscle_hu": 40.0}, "too little muscle")],
+)
+def test_shift_not_applied(local, reference, reason_part):
+    check = decide_shift(local, reference)
+    assert not check["applied"] and check["hu_shift"] == 0.0
+    assert reason_part in check["reason"]
+
+
+def test_reference_reads_the_spine_rois():
+    ct = np.zeros((4, 4, 4), np.float32)
+    muscle = np.zeros(ct.shape, bool)
+    muscle[0] = True
+    ct[0] = 37.0
+    fat = np.zeros(ct.shape, bool)
+    fat[3] = True
+    ct[3] = -95.0
+    ref = reference_tissue_hu(ct, {"muscle_roi": muscle, "fat_roi": fat})
+    assert ref["muscle_hu"] == pytest.approx(37.0) and ref["fat_hu"] == pytest.approx(-95.0)
+    assert reference_tissue_hu(ct, {"fat_roi": fat}) is None
+
+
+def test_local_tissue_reads_muscle_near_the_proximal_femur_only():
+    """Anisotropic grid (3 x 1 x 0.8 mm): muscle within the 3-25 mm shell of the top 80 mm reads 50 HU;
+    muscle further away (60 HU) or below the proximal femur (70 HU) is not taken."""
+    spacing = (3.0, 1.0, 0.8)
+    shape = (60, 90, 110)  # 180 x 90 x 88 mm
+    k, j, i = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    femur = ((j - 45.0) ** 2 + (i - 44.0) ** 2 <= 12.0**2) & (k >= 30.0) & (k <= 170.0)
+    r = np.sqrt((j - 45.0) ** 2 + (i - 44.0) ** 2)
+    labels = np.where(femur, LABELS["femur_right"], LABELS["other_muscle"]).astype(np.uint8)
+    ct = np.full(shape, 50.0, np.float32)
+    ct[r > 12.0 + 30.0] = 60.0  # beyond the shell
+    ct[(k < 170.0 - 90.0) & ~femur] = 70.0  # below the proximal 80 mm
+    ct[femur] = 800.0
+    local = local_tissue_hu(ct, labels, femur, spacing)
+    assert local["muscle_hu"] == pytest.approx(50.0)
+    assert local["muscle_voxels"] > 1000
+
+
+def _hip_with_offset(offset_hu: float):
+    femur = AnalyticFemur(side="right")
+    dens, lab, _ = femur.volumes(spacing_mm=(1.5, 1.5, 1.5), shape_mm=(180.0, 100.0, 140.0),
+                                 head_offset_mm=(140.0, 50.0, None))
+    frac = dens.array / femur.density_mg_cm3
+    ct = dens.array + (1.0 - frac) * MUSCLE_HU + offset_hu  # the femur in muscle, everything shifted
+    labels = np.where(lab.array > 0, lab.array, LABELS["other_muscle"]).astype(np.int16)
+    return Volume(ct.astype(np.float32), dens.spacing_mm), Volume(labels, dens.spacing_mm)
+
+
+def test_offset_at_the_hip_is_removed():
+    """Identity 'calibration' (CT in mg/cm^3) valid where muscle reads 40: a -12 HU offset at the hip
+    lowers the aBMD without the check and gives back the offset-free aBMD with it."""
+    opts = HipOptions(cortical_correction=False)
+    reference = {"muscle_hu": MUSCLE_HU}
+    ct0, lab0 = _hip_with_offset(0.0)
+    base = analyze_hips(ct0, lab0, IdentityCalibration(), None, opts, reference_hu=reference)[0]["right"]
+    assert base["calibration"]["hu_shift_applied"] == pytest.approx(0.0, abs=1e-6)
+    ct, lab = _hip_with_offset(-12.0)
+    off = HipOptions(cortical_correction=False, local_calibration=False)
+    uncorrected = analyze_hips(ct, lab, IdentityCalibration(), None, off)[0]["right"]
+    corrected = analyze_hips(ct, lab, IdentityCalibration(), None, opts, reference_hu=reference)[0]["right"]
+    assert corrected["calibration"]["hu_shift_applied"] == pytest.approx(-12.0, abs=1e-3)
+    assert corrected["calibration"]["local_check"]["applied"]
+    assert "shifted" in corrected["calibration"]["used"]
+    for region in ("neck", "total_hip"):
+        b, u, c = (x[region]["abmd_g_cm2"] for x in (base, uncorrected, corrected))
+        assert c == pytest.approx(b, rel=1e-3), region
+        assert u < b * 0.98, region  # the offset matters: > 2 % without the check
+    codes = [q["code"] for q in corrected["qc"]]
+    assert "hip_calibration_offset" in codes  # 12 HU >= LARGE_SHIFT_HU: flagged
