@@ -236,12 +236,37 @@ def to_sitk(array: np.ndarray, like: Volume) -> sitk.Image:
     source = like.source_geometry
     if source is None:
         return image
+    permuted = _permute_to_source(array, like.direction, source)
+    if permuted is not None:
+        out = sitk.GetImageFromArray(np.ascontiguousarray(permuted))
+        out.SetSpacing(source.spacing_xyz_mm)
+        out.SetOrigin(source.origin_lps_mm)
+        out.SetDirection(source.direction)
+        return out
     reference = sitk.Image(list(source.size_xyz), image.GetPixelID())
     reference.SetSpacing(source.spacing_xyz_mm)
     reference.SetOrigin(source.origin_lps_mm)
     reference.SetDirection(source.direction)
     # Same voxels, only axes permuted/flipped: nearest-neighbour resampling is exact.
     return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+
+
+def _permute_to_source(array: np.ndarray, direction: tuple[float, ...], source: SourceGeometry) -> np.ndarray | None:
+    """``array`` (k, j, i on ``direction``) re-laid in the source file's axis order by transposes and
+    flips (exact, and ~50x faster than resampling a 512x512x300 mask); None if the axes are not a
+    signed permutation of each other."""
+    ours = np.asarray(direction, float).reshape(3, 3)
+    theirs = np.asarray(source.direction, float).reshape(3, 3)
+    m = theirs.T @ ours  # m[a, b]: cosine between source ITK axis a and our ITK axis b
+    perm = [int(np.argmax(np.abs(row))) for row in m]
+    if sorted(perm) != [0, 1, 2] or not np.allclose(np.abs(m[range(3), perm]), 1.0, atol=1e-4):
+        return None
+    itk_order = array.transpose(2, 1, 0).transpose(perm)  # (x, y, z) of the source
+    flips = tuple(a for a in range(3) if m[a, perm[a]] < 0)
+    if flips:
+        itk_order = np.flip(itk_order, axis=flips)
+    out = itk_order.transpose(2, 1, 0)
+    return out if out.shape == tuple(source.size_xyz[::-1]) else None
 
 
 def write_like(array: np.ndarray, like: Volume, path: str | os.PathLike[str]) -> Path:

@@ -155,3 +155,23 @@ def test_rejects_missing_and_unreadable_files(tmp_path):
     empty_dir.mkdir()
     with pytest.raises(InputError, match="no DICOM series"):
         io.read_ct(empty_dir)
+
+
+@pytest.mark.parametrize("flip", [(False, False, False), (True, False, True), (True, True, True)])
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (1, 2, 0), (0, 2, 1)])
+def test_masks_go_back_by_transposes_exactly_as_resampling_would(tmp_path, flip, order):
+    """The fast transpose/flip path of to_sitk gives the same voxels as nearest-neighbour resampling."""
+    stored = sitk.PermuteAxes(sitk.Flip(_ct_image(), list(flip)), list(order))
+    path = tmp_path / "stored.nii.gz"
+    sitk.WriteImage(stored, str(path))
+    ct = io.read_ct(path)
+    labels = np.arange(ct.array.size, dtype=np.int32).reshape(ct.shape)  # every voxel distinct
+    fast = io.to_sitk(labels, ct)
+    plain = sitk.GetImageFromArray(labels)
+    plain.SetSpacing(ct.spacing_mm[::-1])
+    plain.SetOrigin(ct.origin_lps_mm)
+    plain.SetDirection(ct.direction)
+    slow = sitk.Resample(plain, stored, sitk.Transform(), sitk.sitkNearestNeighbor, -1, sitk.sitkInt32)
+    assert fast.GetSize() == stored.GetSize() and fast.GetDirection() == pytest.approx(stored.GetDirection())
+    assert fast.GetOrigin() == pytest.approx(stored.GetOrigin(), abs=1e-4)
+    assert np.array_equal(sitk.GetArrayFromImage(fast), sitk.GetArrayFromImage(slow))
