@@ -137,3 +137,26 @@ def test_two_merged_vertebrae_are_split_and_named():
     assert any(q["code"] == "vertebra_split" for q in result.qc)
     got = named_levels(result, z_ranges)
     assert got == {lvl: lvl for lvl in LEVELS_BOTTOM_UP}
+
+
+def _tilted_body(height_vox: float, tilt_deg: float) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Instance map with one disc-shaped body (radius 8 voxels) whose axis is tilted in the k-j plane."""
+    axis = np.array([np.cos(np.radians(tilt_deg)), np.sin(np.radians(tilt_deg)), 0.0])
+    centre = np.array([30.0, 30.0, 30.0])
+    k, j, i = np.indices((60, 60, 60)).astype(float)
+    rel = np.stack([k, j, i], -1) - centre
+    along = rel @ axis
+    radial = np.linalg.norm(rel - along[..., None] * axis, axis=-1)
+    inst = np.zeros((60, 60, 60), np.int16)
+    inst[(np.abs(along) <= height_vox / 2) & (radial <= 8)] = 2
+    seeds = [centre - 10 * axis, centre, centre + 10 * axis]
+    return inst, seeds
+
+
+def test_height_is_measured_along_the_spine_so_a_tilted_l5_is_not_split():
+    inst, seeds = _tilted_body(height_vox=9, tilt_deg=35)  # 27 mm body on a 35 deg sacral slope
+    k_extent_mm = np.ptp(np.nonzero(inst.any(axis=(1, 2)))[0]) * SPACING_MM
+    assert k_extent_mm > 1.5 * 27  # counting slices would call it two vertebrae
+    assert naming._height_along_spine_mm(inst, seeds, 2, SPACING_MM) == pytest.approx(27, abs=4)
+    merged, seeds = _tilted_body(height_vox=18, tilt_deg=35)  # two bodies merged along the same axis
+    assert naming._height_along_spine_mm(merged, seeds, 2, SPACING_MM) == pytest.approx(54, abs=5)

@@ -147,10 +147,7 @@ def _split_tall(inst: np.ndarray, seeds: list[np.ndarray], spacing_mm: float) ->
     """Add a seed in any vertebra whose body is about two vertebrae tall (a missed disc)."""
     if len(seeds) < 3:
         return seeds, False
-    heights = []
-    for m in range(1, len(seeds) + 1):
-        ks = np.nonzero((inst == m).any(axis=(1, 2)))[0]
-        heights.append((ks.max() - ks.min() + 1) * spacing_mm if len(ks) else 0.0)
+    heights = [_height_along_spine_mm(inst, seeds, m, spacing_mm) for m in range(1, len(seeds) + 1)]
     typical = float(np.median(heights))
     out, split = list(seeds), False
     for m, h in enumerate(heights, start=1):
@@ -162,6 +159,25 @@ def _split_tall(inst: np.ndarray, seeds: list[np.ndarray], spacing_mm: float) ->
                 out = [q for q in out if q is not seeds[m - 1]] + [lower.mean(axis=0), upper.mean(axis=0)]
                 split = True
     return sorted(out, key=lambda p: p[0]), split
+
+
+def _height_along_spine_mm(inst: np.ndarray, seeds: list[np.ndarray], m: int, spacing_mm: float) -> float:
+    """Body height of instance ``m`` along the local spine axis (through its neighbours' centres), from
+    the 2nd to the 98th percentile: a tilted body (L5 on the sacral slope, ~30 deg) spans far more
+    slices than its height, and must not look like two merged vertebrae."""
+    idx = np.argwhere(inst == m).astype(float)
+    if len(idx) == 0:
+        return 0.0
+    lo, hi = seeds[max(m - 2, 0)], seeds[min(m, len(seeds) - 1)]
+    axis = np.asarray(hi, float) - np.asarray(lo, float)
+    if np.linalg.norm(axis) < 1e-6:
+        axis = np.array([1.0, 0.0, 0.0])
+    axis /= np.linalg.norm(axis)
+    if axis[0] < 0.5:  # implausible axis (seeds side by side): fall back to the scanner's z
+        axis = np.array([1.0, 0.0, 0.0])
+    t = idx @ axis
+    lo_t, hi_t = np.percentile(t, [2, 98])
+    return float(hi_t - lo_t + 1) * spacing_mm
 
 
 def _rib_bearing(inst: np.ndarray, n: int, ribs: np.ndarray, spacing_mm: float) -> np.ndarray:
