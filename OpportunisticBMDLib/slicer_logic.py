@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,15 @@ class BMDLogic:
 
         options = _options(options)
         ct = self.ct_volume(volume_node)
+        if table_node is None:
+            table_node = _find_referencing(volume_node, "vtkMRMLTableNode", kind="spine")
+        previous = bridge.table_to_results(table_node) if table_node is not None and table_node.GetAttribute(
+            bridge.ATTR_RESULTS) else None
+        if options.label_margin_mm is None and previous:
+            # keep Analyze's cortex margin (the model's labels get 1.5 mm more): same ROIs, same numbers
+            margin = (previous.get("options") or {}).get("label_margin_mm")
+            if margin is not None:
+                options = replace(options, label_margin_mm=float(margin))
         if labels_segmentation_node is None:
             labels_segmentation_node = roi_segmentation_node.GetNodeReference(REF_LABELS)
         labels = (
@@ -206,10 +215,6 @@ class BMDLogic:
             )
         rois, _edited = bridge.read_rois(roi_segmentation_node, volume_node, ct)
         result = pipeline.measure(ct, rois, options, labels=labels)
-        if table_node is None:
-            table_node = _find_referencing(volume_node, "vtkMRMLTableNode", kind="spine")
-        previous = bridge.table_to_results(table_node) if table_node is not None and table_node.GetAttribute(
-            bridge.ATTR_RESULTS) else None
         _hip_after_measure(result, previous, ct, options, recompute=recompute_hip)
         table_node = bridge.results_to_table(result.results, table_node, name=f"{volume_node.GetName()} BMD results")
         hip_table_node = _find_referencing(volume_node, "vtkMRMLTableNode", kind="hip")
