@@ -71,6 +71,26 @@ def test_local_tissue_reads_muscle_near_the_proximal_femur_only():
     assert local["muscle_voxels"] > 1000
 
 
+def test_local_fit_takes_the_iliopsoas_level_at_the_femur_centre():
+    """HU offset rising 0.15 HU/mm from right to left, the gluteal/thigh muscle 6 HU fattier (lower) than
+    the iliopsoas, which sits only on the anterior side: the fit gives the iliopsoas level at the
+    proximal femur's centre (40 HU) and the composition difference (-6 HU); a plain average of all
+    muscle would read ~35 HU."""
+    spacing = (2.0, 1.0, 1.0)
+    shape = (60, 100, 100)
+    k, j, i = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    femur = ((j - 50.0) ** 2 + (i - 50.0) ** 2 <= 12.0**2) & (k >= 20.0)
+    psoas = ~femur & (j < 38.0) & (np.abs(i - 60.0) < 12.0)  # anterior and off to the left
+    labels = np.where(femur, LABELS["femur_left"], np.where(psoas, LABELS["psoas_left"], LABELS["other_muscle"]))
+    ct = 40.0 + 0.15 * (i - 50.0) - 6.0 * (labels == LABELS["other_muscle"])
+    ct = np.where(femur, 900.0, ct).astype(np.float32)
+    local = local_tissue_hu(ct, labels.astype(np.uint8), femur, spacing)
+    assert local["muscle_anchor"] == "iliopsoas"
+    assert local["muscle_hu"] == pytest.approx(40.0, abs=0.05)
+    assert local["muscle_fit"]["other_minus_iliopsoas_hu"] == pytest.approx(-6.0, abs=0.05)
+    assert local["muscle_fit"]["gradient_hu_per_mm"][2] == pytest.approx(0.15, abs=1e-3)
+
+
 def _hip_with_offset(offset_hu: float):
     femur = AnalyticFemur(side="right")
     dens, lab, _ = femur.volumes(spacing_mm=(1.5, 1.5, 1.5), shape_mm=(180.0, 100.0, 140.0),
@@ -102,3 +122,15 @@ def test_offset_at_the_hip_is_removed():
         assert u < b * 0.98, region  # the offset matters: > 2 % without the check
     codes = [q["code"] for q in corrected["qc"]]
     assert "hip_calibration_offset" in codes  # 12 HU >= LARGE_SHIFT_HU: flagged
+
+
+def test_report_line_shows_z_and_the_hip_line():
+    from OpportunisticBMDLib.hip.pipeline_hook import hip_report_lines
+
+    block = {"neck": {"abmd_g_cm2": 0.738, "t_score": -1.0, "z_score": -1.0},
+             "total_hip": {"abmd_g_cm2": 0.942, "t_score": 0.0, "z_score": None},
+             "category": "normal", "excluded_reason": None, "calibration": {"hu_shift_applied": -2.44}}
+    (line,) = hip_report_lines({"hip": {"left": block}})
+    assert "neck 0.738 g/cm2 (T -1.0, Z -1.0)" in line
+    assert "total hip 0.942 g/cm2 (T +0.0)" in line
+    assert "shifted -2.4 HU" in line

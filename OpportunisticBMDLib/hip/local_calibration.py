@@ -7,21 +7,26 @@ hardening (cupping: the body centre reads low), scatter and the wider pelvis, so
 read several HU away from muscle at L1 on the same scan. An HU offset ``d`` at the femur moves every
 bone voxel by ``slope * d`` mg/cm^3, i.e. the femoral neck aBMD by ~0.3-0.5 % per HU.
 
-The check measures lean muscle around the proximal femur (the labelled iliopsoas and gluteal/thigh
-muscles, :data:`MUSCLE_SHELL_MM` from the femur surface, over the head-to-lesser-trochanter slices) and
-compares it with the calibration site's muscle. The difference is the scanner's HU offset between the
-two sites (plus any composition difference between those muscles, see below); the hip then uses the
-spine's line shifted by that many HU, i.e. the same calibration made valid at its own slice range.
-Only the offset (intercept) is transferred: the slope stays the spine's.
+The check reads the muscle wrapping the proximal femur (the labelled iliopsoas and gluteal/thigh
+muscles, :data:`MUSCLE_SHELL_MM` from the femur surface, over the head-to-lesser-trochanter slices),
+fits it as one level per muscle group plus a linear gradient (the scanner's offset varies smoothly
+across the hip; muscles differ in fat content) and takes the iliopsoas level at the centre of the
+proximal femur (:func:`local_tissue_hu`). The iliopsoas is the same muscle as the calibration site's
+psoas ROI, so the difference between the two is the scanner's HU offset between the sites, not a
+composition difference; the gluteal and thigh muscles (often fattier than the psoas: reading them
+directly over-corrects by up to ~10 HU in older digital patients) only inform the gradient. The hip
+then uses the spine's line shifted by that many HU, i.e. the same calibration made valid at its own
+slice range. Only the offset (intercept) is transferred: the slope stays the spine's.
 
 Why muscle and not fat: muscle wraps the femur, so it sees the same offset (cupping is largest in the
 body centre, where the femur lies); subcutaneous fat lies at the body surface, where cupping vanishes,
 so it is reported as a check but not used for the shift.
 
-Limitations (stated in results.json): gluteal and thigh muscles may hold more fat than the psoas
-(fat infiltration rises with age; each 1 % of fat lowers muscle by ~1.4 HU), which this check reads as
-a lower offset and so over-corrects the hip upward by up to a few HU. A shift larger than
-:data:`MAX_SHIFT_HU` is not applied (muscle segmentation or contrast problem, flagged).
+Limitations (stated in results.json): a linear gradient is a first-order model of the scanner's
+offset over ~10 cm (residual up to ~5 HU on the steepest digital-patient field); without iliopsoas
+near the femur the other muscles' level is used and their extra fat reads as offset (flagged in
+``muscle_anchor``). A shift larger than :data:`MAX_SHIFT_HU` is not applied (muscle segmentation or
+contrast problem, flagged).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ MUSCLE_SHELL_MM = (3.0, 25.0)
 # lesser trochanter, i.e. where the DXA regions lie.
 PROXIMAL_FEMUR_MM = 80.0
 MIN_MUSCLE_VOXELS = 500
+MIN_GROUP_VOXELS = 200  # a muscle group with fewer voxels in the shell gets no level of its own
 # Tissue level: mean of the central 80 % of the voxels (robust to a few mislabelled voxels, and unlike
 # a median not quantised to the integer HU of the CT).
 TRIM_FRACTION = 0.1
@@ -76,31 +82,75 @@ def _proximal_slab(femur: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     return slab
 
 
+def fit_muscle_at_centre(hu: np.ndarray, group: np.ndarray, xyz_mm: np.ndarray) -> dict[str, Any]:
+    """Least-squares ``HU = c[group] + g . xyz`` (one level per muscle group, one smooth linear gradient
+    shared by all), refitted once without voxels beyond 3.5 robust SDs. ``xyz_mm`` is relative to the
+    point of interest, so ``c[g]`` is group ``g``'s level there. Groups: 0 iliopsoas, 1 other muscle."""
+    present = [g for g in (0, 1) if int((group == g).sum()) >= MIN_GROUP_VOXELS]
+    if not present:
+        return {}
+    keep = np.isin(group, present)
+    hu, group, xyz_mm = hu[keep].astype(np.float64), group[keep], xyz_mm[keep]
+    design = np.column_stack([(group == g).astype(np.float64) for g in present] + [xyz_mm])
+    use = np.ones(len(hu), bool)
+    for _ in range(2):
+        coef = np.linalg.lstsq(design[use], hu[use], rcond=None)[0]
+        res = hu - design @ coef
+        mad = float(np.median(np.abs(res[use] - np.median(res[use])))) * 1.4826
+        use = np.abs(res) <= 3.5 * max(mad, 1.0)
+    levels = {g: float(coef[i]) for i, g in enumerate(present)}
+    return {"levels": levels, "gradient_hu_per_mm": [round(float(v), 4) for v in coef[len(present):]],
+            "rms_residual_hu": round(float(np.sqrt(np.mean(res[use] ** 2))), 2),
+            "voxels": {("iliopsoas", "other_muscle")[g]: int((group == g).sum()) for g in present}}
+
+
 def local_tissue_hu(ct_hu: np.ndarray, labels: np.ndarray, femur: np.ndarray,
                     spacing: tuple[float, float, float]) -> dict[str, Any]:
-    """HU of lean muscle around the proximal femur and of subcutaneous fat at the same slices (trimmed
-    means, :data:`TRIM_FRACTION`).
+    """Muscle HU at the proximal femur's centre and subcutaneous fat at the same slices.
+
+    The muscle wrapping the proximal femur (shell :data:`MUSCLE_SHELL_MM`, top
+    :data:`PROXIMAL_FEMUR_MM`) is fitted as one level per muscle group plus a linear gradient (the
+    scanner offset varies smoothly; muscles differ in fat content), evaluated at the centre of the
+    proximal femur. The level reported is the iliopsoas' -- the same muscle as the calibration site's
+    psoas ROI, so the two compare like with like; the gluteal/thigh muscles, which may hold more fat,
+    only help find the gradient. Without iliopsoas near the femur the other muscles' level is used
+    (``muscle_anchor`` says so). Fat: trimmed mean (:data:`TRIM_FRACTION`).
 
     ``ct_hu``/``labels``/``femur`` are on one grid (a crop reaching at least ``MUSCLE_SHELL_MM[1]``
     beyond the femur for the muscle; fat is taken wherever the crop holds it)."""
     slab = _proximal_slab(femur, spacing)[:, None, None]
     dist = ndimage.distance_transform_edt(~femur, sampling=spacing)
     shell = (dist > MUSCLE_SHELL_MM[0]) & (dist <= MUSCLE_SHELL_MM[1]) & slab
-    muscle_ids = [LABELS[n] for n in MUSCLE_LABELS]
-    muscle = np.isin(labels, muscle_ids)
-    source = "labelled muscle (iliopsoas, gluteal/thigh)"
-    if muscle.any():
-        # one voxel off the muscle's boundary: no partial volume with fat or bone
-        muscle = ndimage.binary_erosion(muscle) & shell
-    if int(muscle.sum()) < MIN_MUSCLE_VOXELS:
+    psoas = np.isin(labels, (LABELS["psoas_left"], LABELS["psoas_right"]))
+    other = labels == LABELS["other_muscle"]
+    # one voxel off each muscle's boundary: no partial volume with fat or bone
+    groups = np.full(labels.shape, -1, np.int8)
+    groups[ndimage.binary_erosion(other) & shell] = 1
+    groups[ndimage.binary_erosion(psoas) & shell] = 0
+    source = "labelled muscle (iliopsoas level; gluteal/thigh muscle for the gradient)"
+    if int((groups >= 0).sum()) < MIN_MUSCLE_VOXELS:
         bone = np.isin(labels, [v for k, v in LABELS.items() if k.startswith(("femur", "hip_", "vertebra", "sacrum"))])
-        muscle = shell & ~bone & (ct_hu > LEAN_HU[0]) & (ct_hu < LEAN_HU[1])
+        groups[:] = -1
+        groups[shell & ~bone & (ct_hu > LEAN_HU[0]) & (ct_hu < LEAN_HU[1])] = 1
         source = f"lean soft tissue {LEAN_HU[0]:.0f}..{LEAN_HU[1]:.0f} HU (no muscle labels)"
-    out: dict[str, Any] = {"muscle_hu": None, "muscle_voxels": int(muscle.sum()), "muscle_source": source,
-                           "fat_hu": None, "fat_voxels": 0,
+    sel = groups >= 0
+    centre_mm = np.argwhere(femur & slab).mean(axis=0) * np.asarray(spacing)
+    out: dict[str, Any] = {"muscle_hu": None, "muscle_voxels": int(sel.sum()), "muscle_source": source,
+                           "muscle_anchor": None, "muscle_fit": None, "fat_hu": None, "fat_voxels": 0,
                            "shell_mm": list(MUSCLE_SHELL_MM), "slices_mm_below_femur_top": PROXIMAL_FEMUR_MM}
-    if int(muscle.sum()) >= MIN_MUSCLE_VOXELS:
-        out["muscle_hu"] = float(stats.trim_mean(ct_hu[muscle], TRIM_FRACTION))
+    if int(sel.sum()) >= MIN_MUSCLE_VOXELS:
+        xyz = np.argwhere(sel) * np.asarray(spacing) - centre_mm
+        fit = fit_muscle_at_centre(ct_hu[sel], groups[sel], xyz)
+        if fit:
+            anchor = 0 if 0 in fit["levels"] else 1
+            out["muscle_hu"] = round(fit["levels"][anchor], 2)
+            out["muscle_anchor"] = "iliopsoas" if anchor == 0 else (
+                "gluteal/thigh muscle (no iliopsoas near the femur: composition not matched to the psoas)"
+                if "labelled" in source else "lean soft tissue")
+            if len(fit["levels"]) == 2:
+                fit["other_minus_iliopsoas_hu"] = round(fit["levels"][1] - fit["levels"][0], 2)
+            fit["levels"] = {("iliopsoas", "other_muscle")[g]: round(v, 2) for g, v in fit["levels"].items()}
+            out["muscle_fit"] = fit
     fat = labels == LABELS["subcutaneous_fat"]
     if fat.any():
         fat = ndimage.binary_erosion(fat) & slab

@@ -62,5 +62,7 @@ def hip_report_lines(results: dict) -> list[str]:
                 parts.append(f"{title} {r['abmd_g_cm2']:.3f} g/cm2" + (f" ({scores})" if scores else ""))
             else:
                 parts.append(f"{title} not measured")
-        lines.append(f"hip {side}: " + "; ".join(parts) + f"  -> {block.get('category') or 'no category'}")
+        shift = (block.get("calibration") or {}).get("hu_shift_applied") or 0.0
+        where = f" [hip calibration: spine line shifted {shift:+.1f} HU]" if shift else ""
+        lines.append(f"hip {side}: " + "; ".join(parts) + f"  -> {block.get('category') or 'no category'}{where}")
     return lines
