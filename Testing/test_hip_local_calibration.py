@@ -72,17 +72,18 @@ def test_local_tissue_reads_muscle_near_the_proximal_femur_only():
 
 
 def test_local_fit_takes_the_iliopsoas_level_at_the_femur_centre():
-    """HU offset rising 0.15 HU/mm from right to left, the gluteal/thigh muscle 6 HU fattier (lower) than
-    the iliopsoas, which sits only on the anterior side: the fit gives the iliopsoas level at the
-    proximal femur's centre (40 HU) and the composition difference (-6 HU); a plain average of all
-    muscle would read ~35 HU."""
+    """HU offset rising 0.15 HU/mm from right to left plus a bowl (cupping), the gluteal/thigh muscle
+    6 HU fattier (lower) than the iliopsoas, which sits only on the anterior side: the fit gives the
+    iliopsoas level at the proximal femur's centre (40 HU) and the composition difference (-6 HU); a
+    plain average of all muscle would read well below 40 HU."""
     spacing = (2.0, 1.0, 1.0)
     shape = (60, 100, 100)
     k, j, i = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
     femur = ((j - 50.0) ** 2 + (i - 50.0) ** 2 <= 12.0**2) & (k >= 20.0)
     psoas = ~femur & (j < 38.0) & (np.abs(i - 60.0) < 12.0)  # anterior and off to the left
     labels = np.where(femur, LABELS["femur_left"], np.where(psoas, LABELS["psoas_left"], LABELS["other_muscle"]))
-    ct = 40.0 + 0.15 * (i - 50.0) - 6.0 * (labels == LABELS["other_muscle"])
+    bowl = -0.004 * ((i - 50.0) ** 2 + (j - 50.0) ** 2)  # cupping: darker towards the body centre
+    ct = 40.0 + 0.15 * (i - 50.0) + bowl - 6.0 * (labels == LABELS["other_muscle"])
     ct = np.where(femur, 900.0, ct).astype(np.float32)
     local = local_tissue_hu(ct, labels.astype(np.uint8), femur, spacing)
     assert local["muscle_anchor"] == "iliopsoas"
