@@ -322,7 +322,9 @@ def analyze_hips(
             if out.get(name):
                 z, _ = tscores.z_score(out[name]["abmd_g_cm2"], name, age, sex, opts.z_reference)
                 out[name]["z_score"] = z
-        out["z_score_note"] = tscores.z_score(None, "neck", age, sex, opts.z_reference)[1]
+        notes = {r: tscores.z_score(None, r, age, sex, opts.z_reference)[1] for r in ("neck", "total_hip")}
+        out["z_score_note"] = notes["neck"] if notes["neck"] == notes["total_hip"] else "; ".join(
+            f"{r}: {n}" for r, n in notes.items())
         out["patient_age"] = age
         out["patient_sex"] = sex
         results[side] = out
