@@ -229,20 +229,20 @@ def check_same_grid(a: Volume, b: Volume, what: str = "label map") -> None:
 
 def to_sitk(array: np.ndarray, like: Volume) -> sitk.Image:
     """An array on ``like``'s LPS grid as a SimpleITK image, in the source file's orientation."""
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    image.SetSpacing(like.spacing_mm[::-1])
-    image.SetOrigin(like.origin_lps_mm)
-    image.SetDirection(like.direction)
     source = like.source_geometry
-    if source is None:
-        return image
-    permuted = _permute_to_source(array, like.direction, source)
-    if permuted is not None:
+    permuted = _permute_to_source(array, like.direction, source) if source is not None else None
+    if source is not None and permuted is not None:
         out = sitk.GetImageFromArray(np.ascontiguousarray(permuted))
         out.SetSpacing(source.spacing_xyz_mm)
         out.SetOrigin(source.origin_lps_mm)
         out.SetDirection(source.direction)
         return out
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing(like.spacing_mm[::-1])
+    image.SetOrigin(like.origin_lps_mm)
+    image.SetDirection(like.direction)
+    if source is None:
+        return image
     reference = sitk.Image(list(source.size_xyz), image.GetPixelID())
     reference.SetSpacing(source.spacing_xyz_mm)
     reference.SetOrigin(source.origin_lps_mm)
