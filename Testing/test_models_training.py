@@ -98,3 +98,24 @@ def test_shipped_manifest_verifies():
         assert key in entry
     net, _ = load_model(entry["name"])
     assert sum(p.numel() for p in net.parameters()) < 5_000_000
+
+
+def test_template_bundle_round_trip_and_training_from_it(tmp_path):
+    """--save-templates writes train/validation templates to one .npz; --templates trains from it."""
+    from OpportunisticBMDLib.models.templates import load_bundle
+
+    dataset = tiny_nnunet_dataset(tmp_path / "Dataset002_tiny", n_cases=3)
+    bundle = tmp_path / "bundle.npz"
+    assert main(["train", "--out", str(tmp_path / "unused"), "--dataset", str(dataset), "--use-images",
+                 "--save-templates", str(bundle)]) == 0
+    templates = load_bundle(bundle)
+    assert [t.split for t in templates].count("val") == 1 and len(templates) == 3
+    assert all(t.image_hu is not None and t.tissue.shape == t.target.shape == t.heat.shape for t in templates)
+    assert all(0.0 <= float(t.heat.min()) and float(t.heat.max()) <= 1.0 for t in templates)
+    assert max(float(t.heat.max()) for t in templates) > 0.5  # the body-centre peaks survived the uint8 steps
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--templates", str(bundle), "--epochs", "1", "--iters-per-epoch", "1",
+                 "--batch-size", "1", "--patch-size", "32", "--val-samples", "1", "--threads", "1",
+                 "--channels", "8,16,32,64", "--export", str(tmp_path / "models")]) == 0
+    net, entry = load_model(directory=tmp_path / "models")
+    assert entry["network"]["channels"] == [8, 16, 32, 64]  # the trained architecture, not the default
