@@ -230,8 +230,8 @@ def check_same_grid(a: Volume, b: Volume, what: str = "label map") -> None:
 def to_sitk(array: np.ndarray, like: Volume) -> sitk.Image:
     """An array on ``like``'s LPS grid as a SimpleITK image, in the source file's orientation."""
     source = like.source_geometry
-    permuted = _permute_to_source(array, like.direction, source) if source is not None else None
-    if source is not None and permuted is not None:
+    permuted = None if source is None else _permute_to_source(array, like.direction, source)
+    if permuted is not None:
         out = sitk.GetImageFromArray(np.ascontiguousarray(permuted))
         out.SetSpacing(source.spacing_xyz_mm)
         out.SetOrigin(source.origin_lps_mm)

@@ -162,7 +162,8 @@ def measure(
     add vertebral geometry (heights, field-of-view cut) and the contrast check; ``geometry`` (from
     ``derive_rois(geometry_out=...)`` on the same labels) saves recomputing it."""
     rois = {k: np.asarray(v, dtype=bool) for k, v in rois.items()}
-    radius_mm = erosion_mm(options, labels)
+    margin_mm = label_margin_mm(options, labels)
+    radius_mm = float(options.erosion_radius_mm) + margin_mm
     if labels is not None:
         labels = prepare_labels(labels, ct)
     calibration = calibrate(ct, rois, labels, options)
@@ -211,7 +212,7 @@ def measure(
         levels=levels,
         calibration=cal,
         qc=flags,
-        options={**asdict(options), "label_margin_mm": radius_mm - float(options.erosion_radius_mm)},
+        options={**asdict(options), "label_margin_mm": margin_mm},
         tissues=tissues,
     )
     return AnalysisResult(results=results, rois=rois, labels=labels)

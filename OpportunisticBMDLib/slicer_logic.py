@@ -196,7 +196,7 @@ class BMDLogic:
         previous = bridge.table_to_results(table_node) if table_node is not None and table_node.GetAttribute(
             bridge.ATTR_RESULTS) else None
         if options.label_margin_mm is None and previous:
-            # keep Analyze's cortex margin (the model's labels get 1.5 mm more): same ROIs, same numbers
+            # keep Analyze's cortex margin (pipeline.MODEL_LABEL_MARGIN_MM for model labels): same ROIs, same numbers
             margin = (previous.get("options") or {}).get("label_margin_mm")
             if margin is not None:
                 options = replace(options, label_margin_mm=float(margin))

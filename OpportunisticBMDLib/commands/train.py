@@ -77,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
     train, val = split_templates(sources, args.val_fraction)
     if args.shared_templates:
         train = T.default_shared_templates(Path(args.shared_templates)) + train
-        val = val or train
     for bundle in args.templates:
         loaded = T.load_bundle(Path(bundle))
         train += [t for t in loaded if t.split == "train"]

@@ -43,11 +43,8 @@ REFERENCE_NAME = "NHANES III White female, 20-29 y (Looker et al., Osteoporos In
 # 1998;8:468-489); the other age decades of that paper are not built in (not verified here).
 AGE_REFERENCE_BUILTIN: dict[str, Any] = {
     "name": "NHANES III non-Hispanic White women 20-29 y only (Looker et al., Osteoporos Int 1998;8:468-489)",
-    "rows": [
-        {"sex": "F", "region": "neck", "age_min": 20.0, "age_max": 30.0, "mean_g_cm2": 0.858, "sd_g_cm2": 0.120},
-        {"sex": "F", "region": "total_hip", "age_min": 20.0, "age_max": 30.0, "mean_g_cm2": 0.942,
-         "sd_g_cm2": 0.122},
-    ],
+    "rows": [{"sex": "F", "region": region, "age_min": 20.0, "age_max": 30.0, "mean_g_cm2": mean, "sd_g_cm2": sd}
+             for region, (mean, sd) in NHANES3_WHITE_FEMALE_YOUNG.items()],
 }
 Z_SCORE_UNAVAILABLE = (
     "Z-score not reported: no age/sex-matched reference row for this patient (built in: NHANES III White women "
