@@ -31,16 +31,26 @@ from .volume import Volume
 # The reference study does not publish its values and no published muscle/fat HA-equivalents could be
 # verified here, so they are computed from materials.py (NIST XCOM attenuation via xraydb, SpekPy tube
 # spectrum, 6 mm Al, hardened by 25 cm water): the HA partial density in a marrow base (the scale QCT and
-# the digital patient's truth use, as ``internal-multi``) that attenuates like ICRU-44 skeletal muscle /
-# adipose tissue, at the scan's kVp (DICOM KVP) and the age-typical marrow fat fraction
-# (:func:`muscle_fat_densities`). They depend on the beam (half-fatty marrow base: 80 kVp 42.3 / -46.1;
-# 100 kVp 44.7 / -53.2; 140 kVp 48.2 / -64.1) and on the base (water base at 120 kVp: 32.0 / -74.2).
-# The constants are the documented defaults for 120 kVp and a half-fatty marrow base (kVp and age unknown):
-# ``materials.ha_equivalent_mg_cm3("muscle"|"adipose", materials.Beam(kvp=120),
-# base=materials.trabecular_bone(0, 0.5))`` = 46.55 / -59.07; Testing/test_spine.py cross-checks them.
-# --muscle-density / --fat-density override them.
-MUSCLE_DENSITY_MG_CM3 = 46.6
+# the digital patient's truth use, as ``internal-multi``) that attenuates like the psoas (ICRU-44 skeletal
+# muscle holding the typical psoas fat, :data:`PSOAS_FAT_FRACTION_OLDER`) / ICRU-44 adipose tissue, at the
+# scan's kVp (DICOM KVP), the age-typical marrow fat fraction and the age-typical psoas fat
+# (:func:`muscle_fat_densities`). They depend on the beam (half-fatty marrow base, psoas fat 6.9 %:
+# 80 kVp 36.2 / -46.1; 100 kVp 37.9 / -53.2; 140 kVp 40.5 / -64.1) and on the base.
+# The constants are the documented defaults for 120 kVp, a half-fatty marrow base and the older adults'
+# psoas (kVp and age unknown): ``muscle_fat_densities()`` = 39.3 / -59.1; Testing/test_spine.py
+# cross-checks them. --muscle-density / --fat-density override them.
+MUSCLE_DENSITY_MG_CM3 = 39.3
 FAT_DENSITY_MG_CM3 = -59.1
+# The psoas is not lean muscle: chemical-shift-encoding water-fat MRI of 76 adults (Sollmann et al.,
+# Quant Imaging Med Surg 2020;10(2):496-507, Table 2) found a psoas proton-density fat fraction of
+# 4.5 +- 1.5 % below 38 y and 6.9 +- 2.9 % above. Each % of fat lowers the psoas ~1.5 HU and, read as lean
+# muscle, steepens the two-point line ~1 % (vBMD and the hip's aBMD ~1 % high). ASSUMPTION: the PDFF is
+# taken as the adipose-tissue volume fraction of the psoas. Age unknown: the older group (patients of
+# opportunistic CT are mostly older than 38 y). The patient's own fat fraction varies (SD 1.5-2.9 %):
+# that is this calibration's irreducible per-patient error (~ +-3 %, docs/calibration.md).
+PSOAS_FAT_FRACTION_YOUNG = 0.045
+PSOAS_FAT_FRACTION_OLDER = 0.069
+PSOAS_FAT_AGE_SPLIT_Y = 38.0
 REFERENCE_KVP = 120.0
 REFERENCE_MARROW_FAT_FRACTION = 0.5
 # Muscle and fat must differ by this much in HU (typically ~140 HU) for the line to be meaningful.
@@ -135,16 +145,28 @@ def two_point_line(muscle_hu: float, fat_hu: float, muscle_d: float, fat_d: floa
     return slope, muscle_d - slope * muscle_hu
 
 
+def typical_psoas_fat_fraction(age_years: float | None) -> float:
+    """Adipose volume fraction of an adult psoas at ``age_years`` (None: older adult), see
+    :data:`PSOAS_FAT_FRACTION_OLDER`."""
+    if age_years is not None and age_years < PSOAS_FAT_AGE_SPLIT_Y:
+        return PSOAS_FAT_FRACTION_YOUNG
+    return PSOAS_FAT_FRACTION_OLDER
+
+
 @lru_cache(maxsize=128)
 def muscle_fat_densities(kvp: float = REFERENCE_KVP,
-                         marrow_fat_fraction: float = REFERENCE_MARROW_FAT_FRACTION) -> tuple[float, float]:
-    """(muscle, fat) HA-equivalent densities (mg/cm3) under a ``kvp`` beam on a marrow base with
-    ``marrow_fat_fraction`` yellow marrow (see the comment at :data:`MUSCLE_DENSITY_MG_CM3`)."""
+                         marrow_fat_fraction: float = REFERENCE_MARROW_FAT_FRACTION,
+                         psoas_fat_fraction: float = PSOAS_FAT_FRACTION_OLDER) -> tuple[float, float]:
+    """(psoas, fat) HA-equivalent densities (mg/cm3) under a ``kvp`` beam on a marrow base with
+    ``marrow_fat_fraction`` yellow marrow, the psoas holding ``psoas_fat_fraction`` adipose tissue (see the
+    comment at :data:`MUSCLE_DENSITY_MG_CM3`)."""
     from . import materials as mat
 
     beam = mat.Beam(kvp=float(kvp))
     base = mat.trabecular_bone(0.0, float(marrow_fat_fraction))
-    return (mat.ha_equivalent_mg_cm3("muscle", beam, base=base), mat.ha_equivalent_mg_cm3("adipose", beam, base=base))
+    psoas = mat.mix({"muscle": 1.0 - float(psoas_fat_fraction), "adipose": float(psoas_fat_fraction)}) \
+        if psoas_fat_fraction > 0 else "muscle"
+    return (mat.ha_equivalent_mg_cm3(psoas, beam, base=base), mat.ha_equivalent_mg_cm3("adipose", beam, base=base))
 
 
 @register_calibration("muscle-fat")
@@ -162,8 +184,11 @@ def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, 
     kvp = known_kvp(ct, params)
     kvp_assumed = kvp is None
     kvp = REFERENCE_KVP if kvp is None else round(kvp, 1)  # rounded: cache-friendly
-    marrow_fat = base_marrow_fat_fraction(params, getattr(options, "patient_age", None))
-    physics_muscle_d, physics_fat_d = muscle_fat_densities(kvp, marrow_fat)
+    age = getattr(options, "patient_age", None)
+    marrow_fat = base_marrow_fat_fraction(params, age)
+    psoas_fat = float(params["psoas_fat_fraction"]) if params.get("psoas_fat_fraction") is not None \
+        else typical_psoas_fat_fraction(age)
+    physics_muscle_d, physics_fat_d = muscle_fat_densities(kvp, marrow_fat, psoas_fat)
     muscle_d = physics_muscle_d if options.muscle_density_mg_cm3 is None else float(options.muscle_density_mg_cm3)
     fat_d = physics_fat_d if options.fat_density_mg_cm3 is None else float(options.fat_density_mg_cm3)
     slope, intercept = two_point_line(muscle_hu, fat_hu, muscle_d, fat_d)
@@ -179,6 +204,10 @@ def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, 
         "kvp": kvp,
         "kvp_source": "assumed" if kvp_assumed else "header",  # "assumed": qc flag kvp_assumed
         "base_marrow_fat_fraction": marrow_fat,
+        "psoas_fat_fraction": psoas_fat,
+        "psoas_fat_source": "user" if params.get("psoas_fat_fraction") is not None else (
+            "typical for age (Sollmann et al., Quant Imaging Med Surg 2020;10:496)" if age is not None
+            else "typical for adults over 38 y, age unknown (Sollmann et al., Quant Imaging Med Surg 2020;10:496)"),
         "muscle_voxels": int(rois["muscle_roi"].sum()),
         "fat_voxels": int(rois["fat_roi"].sum()),
         "formula": "vBMD = MUSCLE_d + (SPINE_ct - MUSCLE_ct) * (MUSCLE_d - FAT_d) / (MUSCLE_ct - FAT_ct)",

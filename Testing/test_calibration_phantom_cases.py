@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from OpportunisticBMDLib import calibration as cal
 from OpportunisticBMDLib import materials as m
 from OpportunisticBMDLib.benchmarks import _cohort
 from OpportunisticBMDLib.calibration import calibrate
@@ -128,13 +129,17 @@ def test_tiny_accuracy_bench_json_contract(tmp_path):
 
 @pytest.mark.parametrize("kvp", [80.0, 140.0])
 def test_muscle_fat_follows_the_scan_kvp(kvp):
-    """Ideal digital patients (pure ICRU psoas: infiltration is the method's separate, known bias) at the
-    spectrum's ends: equivalent densities at the header kVp on a marrow base keep muscle-fat's L1-L2 within
-    a few mg/cm3; the former fixed 120 kVp water-base densities (32.0 / -74.2) read ~+14 high at 80 kVp here."""
-    scan = _cohort.generate(SEED, ideal=True, kvp=kvp, bmd_mg_cm3=180.0, muscle_fat_infiltration=0.0)
+    """Ideal digital patients whose psoas holds the typical older adult's fat (6.9 %, what muscle-fat assumes;
+    the patient's own deviation from it is the method's separate, known error) at the spectrum's ends:
+    equivalent densities at the header kVp on a marrow base keep muscle-fat's L1-L2 within a few mg/cm3;
+    the former fixed 120 kVp water-base densities (32.0 / -74.2) read ~+14 high at 80 kVp here."""
+    fat = cal.PSOAS_FAT_FRACTION_OLDER
+    scan = _cohort.generate(SEED, ideal=True, kvp=kvp, bmd_mg_cm3=180.0, muscle_fat_infiltration=fat)
     assert scan.ct.metadata["kvp"] == kvp
     base = analyze(scan.ct, scan.labels, _cohort.analysis_options("hu", scan.truth))
-    calibration, vbmd, exact = _l1_l2(scan, base, "muscle-fat")
+    young = _cohort.patient_age(scan.truth) < cal.PSOAS_FAT_AGE_SPLIT_Y
+    calibration, vbmd, exact = _l1_l2(scan, base, "muscle-fat", **({"psoas_fat_fraction": fat} if young else {}))
+    assert calibration.details["psoas_fat_fraction"] == fat
     assert calibration.details["kvp"] == kvp and calibration.details["kvp_source"] == "header"
     truth = float(np.mean([_cohort.true_levels(scan.truth)[lvl] for lvl in ("L1", "L2")]))
     assert vbmd == pytest.approx(truth, abs=3.0)

@@ -259,8 +259,12 @@ def test_reference_densities_match_the_materials_model():
 
     beam = materials.Beam(kvp=cal.REFERENCE_KVP)
     base = materials.trabecular_bone(0.0, cal.REFERENCE_MARROW_FAT_FRACTION)
-    muscle_d = materials.ha_equivalent_mg_cm3("muscle", beam, base=base)
+    lean_d = materials.ha_equivalent_mg_cm3("muscle", beam, base=base)
     fat_d = materials.ha_equivalent_mg_cm3("adipose", beam, base=base)
+    # the psoas holds 6.9 % adipose tissue (older adults, Sollmann 2020): attenuation mixes linearly
+    f = cal.PSOAS_FAT_FRACTION_OLDER
+    muscle_d = (1 - f) * lean_d + f * fat_d
+    assert lean_d - muscle_d == pytest.approx(f * (lean_d - fat_d)) and 6.0 < lean_d - muscle_d < 9.0
     assert cal.MUSCLE_DENSITY_MG_CM3 == pytest.approx(muscle_d, abs=0.1)
     assert cal.FAT_DENSITY_MG_CM3 == pytest.approx(fat_d, abs=0.1)
     assert cal.muscle_fat_densities() == pytest.approx((muscle_d, fat_d))
@@ -284,8 +288,21 @@ def test_muscle_fat_densities_follow_header_kvp_and_age(patient):
     fat_fraction = round(expected_marrow_fat_fraction(70.0), 3)
     assert calib["details"]["kvp"] == 80.0 and calib["details"]["kvp_source"] == "header"
     assert calib["details"]["base_marrow_fat_fraction"] == fat_fraction
+    assert calib["details"]["psoas_fat_fraction"] == cal.PSOAS_FAT_FRACTION_OLDER
     assert (calib["muscle_density_mg_cm3"], calib["fat_density_mg_cm3"]) == pytest.approx(
-        cal.muscle_fat_densities(80.0, fat_fraction))
+        cal.muscle_fat_densities(80.0, fat_fraction, cal.PSOAS_FAT_FRACTION_OLDER))
+    # a young patient's psoas is leaner (4.5 %): on the same marrow base it is assigned a higher density
+    young = pipeline.analyze(header_ct, labels, pipeline.AnalysisOptions(patient_age=25.0)).results["calibration"]
+    young_marrow = young["details"]["base_marrow_fat_fraction"]
+    assert young["details"]["psoas_fat_fraction"] == cal.PSOAS_FAT_FRACTION_YOUNG
+    assert young["muscle_density_mg_cm3"] == pytest.approx(
+        cal.muscle_fat_densities(80.0, young_marrow, cal.PSOAS_FAT_FRACTION_YOUNG)[0])
+    assert young["muscle_density_mg_cm3"] > cal.muscle_fat_densities(80.0, young_marrow)[0]
+    # a measured psoas fat fraction (e.g. from MRI) overrides the typical value
+    own = pipeline.analyze(header_ct, labels, pipeline.AnalysisOptions(
+        patient_age=70.0, calibration_params={"psoas_fat_fraction": 0.0})).results["calibration"]
+    assert own["details"]["psoas_fat_source"] == "user"
+    assert own["muscle_density_mg_cm3"] == pytest.approx(cal.muscle_fat_densities(80.0, fat_fraction, 0.0)[0])
     assert "kvp_assumed" not in [q["code"] for q in known["qc"]]
     # user overrides still win
     options = pipeline.AnalysisOptions(muscle_density_mg_cm3=40.0, fat_density_mg_cm3=-80.0)

@@ -79,9 +79,12 @@ def _measure(phantom, twin_kw: dict | None = None) -> dict:
     if CONFIG["calibration"] != "exact":
         from ..calibration import Calibration
         from ..pipeline import AnalysisOptions, analyze
+        from ._cohort import patient_age
 
+        # as a DICOM header gives them: tube voltage and the patient's age (age-typical marrow and psoas fat)
         phantom.ct.metadata["kvp"] = float(truth["scanner"]["kvp"])
-        res = analyze(phantom.ct, phantom.labels, AnalysisOptions(calibration=CONFIG["calibration"])).results
+        options = AnalysisOptions(calibration=CONFIG["calibration"], patient_age=patient_age(truth))
+        res = analyze(phantom.ct, phantom.labels, options).results
         if CONFIG["local_calibration"]:
             return res["hip"]
         cal = res["calibration"]  # the same spine line, unchanged at the hip

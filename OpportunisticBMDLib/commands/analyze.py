@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--muscle-density", type=float, metavar="MG_CM3",
                         help="equivalent density of muscle for muscle-fat (default: computed at the scan kVp)")
     parser.add_argument("--fat-density", type=float, metavar="MG_CM3", help="equivalent density of fat for muscle-fat")
+    parser.add_argument("--psoas-fat", type=float, metavar="FRACTION",
+                        help="psoas fat (adipose) fraction 0-0.5 for muscle-fat, e.g. from MRI PDFF (default: typical "
+                        "for age, 0.045 below 38 y, else 0.069; Sollmann 2020)")
     parser.add_argument("--erosion-mm", type=float, metavar="R", help="cortex removal radius in mm (default 3.2)")
     parser.add_argument("--age", type=float, help="patient age in years (default: from the DICOM header)")
     parser.add_argument("--sex", choices=("F", "M"), help="patient sex (default: from the DICOM header)")
@@ -81,6 +84,10 @@ def build_options(args: argparse.Namespace, ct) -> object:
         params["intercept"] = args.intercept
     if params and args.calibration == "muscle-fat":  # a phantom line given without naming the method
         options.calibration = "phantom"
+    if args.psoas_fat is not None:
+        if not 0.0 <= args.psoas_fat <= 0.5:
+            raise InputError(f"--psoas-fat {args.psoas_fat}: a fraction between 0 and 0.5 (e.g. 0.07 for 7 %)")
+        params["psoas_fat_fraction"] = args.psoas_fat
     options.calibration_params = params
     options.patient_age = args.age if args.age is not None else _dicom_age(ct.metadata.get("patient_age"))
     sex = args.sex or str(ct.metadata.get("patient_sex", "") or "").strip().upper()[:1]

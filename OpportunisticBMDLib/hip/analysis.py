@@ -127,6 +127,7 @@ def measure_side(
         density = hu.astype(np.float32)
     else:
         density = np.asarray(to_mg_cm3(hu), dtype=np.float32)
+        baseline = 0.0
         if opts.subtract_soft_tissue:
             # DXA measures mineral over the adjacent soft tissue: in the rim around the cortex only the
             # excess over lean soft tissue (the local muscle level) is mineral (cortex blurred out of
@@ -141,7 +142,8 @@ def measure_side(
         if opts.cortical_correction:
             depth_mm = ndimage.distance_transform_edt(mask, sampling=spacing)  # 0 outside the femur
             density = femur_mineral_mg_cm3(density, depth_mm, opts.kvp, getattr(to_mg_cm3, "__self__", None) and
-                                           getattr(to_mg_cm3.__self__, "slope_mg_cm3_per_hu", None))
+                                           getattr(to_mg_cm3.__self__, "slope_mg_cm3_per_hu", None), spacing,
+                                           rim_baseline_mg_cm3=baseline)
     start = np.array([c.start for c in crop], float) * np.asarray(spacing)
     fov_lo = -start - 0.5 * np.asarray(spacing)
     fov_hi = (np.asarray(fov_shape) - 0.5) * np.asarray(spacing) - start
