@@ -51,6 +51,8 @@ FAT_DENSITY_MG_CM3 = -59.1
 PSOAS_FAT_FRACTION_YOUNG = 0.045
 PSOAS_FAT_FRACTION_OLDER = 0.069
 PSOAS_FAT_AGE_SPLIT_Y = 38.0
+PSOAS_FAT_SD_YOUNG = 0.015  # between-subject SD, same source
+PSOAS_FAT_SD_OLDER = 0.029
 REFERENCE_KVP = 120.0
 REFERENCE_MARROW_FAT_FRACTION = 0.5
 # Muscle and fat must differ by this much in HU (typically ~140 HU) for the line to be meaningful.
@@ -153,6 +155,23 @@ def typical_psoas_fat_fraction(age_years: float | None) -> float:
     return PSOAS_FAT_FRACTION_OLDER
 
 
+def psoas_fat_sd(age_years: float | None) -> float:
+    """Between-subject SD of the psoas fat fraction at ``age_years`` (None: older adult)."""
+    if age_years is not None and age_years < PSOAS_FAT_AGE_SPLIT_Y:
+        return PSOAS_FAT_SD_YOUNG
+    return PSOAS_FAT_SD_OLDER
+
+
+def slope_relative_sd(fat_sd: float, kvp: float, marrow_fat_fraction: float, psoas_d: float, fat_d: float) -> float:
+    """Relative SD (1 SD) of the muscle-fat line's slope from the patient's psoas fat deviating from the
+    assumed value by ``fat_sd``: the psoas' true HA-equivalent moves by ``fat_sd * (lean - fat)`` while the
+    line keeps the assumed one, so the slope moves by that over ``psoas_d - fat_d``. A reading ``v`` (mg/cm3)
+    then has SD ``rel * (v - fat_d)`` (the line pivots on the fat point); an areal BMD, mineral over soft
+    tissue, ``rel * aBMD``."""
+    lean_d, adipose_d = muscle_fat_densities(kvp, marrow_fat_fraction, 0.0)
+    return float(fat_sd * (lean_d - adipose_d) / (psoas_d - fat_d))
+
+
 @lru_cache(maxsize=128)
 def muscle_fat_densities(kvp: float = REFERENCE_KVP,
                          marrow_fat_fraction: float = REFERENCE_MARROW_FAT_FRACTION,
@@ -192,6 +211,10 @@ def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, 
     muscle_d = physics_muscle_d if options.muscle_density_mg_cm3 is None else float(options.muscle_density_mg_cm3)
     fat_d = physics_fat_d if options.fat_density_mg_cm3 is None else float(options.fat_density_mg_cm3)
     slope, intercept = two_point_line(muscle_hu, fat_hu, muscle_d, fat_d)
+    # The patient's own psoas composition is unknown: its between-subject spread is this line's uncertainty
+    # (not estimated when the user set the densities or the psoas fat: their own error is unknown here).
+    typical = options.muscle_density_mg_cm3 is None and params.get("psoas_fat_fraction") is None
+    rel_sd = slope_relative_sd(psoas_fat_sd(age), kvp, marrow_fat, muscle_d, fat_d) if typical else None
     details: dict[str, Any] = {
         "muscle_hu": muscle_hu,
         "fat_hu": fat_hu,
@@ -208,6 +231,10 @@ def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, 
         "psoas_fat_source": "user" if params.get("psoas_fat_fraction") is not None else (
             "typical for age (Sollmann et al., Quant Imaging Med Surg 2020;10:496)" if age is not None
             else "typical for adults over 38 y, age unknown (Sollmann et al., Quant Imaging Med Surg 2020;10:496)"),
+        "slope_relative_sd": rel_sd,
+        "uncertainty": (f"1 SD from the psoas fat fraction's between-subject SD ({psoas_fat_sd(age):.3f}, Sollmann "
+                        "2020): slope +-{:.1%}; scanner non-uniformity (cupping) comes on top".format(rel_sd))
+        if rel_sd is not None else "not estimated (densities or psoas fat set by the user)",
         "muscle_voxels": int(rois["muscle_roi"].sum()),
         "fat_voxels": int(rois["fat_roi"].sum()),
         "formula": "vBMD = MUSCLE_d + (SPINE_ct - MUSCLE_ct) * (MUSCLE_d - FAT_d) / (MUSCLE_ct - FAT_ct)",

@@ -45,8 +45,11 @@ def _usable(level: dict[str, Any]) -> bool:
     return bool(level.get("voxel_count")) and not level.get("cut_by_fov") and not level.get("excluded")
 
 
-def summarize(levels: dict[str, dict[str, Any]], calibrated: bool) -> dict[str, Any]:
-    """``spine.summary``: mean of L1-L2 when both are usable, else of the two best available levels."""
+def summarize(levels: dict[str, dict[str, Any]], calibrated: bool,
+              calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``spine.summary``: mean of L1-L2 when both are usable, else of the two best available levels.
+    With a calibration that states its slope's relative SD (``details.slope_relative_sd``), also the
+    vBMD's calibration SD ``vbmd_calibration_sd_mg_cm3`` (the line pivots on its fat point)."""
     usable = [lvl for lvl in PREFERRED_LEVELS if lvl in levels and _usable(levels[lvl])]
     fallback = not usable
     if fallback:  # nothing whole and unflagged: fall back to any measured level, said so
@@ -69,6 +72,10 @@ def summarize(levels: dict[str, dict[str, Any]], calibrated: bool) -> dict[str, 
     if calibrated:
         summary["vbmd_mg_cm3"] = float(np.mean([levels[lvl]["vbmd_mg_cm3"] for lvl in used]))
         summary["category"] = acr_category(summary["vbmd_mg_cm3"])
+        rel = ((calibration or {}).get("details") or {}).get("slope_relative_sd")
+        fat_d = (calibration or {}).get("fat_density_mg_cm3")
+        if rel is not None and fat_d is not None:
+            summary["vbmd_calibration_sd_mg_cm3"] = float(rel * (summary["vbmd_mg_cm3"] - fat_d))
     else:
         note += "; not calibrated: HU only, no vBMD category (HU thresholds are not ACR vBMD categories)"
     summary["note"] = note
@@ -107,7 +114,7 @@ def build_results(
         "input": input_info,
         "software": {"name": "OpportunisticBMD", "version": __version__, "models": models or {}},
         "options": options,
-        "spine": {"levels": levels, "summary": summarize(levels, calibrated)},
+        "spine": {"levels": levels, "summary": summarize(levels, calibrated, calibration)},
         "calibration": calibration,
         "tissues": tissues or {},
         "qc": qc,

@@ -60,6 +60,14 @@ def test_levels_present_and_vbmd_plausible(run_dir):
     codes = {(q["code"], q["message"].split()[0]) for q in res["qc"]}
     assert ("level_cut_by_fov", "T11") in codes
     assert any(q["code"].startswith("metal") for q in res["qc"])
+    # muscle-fat states its uncertainty (psoas composition unknown), carried to the vBMD and the hip T-score
+    rel = cal["details"]["slope_relative_sd"]
+    assert 0.02 < rel < 0.05
+    vbmd_sd = rel * (summary["vbmd_mg_cm3"] - cal["fat_density_mg_cm3"])
+    assert summary["vbmd_calibration_sd_mg_cm3"] == pytest.approx(vbmd_sd)
+    neck = res["hip"]["right"]["neck"]
+    assert neck["abmd_calibration_sd_g_cm2"] == pytest.approx(rel * neck["abmd_g_cm2"])
+    assert res["hip"]["right"]["calibration"]["slope_relative_sd"] == rel
 
 
 def test_rois_inside_the_right_structures(run_dir, grid):

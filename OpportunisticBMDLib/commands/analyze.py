@@ -125,7 +125,9 @@ def print_report(results: dict, stream=None) -> None:
               file=stream)
     s = results["spine"]["summary"]
     category = s.get("category") or "no category"
-    print(f"summary: vBMD {_fmt(s.get('vbmd_mg_cm3'))} mg/cm3 ({category}); HU {_fmt(s.get('trabecular_hu_mean'))}"
+    sd = s.get("vbmd_calibration_sd_mg_cm3")
+    vbmd = _fmt(s.get("vbmd_mg_cm3")) + (f" +-{sd:.1f} (calibration, 1 SD)" if sd is not None else "")
+    print(f"summary: vBMD {vbmd} mg/cm3 ({category}); HU {_fmt(s.get('trabecular_hu_mean'))}"
           f" - {s.get('note', '')}", file=stream)
     c = results["calibration"]
     line = f"calibration: {c['method']}"

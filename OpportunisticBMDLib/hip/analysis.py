@@ -228,6 +228,16 @@ def _roi_masks(proj: Projection, regions: HipRegions, mineral_mask: np.ndarray, 
     return rois
 
 
+def calibration_uncertainty(abmd_g_cm2: float, region: str, slope_relative_sd: float | None) -> dict[str, Any]:
+    """1 SD of a region's aBMD and T-score from the calibration line's slope (an areal BMD is mineral
+    over soft tissue: it scales with the slope); None when the calibration states no uncertainty."""
+    if slope_relative_sd is None or not np.isfinite(abmd_g_cm2):
+        return {"abmd_calibration_sd_g_cm2": None, "t_score_calibration_sd": None}
+    sd = float(slope_relative_sd * abmd_g_cm2)
+    t0, t1 = tscores.t_score(abmd_g_cm2, region), tscores.t_score(abmd_g_cm2 + sd, region)
+    return {"abmd_calibration_sd_g_cm2": sd, "t_score_calibration_sd": None if t0 is None or t1 is None else t1 - t0}
+
+
 def _calibration_block(calibration: Any, check: dict[str, Any] | None, local: dict[str, Any] | None) -> dict[str, Any]:
     """results.json ``hip.<side>.calibration``: the line the hip used and the local check behind it."""
     slope = getattr(calibration, "slope_mg_cm3_per_hu", None)
@@ -236,6 +246,7 @@ def _calibration_block(calibration: Any, check: dict[str, Any] | None, local: di
     out: dict[str, Any] = {
         "method": getattr(calibration, "method", None), "slope": slope, "intercept": intercept,
         "hu_shift_applied": shift,
+        "slope_relative_sd": (getattr(calibration, "details", None) or {}).get("slope_relative_sd"),
         "effective_intercept": None if slope is None or intercept is None else intercept - slope * shift,
         "used": "spine line shifted to the hip's slices (local muscle check)" if shift else "spine line unchanged",
         "local_check": None if check is None else {**check, **{k: v for k, v in (local or {}).items()
@@ -320,10 +331,12 @@ def analyze_hips(
         out["calibration"] = _calibration_block(calibration, check, local)
         if check is not None:
             out["qc"] = _local_check_qc(side, check) + out["qc"]
+        rel_sd = (getattr(calibration, "details", None) or {}).get("slope_relative_sd")
         for name in REGION_NAMES:
             if out.get(name):
                 z, _ = tscores.z_score(out[name]["abmd_g_cm2"], name, age, sex, opts.z_reference)
                 out[name]["z_score"] = z
+                out[name].update(calibration_uncertainty(out[name]["abmd_g_cm2"], name, rel_sd))
         notes = {r: tscores.z_score(None, r, age, sex, opts.z_reference)[1] for r in ("neck", "total_hip")}
         out["z_score_note"] = notes["neck"] if notes["neck"] == notes["total_hip"] else "; ".join(
             f"{r}: {n}" for r, n in notes.items())

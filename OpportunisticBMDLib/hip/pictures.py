@@ -102,8 +102,13 @@ def _z_line(results: dict) -> str:
 def _calibration_line(results: dict) -> str:
     cal = results.get("calibration") or {}
     shift = cal.get("hu_shift_applied") or 0.0
-    return f"Hip calibration: spine line shifted {shift:+.1f} HU (local muscle)" if shift else \
+    line = f"Hip calibration: spine line shifted {shift:+.1f} HU (local muscle)" if shift else \
         "Hip calibration: spine line unchanged"
+    sds = [f"+-{sd:.2f} {title}" for name, title in (("neck", "neck"), ("total_hip", "total"))
+           if (sd := (results.get(name) or {}).get("t_score_calibration_sd")) is not None]
+    if sds:
+        line += f"\nCalibration 1 SD (psoas fat unknown): T {', '.join(sds)}"
+    return line
 
 
 def _draw_reference_curve(ax, pic: HipPicture, region: str) -> None:
@@ -125,6 +130,9 @@ def _draw_reference_curve(ax, pic: HipPicture, region: str) -> None:
     if r is not None and r.get("abmd_g_cm2") is not None:
         if pic.patient_age is not None:
             age = float(np.clip(pic.patient_age, lo_age, hi_age))
+            sd = r.get("abmd_calibration_sd_g_cm2")
+            if sd is not None:  # the calibration's 1 SD (phantomless: the patient's psoas composition)
+                ax.errorbar([age], [r["abmd_g_cm2"]], yerr=[[sd], [sd]], color="black", capsize=4, lw=1.2)
             ax.plot([age], [r["abmd_g_cm2"]], "s", color="black", ms=8, mfc="white", mew=2)
             ax.annotate(f"{r['abmd_g_cm2']:.3f}\nT {r['t_score']:+.1f}", (age, r["abmd_g_cm2"]),
                         xytext=(8, 0), textcoords="offset points", fontsize=8, va="center")

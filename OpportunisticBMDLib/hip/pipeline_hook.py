@@ -28,7 +28,8 @@ def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> No
         result.results["hip"] = {side: _empty_side(reason) for side, lab in FEMUR_LABELS.items()
                                  if (labels.array == lab).any()}
         return
-    calibration = Calibration(cal.get("method", "unknown"), float(cal["slope"]), float(cal["intercept"]))
+    calibration = Calibration(cal.get("method", "unknown"), float(cal["slope"]), float(cal["intercept"]),
+                              {"slope_relative_sd": (cal.get("details") or {}).get("slope_relative_sd")})
     # The calibration site's reference tissues (spine ROIs): the hip checks its own muscle against them.
     reference = reference_tissue_hu(ct.array, result.rois)
     hip_opts = HipOptions()
@@ -58,11 +59,17 @@ def hip_report_lines(results: dict) -> list[str]:
             if isinstance(r, dict) and r.get("abmd_g_cm2") is not None:
                 t = r.get("t_score")
                 z = r.get("z_score")
-                scores = ", ".join(f"{k} {v:+.1f}" for k, v in (("T", t), ("Z", z)) if v is not None)
+                t_sd = r.get("t_score_calibration_sd")
+                scores = ", ".join(f"{k} {v:+.1f}" + (f" +-{t_sd:.1f}" if k == "T" and t_sd is not None else "")
+                                   for k, v in (("T", t), ("Z", z)) if v is not None)
                 parts.append(f"{title} {r['abmd_g_cm2']:.3f} g/cm2" + (f" ({scores})" if scores else ""))
             else:
                 parts.append(f"{title} not measured")
         shift = (block.get("calibration") or {}).get("hu_shift_applied") or 0.0
         where = f" [hip calibration: spine line shifted {shift:+.1f} HU]" if shift else ""
         lines.append(f"hip {side}: " + "; ".join(parts) + f"  -> {block.get('category') or 'no category'}{where}")
+    if any(isinstance(b, dict) and (b.get("neck") or {}).get("t_score_calibration_sd") is not None
+           for b in (results.get("hip") or {}).values()):
+        lines.append("hip: +- is 1 SD from the phantomless calibration (the patient's psoas fat is not known; "
+                     "an in-scan or asynchronous phantom, or --psoas-fat, removes it)")
     return lines
