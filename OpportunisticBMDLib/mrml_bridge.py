@@ -714,6 +714,9 @@ HIP_COLUMNS = [
     ("Area", "area_cm2", "cm2", "Projected area of the region"),
     ("BMC", "bmc_g", "g", "Bone mineral content of the region"),
     ("T-score", "t_score", "SD", "T-score vs NHANES III young White women (ISCD)"),
+    ("T-score calibration SD", "t_score_calibration_sd", "SD",
+     "1 SD of the T-score from the calibration itself (phantomless muscle-fat: the patient's unknown psoas fat); "
+     "empty when the calibration states none (phantom line, user-given densities)"),
 ]
 
 

@@ -297,7 +297,8 @@ def test_hip_table(scene):
     results = {
         "hip": {
             "right": {
-                "neck": {"abmd_g_cm2": 0.75, "area_cm2": 5.1, "bmc_g": 3.8, "t_score": -0.9},
+                "neck": {"abmd_g_cm2": 0.75, "area_cm2": 5.1, "bmc_g": 3.8, "t_score": -0.9,
+                         "t_score_calibration_sd": 0.19},
                 "total_hip": {"abmd_g_cm2": 0.85, "area_cm2": 35.0, "bmc_g": 29.8, "t_score": -0.75},
                 "category": "normal",
             },
@@ -310,6 +311,7 @@ def test_hip_table(scene):
     assert [(r["Side"], r["Region"]) for r in rows] == [("left", "excluded"), ("right", "neck"), ("right", "total hip")]
     assert rows[0]["Category"] == "metal implant" and np.isnan(rows[0]["aBMD"])
     assert rows[1]["aBMD"] == 0.75 and rows[2]["T-score"] == -0.75 and rows[2]["Category"] == "normal"
+    assert rows[1]["T-score calibration SD"] == 0.19 and np.isnan(rows[2]["T-score calibration SD"])
     assert table.GetColumnUnitLabel("aBMD") == "g/cm2" and table.GetAttribute("OBMD.TableKind") == "hip"
     scene.RemoveNode(table)
 

@@ -125,7 +125,9 @@ def hip_rows(results: dict) -> list[dict[str, Any]]:
                     "side": side,
                     "region": region.replace("_", " "),
                     "abmd": fmt(values.get("abmd_g_cm2"), 3),
-                    "t_score": fmt(values.get("t_score"), 1),
+                    "t_score": fmt(values.get("t_score"), 1) + (
+                        f" ± {values['t_score_calibration_sd']:.1f}"
+                        if values.get("t_score_calibration_sd") is not None else ""),
                     "area": fmt(values.get("area_cm2"), 1),
                 }
             )
