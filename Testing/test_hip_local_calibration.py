@@ -92,6 +92,32 @@ def test_local_fit_takes_the_iliopsoas_level_at_the_femur_centre():
     assert local["muscle_fit"]["gradient_hu_per_mm"][2] == pytest.approx(0.15, abs=1e-3)
 
 
+def test_iliopsoas_only_segmentation_uses_unlabelled_lean_tissue_for_the_field():
+    """As with the shipped model's labels: only the iliopsoas is labelled, the other muscle is 'body'. The
+    unlabelled lean tissue takes the gluteal/thigh role (the field); fat left in a label (-100 HU voxels
+    inside the iliopsoas) is kept out by the calibration site's muscle window (-29..150 HU). Without the
+    other tissue (iliopsoas alone, one side of the femur) there is no field: the iliopsoas' own level."""
+    spacing = (2.0, 1.0, 1.0)
+    shape = (60, 100, 100)
+    k, j, i = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    femur = ((j - 50.0) ** 2 + (i - 50.0) ** 2 <= 12.0**2) & (k >= 20.0)
+    psoas = ~femur & (j < 38.0) & (np.abs(i - 60.0) < 12.0)
+    labels = np.where(femur, LABELS["femur_left"], np.where(psoas, LABELS["psoas_left"], LABELS["body"]))
+    bowl = -0.004 * ((i - 50.0) ** 2 + (j - 50.0) ** 2)
+    ct = 40.0 + 0.15 * (i - 50.0) + bowl - 6.0 * (labels == LABELS["body"])
+    ct = np.where(femur, 900.0, ct)
+    ct = np.where(psoas & ((i.astype(int) + j.astype(int)) % 7 == 0), -100.0, ct).astype(np.float32)
+    local = local_tissue_hu(ct, labels.astype(np.uint8), femur, spacing)
+    assert local["muscle_anchor"] == "iliopsoas" and "unlabelled lean tissue" in local["muscle_source"]
+    assert local["muscle_hu"] == pytest.approx(40.0, abs=0.2)
+    alone = np.where(labels == LABELS["body"], LABELS["subcutaneous_fat"], labels).astype(np.uint8)
+    local = local_tissue_hu(ct, alone, femur, spacing)
+    assert local["muscle_fit"]["field"].startswith("none") and local["muscle_fit"]["gradient_hu_per_mm"] is None
+    # the iliopsoas' plain level (robust mean of its lean voxels in the shell): within its own HU range
+    lean_psoas = ct[psoas & (ct > -29) & (k >= 20.0)]
+    assert lean_psoas.min() < local["muscle_hu"] < lean_psoas.max() and abs(local["muscle_hu"] - 40.0) < 4.0
+
+
 def _hip_with_offset(offset_hu: float):
     femur = AnalyticFemur(side="right")
     dens, lab, _ = femur.volumes(spacing_mm=(1.5, 1.5, 1.5), shape_mm=(180.0, 100.0, 140.0),

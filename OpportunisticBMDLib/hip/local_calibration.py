@@ -40,6 +40,7 @@ import numpy as np
 from scipy import ndimage, stats
 
 from ..labels import LABELS
+from ..rois import MUSCLE_HU_MAX, MUSCLE_HU_MIN
 
 # Muscle this far (mm) from the femur surface: beyond the cortex's partial volume and the capsule,
 # close enough to share the femur's low-frequency HU offset.
@@ -98,8 +99,13 @@ def fit_muscle_at_centre(hu: np.ndarray, group: np.ndarray, xyz_mm: np.ndarray) 
     keep = np.isin(group, present)
     hu, group, xyz_mm = hu[keep].astype(np.float64), group[keep], xyz_mm[keep]
     u = xyz_mm / FIELD_SCALE_MM  # conditioning only
-    quad = [u[:, a] * u[:, b] for a in range(3) for b in range(a, 3)]
-    design = np.column_stack([(group == g).astype(np.float64) for g in present] + [u] + quad)
+    # One group alone lies on one side of the femur (e.g. a segmentation with the iliopsoas only): a field
+    # fitted there extrapolates to the femur centre by 10-60 HU (seen with the shipped model's labels), so
+    # there is no field, only the group's robust level.
+    two = len(present) > 1
+    lin = [u] if two else []
+    quad = [u[:, a] * u[:, b] for a in range(3) for b in range(a, 3)] if two else []
+    design = np.column_stack([(group == g).astype(np.float64) for g in present] + lin + quad)
     use = np.ones(len(hu), bool)
     for _ in range(2):
         coef = np.linalg.lstsq(design[use], hu[use], rcond=None)[0]
@@ -108,8 +114,9 @@ def fit_muscle_at_centre(hu: np.ndarray, group: np.ndarray, xyz_mm: np.ndarray) 
         use = np.abs(res) <= 3.5 * max(mad, 1.0)
     n = len(present)
     levels = {g: float(coef[i]) for i, g in enumerate(present)}
-    return {"levels": levels, "field": "second-order polynomial in k, j, i (mm), zero at the femur centre",
-            "gradient_hu_per_mm": [round(float(v) / FIELD_SCALE_MM, 4) for v in coef[n:n + 3]],
+    return {"levels": levels, "field": "second-order polynomial in k, j, i (mm), zero at the femur centre" if two
+            else "none (one muscle group only: its robust level)",
+            "gradient_hu_per_mm": [round(float(v) / FIELD_SCALE_MM, 4) for v in coef[n:n + 3]] if two else None,
             "rms_residual_hu": round(float(np.sqrt(np.mean(res[use] ** 2))), 2),
             "voxels": {("iliopsoas", "other_muscle")[g]: int((group == g).sum()) for g in present}}
 
@@ -131,13 +138,22 @@ def local_tissue_hu(ct_hu: np.ndarray, labels: np.ndarray, femur: np.ndarray,
     slab = _proximal_slab(femur, spacing)[:, None, None]
     dist = ndimage.distance_transform_edt(~femur, sampling=spacing)
     shell = (dist > MUSCLE_SHELL_MM[0]) & (dist <= MUSCLE_SHELL_MM[1]) & slab
+    # the calibration site's muscle window (rois.muscle_roi): compare like with like, and keep fat that a
+    # segmentation left inside a muscle label out of the level
+    lean = (ct_hu >= MUSCLE_HU_MIN) & (ct_hu <= MUSCLE_HU_MAX)
     psoas = np.isin(labels, (LABELS["psoas_left"], LABELS["psoas_right"]))
     other = labels == LABELS["other_muscle"]
     # one voxel off each muscle's boundary: no partial volume with fat or bone
     groups = np.full(labels.shape, -1, np.int8)
-    groups[ndimage.binary_erosion(other) & shell] = 1
-    groups[ndimage.binary_erosion(psoas) & shell] = 0
+    groups[ndimage.binary_erosion(other) & shell & lean] = 1
+    groups[ndimage.binary_erosion(psoas) & shell & lean] = 0
     source = "labelled muscle (iliopsoas level; gluteal/thigh muscle for the offset field)"
+    if int((groups == 1).sum()) < MIN_GROUP_VOXELS and int((groups == 0).sum()) >= MIN_GROUP_VOXELS:
+        # the segmentation labels the iliopsoas but not the other muscles (the shipped model): the unlabelled
+        # lean tissue around the femur (gluteal/thigh muscle, tendon) informs the offset field instead
+        unlabelled = ndimage.binary_erosion(np.isin(labels, (0, LABELS["body"]))) & shell & lean
+        groups[unlabelled] = 1
+        source = "labelled iliopsoas (level); unlabelled lean tissue around the femur (offset field)"
     if int((groups >= 0).sum()) < MIN_MUSCLE_VOXELS:
         bone = np.isin(labels, [v for k, v in LABELS.items() if k.startswith(("femur", "hip_", "vertebra", "sacrum"))])
         groups[:] = -1
