@@ -13,7 +13,9 @@
   value enters the measurement. ``--calibration muscle-fat|internal-multi``: end to end, a digital
   patient from T12 to the femurs through ``pipeline.analyze`` (spine ROIs, calibration, hip with the
   local check against the spine ROIs); these figures include the calibration's own error.
-  ``--no-local-calibration``: the spine's line unchanged at the hip (before/after).
+  ``--no-local-calibration``: the spine's line unchanged at the hip (before/after). ``--segmentation
+  model``: end to end with the shipped model's labels instead of the phantom's (``obmd analyze``
+  without ``--seg``, the default user path); the truth stays the phantom's density map and axes.
 * Precision: rescans of the first patients (new noise, repositioning up to +-5 mm, other kVp, other
   kernel), RMS-CV % (Gluer et al., Osteoporos Int 1995;5:262); CTXA reports 1.8-2.0 % (Cann 2014).
 * Positioning: an analytic femur rotated +-15 deg in the scanner; neck / total hip aBMD change %.
@@ -43,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "internal-multi: end to end through the pipeline on T12-to-femur digital patients")
     parser.add_argument("--no-local-calibration", action="store_true",
                         help="use the spine's line unchanged at the hip (no local muscle check)")
+    parser.add_argument("--segmentation", choices=("truth", "model"), default="truth",
+                        help="end to end only: the phantom's own labels (default) or the shipped model's, as "
+                        "'obmd analyze' without --seg (the truth's femur geometry and density map stay the reference)")
     add_json_option(parser)
     parser.set_defaults(func=run)
 
@@ -54,7 +59,7 @@ def _exact_calibration(truth: dict):
     return Calibration("phantom-exact", float(ex["slope_mg_cm3_per_hu"]), float(ex["intercept_mg_cm3"]))
 
 
-CONFIG = {"calibration": "exact", "local_calibration": True}  # set by run()
+CONFIG = {"calibration": "exact", "local_calibration": True, "segmentation": "truth"}  # set by run()
 END_TO_END_FOV = ("T12", "femur")  # spine reference ROIs (T12-L4) and both hips
 
 
@@ -84,12 +89,14 @@ def _measure(phantom, twin_kw: dict | None = None) -> dict:
         # as a DICOM header gives them: tube voltage and the patient's age (age-typical marrow and psoas fat)
         phantom.ct.metadata["kvp"] = float(truth["scanner"]["kvp"])
         options = AnalysisOptions(calibration=CONFIG["calibration"], patient_age=patient_age(truth))
-        res = analyze(phantom.ct, phantom.labels, options).results
+        labels = None if CONFIG["segmentation"] == "model" else phantom.labels  # None: the shipped model segments
+        analysed = analyze(phantom.ct, labels, options)
+        res = analysed.results
         if CONFIG["local_calibration"]:
             return res["hip"]
         cal = res["calibration"]  # the same spine line, unchanged at the hip
         line = Calibration(cal["method"], float(cal["slope"]), float(cal["intercept"]))
-        return analyze_hips(phantom.ct, phantom.labels, line, None, HipOptions(local_calibration=False))[0]
+        return analyze_hips(phantom.ct, analysed.labels, line, None, HipOptions(local_calibration=False))[0]
     opts = HipOptions(kvp=float(truth["scanner"]["kvp"]), local_calibration=CONFIG["local_calibration"])
     reference = None
     if CONFIG["local_calibration"] and twin_kw is not None:
@@ -194,7 +201,13 @@ def rotation(log=print) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    CONFIG.update(calibration=args.calibration, local_calibration=not args.no_local_calibration)
+    if args.segmentation == "model" and args.calibration == "exact":
+        from ..errors import InputError
+
+        raise InputError("--segmentation model needs an end-to-end calibration (--calibration muscle-fat or "
+                         "internal-multi)")
+    CONFIG.update(calibration=args.calibration, local_calibration=not args.no_local_calibration,
+                  segmentation=args.segmentation)
     print(f"calibration: {args.calibration}; local calibration check at the hip: "
           f"{'on' if CONFIG['local_calibration'] else 'off'}")
     line = "the exact HA line" if args.calibration == "exact" else f"{args.calibration} from the spine ROIs"
@@ -218,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
                   f"  {a.get('max_abs_t_error', float('nan')):10.3f}  {p.get('rmscv_percent') or float('nan'):7.2f}")
     print(f"rotation +-15 deg: max neck aBMD change {rot['max_abs_neck_change_percent']:.2f} % (target <= 1.5 %)")
     figures = {"calibration": args.calibration, "local_calibration": CONFIG["local_calibration"],
+               "segmentation": CONFIG["segmentation"],
                "accuracy_ideal": acc_ideal, "accuracy": acc, "precision": prec, "rotation": rot,
                "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
     write_json(args.json, figures)
