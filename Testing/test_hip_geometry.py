@@ -97,3 +97,31 @@ def test_left_femur_mirrors_right(base):
     res_left = _run(AnalyticFemur(side="left"), spacing=(1.5, 1.5, 1.5))[0]
     assert res_left["neck"]["abmd_g_cm2"] == pytest.approx(base[0]["neck"]["abmd_g_cm2"], rel=0.01)
     assert res_left["neck_shaft_angle_deg"] == pytest.approx(base[0]["neck_shaft_angle_deg"], abs=1.0)
+
+
+def test_oversegmented_femur_keeps_its_area(monkeypatch):
+    """A femur label 1.5 mm too wide (as a segmentation model's boundary may be): the bone pixels are
+    where the projection carries mineral (DXA's image edge), so neck and total hip area and aBMD stay
+    within 3 % of the true label's; from the label alone the neck area grows by > 4 %."""
+    from scipy import ndimage
+
+    from OpportunisticBMDLib.hip import projection
+    from OpportunisticBMDLib.volume import Volume
+
+    femur = AnalyticFemur()
+    spacing = (1.5, 1.5, 1.5)
+    density, labels, _ = femur.volumes(spacing_mm=spacing, shape_mm=SHAPE_MM, head_offset_mm=HEAD_MM)
+    wide = ndimage.binary_dilation(labels.array > 0) & (density.array < 1.0)  # one voxel of 'soft tissue'
+    wide_labels = Volume(np.where(wide, labels.array.max(), labels.array).astype(labels.array.dtype), spacing)
+    opts = HipOptions(cortical_correction=False, subtract_soft_tissue=False)
+
+    def measure(lab):
+        return analyze_hips(density, lab, IdentityCalibration(), None, opts)[0][femur.side]
+
+    true, over = measure(labels), measure(wide_labels)
+    for region in ("neck", "total_hip"):
+        assert over[region]["area_cm2"] == pytest.approx(true[region]["area_cm2"], rel=0.03), region
+        assert over[region]["abmd_g_cm2"] == pytest.approx(true[region]["abmd_g_cm2"], rel=0.03), region
+    monkeypatch.setattr(projection, "FOOTPRINT_MIN_ABMD_G_CM2", 0.0)
+    label_only = measure(wide_labels)
+    assert label_only["neck"]["area_cm2"] > 1.04 * true["neck"]["area_cm2"]
