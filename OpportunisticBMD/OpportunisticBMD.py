@@ -284,8 +284,10 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._watchEdits(outputs.roi_segmentation_node, outputs.markups_node)
         self.ui.progressBar.value = 100
         summary = outputs.result.results.get("spine", {}).get("summary", {})
-        self.ui.statusLabel.text = "vBMD {} mg/cm³ ({}): {}".format(
-            _fmt(summary.get("vbmd_mg_cm3")), ", ".join(summary.get("levels_used") or []), summary.get("category", "")
+        sd = summary.get("vbmd_calibration_sd_mg_cm3")  # the calibration's stated 1 SD, when it gives one
+        self.ui.statusLabel.text = "vBMD {}{} mg/cm³ ({}): {}".format(
+            _fmt(summary.get("vbmd_mg_cm3")), f" ± {sd:.1f}" if sd is not None else "",
+            ", ".join(summary.get("levels_used") or []), summary.get("category", "")
         )
         slicer.util.setSliceViewerLayers(background=p.inputVolume, fit=True)
         self._checkCanApply()

@@ -10,8 +10,9 @@ the line stands for, so trabecular bone reads ``marrow`` mg/cm^3 low.
 
 Each voxel is treated as a two-compartment mixture (CT values mix linearly, under partial volume and
 blur alike): a fraction ``c`` of cortical bone and ``1 - c`` of its background -- inside the femur label
-the local trabecular bone (line value ``LT``, :func:`local_trabecular_level`), in the rim outside it soft
-tissue (already subtracted as the DXA baseline by the caller). Then
+the local trabecular bone (line value ``LT``, :func:`local_trabecular_level`), in the label's outermost
+voxel layer and in the rim outside it soft tissue (in the rim already subtracted as the DXA baseline by
+the caller). For trabecular background
 ``c = (L - LT) / (Lc - LT)`` and the mineral is ``L + (1 - c) * marrow + c * (1083 - Lc)``: linear in
 ``L`` (image noise averages out, ``c`` is not clipped below) and exact for pure cortical bone, pure
 trabecular bone and any mixture of the two. (Until 2026-11-24 every voxel within 3 mm of the surface
