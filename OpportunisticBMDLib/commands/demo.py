@@ -126,10 +126,14 @@ def run(args: argparse.Namespace) -> int:
     pair = _cohort.paired_patient_value(measured, truth_levels)
     if summary.get("vbmd_mg_cm3") is not None:
         used = summary.get("levels_used")
+        sd = summary.get("vbmd_calibration_sd_mg_cm3")
         print(f"summary ({'+'.join(used) if isinstance(used, list) else used}): "
-              f"{summary['vbmd_mg_cm3']:.1f} mg/cm3 -> {summary.get('category')}")
+              f"{summary['vbmd_mg_cm3']:.1f}{f' +-{sd:.1f}' if sd is not None else ''} mg/cm3 -> "
+              f"{summary.get('category')}")
     if pair is not None:
         print(f"truth   ({'+'.join(pair[2])}): {pair[1]:.1f} mg/cm3 -> {_category(pair[1])}")
+    for line in hip_truth_lines(result.results, scan.truth):
+        print(line)
     for q in result.results.get("qc", [])[:6]:
         print(f"  QC {q.get('severity', '')}: {q.get('code', '')} {q.get('message', '')}")
 
@@ -138,6 +142,26 @@ def run(args: argparse.Namespace) -> int:
     for path in [*written.values(), *pictures] if isinstance(written, dict) else pictures:
         print(f"    {path}")
     return 0
+
+
+def hip_truth_lines(results: dict, truth: dict) -> list[str]:
+    """Measured vs true neck / total hip aBMD and T-score per side (truth: the phantom's density map)."""
+    lines = []
+    for side in ("left", "right"):
+        measured, true = (results.get("hip") or {}).get(side) or {}, (truth.get("hip") or {}).get(side) or {}
+        for region, title in (("neck", "neck"), ("total_hip", "total hip")):
+            m, t = measured.get(region), true.get(region)
+            if not isinstance(m, dict) or not isinstance(t, dict) or "abmd_g_cm2" not in t:
+                continue
+            if not lines:
+                lines.append(f"\n{'hip':<17}{'measured':>10}{'true':>8}{'error':>8}{'T':>7}{'true T':>8}"
+                             "   (aBMD, g/cm2)")
+            sd = m.get("t_score_calibration_sd")
+            err = 100.0 * (m["abmd_g_cm2"] / t["abmd_g_cm2"] - 1.0)
+            lines.append(f"{side + ' ' + title:<17}{m['abmd_g_cm2']:>10.3f}{t['abmd_g_cm2']:>8.3f}{err:>+7.1f}%"
+                         f"{m['t_score']:>+7.1f}{t['t_score']:>+8.1f}" + (f"   (T +-{sd:.1f}: calibration, 1 SD)"
+                                                                        if sd is not None else ""))
+    return lines
 
 
 def _level_order(level: str) -> tuple[int, int]:
