@@ -125,3 +125,52 @@ def test_oversegmented_femur_keeps_its_area(monkeypatch):
     monkeypatch.setattr(projection, "FOOTPRINT_MIN_ABMD_G_CM2", 0.0)
     label_only = measure(wide_labels)
     assert label_only["neck"]["area_cm2"] > 1.04 * true["neck"]["area_cm2"]
+
+
+def test_neck_cortex_labelled_pelvis_is_reclaimed(monkeypatch):
+    """A segmentation gives part of the inferior neck's cortex to the pelvis (as the shipped model does next
+    to the ischium): voxels within the neck's own radius (the label's 95th percentile distance from the neck
+    axis) are counted as femur again (QC info) and at least half the neck aBMD loss comes back; a pelvis
+    block outside the neck (above the head, like the acetabular roof) stays pelvis."""
+    from OpportunisticBMDLib.hip import analysis
+    from OpportunisticBMDLib.hip.analysis import reclaim_neck
+    from OpportunisticBMDLib.hip.geometry import femur_geometry
+    from OpportunisticBMDLib.labels import LABELS
+    from OpportunisticBMDLib.volume import Volume
+
+    femur = AnalyticFemur()
+    spacing = (1.5, 1.5, 1.5)
+    density, labels, _ = femur.volumes(spacing_mm=spacing, shape_mm=SHAPE_MM, head_offset_mm=HEAD_MM)
+    femur_id = int(labels.array.max())
+    mask = labels.array == femur_id
+    geom = femur_geometry(mask, spacing, femur.side)
+    pts = np.argwhere(mask) * np.asarray(spacing) - geom.head_centre_mm
+    t = pts @ geom.neck_axis
+    r = np.linalg.norm(pts - np.outer(t, geom.neck_axis), axis=1)
+    neck = (t > 1.3 * geom.head_radius_mm) & (t < 1.7 * geom.head_radius_mm)
+    e1 = geom.shaft_axis - np.dot(geom.shaft_axis, geom.neck_axis) * geom.neck_axis  # superior, across the neck
+    inferior = (pts - np.outer(t, geom.neck_axis)) @ e1 < 0
+    sel = neck & inferior & (r > np.percentile(r[neck], 70)) & (r < np.percentile(r[neck], 93))  # cortex, inner
+    chunk = np.zeros_like(mask)
+    chunk[tuple(np.argwhere(mask)[sel].T)] = True
+    pelvis_id = LABELS[f"hip_{femur.side}"]
+    cut = np.where(chunk, pelvis_id, labels.array)
+    roof = np.zeros_like(mask)
+    above_head_mm = geom.head_centre_mm + geom.shaft_axis * (geom.head_radius_mm + 4.0)
+    c = np.round(above_head_mm / np.asarray(spacing)).astype(int)
+    roof[c[0]:c[0] + 3, c[1] - 3:c[1] + 3, c[2] - 3:c[2] + 3] = True
+    cut = np.where(roof & ~mask, pelvis_id, cut)
+    assert not (reclaim_neck(cut == femur_id, cut, geom, spacing) & roof).any()
+    opts = HipOptions(cortical_correction=False, subtract_soft_tissue=False)
+
+    def neck_abmd(lab) -> dict:
+        return analyze_hips(density, lab, IdentityCalibration(), None, opts)[0][femur.side]
+
+    whole = neck_abmd(labels)["neck"]["abmd_g_cm2"]
+    damaged_labels = Volume(cut.astype(labels.array.dtype), spacing)
+    damaged = neck_abmd(damaged_labels)
+    assert "hip_neck_relabelled" in [q["code"] for q in damaged["qc"]]
+    monkeypatch.setattr(analysis, "RECLAIM_NEAR_MM", 0.0)  # the label as given
+    as_given = neck_abmd(damaged_labels)["neck"]["abmd_g_cm2"]
+    assert abs(damaged["neck"]["abmd_g_cm2"] / whole - 1.0) < 0.5 * abs(as_given / whole - 1.0)
+    assert abs(as_given / whole - 1.0) > 0.01  # the damage matters
