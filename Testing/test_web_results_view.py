@@ -44,6 +44,8 @@ def test_summary_calibration_qc_hip() -> None:
     assert view["hip"] == [{"side": "left", "region": "neck", "abmd": "0.758", "t_score": "-0.8", "area": "5.7"}]
     sd = {"hip": {"left": {"neck": {"abmd_g_cm2": 0.7581, "t_score": -0.84, "t_score_calibration_sd": 0.21}}}}
     assert results_view(sd)["hip"][0]["t_score"] == "-0.8 ± 0.2"  # the calibration's stated 1 SD
+    spine = {"spine": {"summary": {"vbmd_mg_cm3": 100.66, "vbmd_calibration_sd_mg_cm3": 4.96}}}
+    assert results_view(spine)["summary"]["vbmd"] == "100.7 mg/cm³ (± 5.0 calibration, 1 SD)"
 
 
 def test_empty_and_missing_values_show_dashes() -> None:

@@ -74,7 +74,9 @@ def summary_view(results: dict) -> dict[str, Any]:
     used = summary.get("levels_used") or []
     return {
         "vbmd_mg_cm3": _number(summary.get("vbmd_mg_cm3")),
-        "vbmd": fmt(summary.get("vbmd_mg_cm3"), 1, "mg/cm³"),
+        "vbmd": fmt(summary.get("vbmd_mg_cm3"), 1, "mg/cm³") + (
+            f" (± {summary['vbmd_calibration_sd_mg_cm3']:.1f} calibration, 1 SD)"
+            if _number(summary.get("vbmd_calibration_sd_mg_cm3")) is not None else ""),
         "levels": "–".join([used[0], used[-1]]) if len(used) > 1 else (used[0] if used else DASH),
         "category": str(summary.get("category") or DASH),
         "note": ACR_NOTE,
