@@ -174,3 +174,28 @@ def test_neck_cortex_labelled_pelvis_is_reclaimed(monkeypatch):
     as_given = neck_abmd(damaged_labels)["neck"]["abmd_g_cm2"]
     assert abs(damaged["neck"]["abmd_g_cm2"] / whole - 1.0) < 0.5 * abs(as_given / whole - 1.0)
     assert abs(as_given / whole - 1.0) > 0.01  # the damage matters
+
+
+def test_femur_label_missing_bone_is_flagged():
+    """Dense bone just outside the femur label, relative to inside: ~0 for an intact label (no pelvis in
+    this volume), and a warning when the label misses much of the bone (here its outer 4.5 mm)."""
+    from OpportunisticBMDLib.volume import Volume
+
+    femur = AnalyticFemur()
+    spacing = (1.5, 1.5, 1.5)
+    density, labels, _ = femur.volumes(spacing_mm=spacing, shape_mm=SHAPE_MM, head_offset_mm=HEAD_MM)
+    frac = density.array / femur.density_mg_cm3
+    ct = Volume(2.0 * density.array + 40.0 * (1.0 - frac), spacing)  # 800 HU bone in 40 HU 'muscle'
+    opts = HipOptions(cortical_correction=False)
+    intact = analyze_hips(ct, labels, IdentityCalibration(), None, opts)[0][femur.side]
+    assert intact["dense_bone_outside_label_ratio"] < 0.1
+    assert "hip_femur_label_incomplete" not in [q["code"] for q in intact["qc"]]
+    from scipy import ndimage
+
+    # a label that misses the bone's outer 4.5 mm all around (as the model's did on one digital patient)
+    thin = ndimage.binary_erosion(labels.array > 0, iterations=3)
+    cut = np.where(thin, labels.array, 0).astype(labels.array.dtype)
+    damaged = analyze_hips(ct, Volume(cut, spacing), IdentityCalibration(), None, opts)[0][femur.side]
+    assert damaged.get("excluded_reason") is None
+    assert damaged["dense_bone_outside_label_ratio"] > 0.6
+    assert "hip_femur_label_incomplete" in [q["code"] for q in damaged["qc"]]
