@@ -199,3 +199,4 @@ def test_femur_label_missing_bone_is_flagged():
     assert damaged.get("excluded_reason") is None
     assert damaged["dense_bone_outside_label_ratio"] > 0.6
     assert "hip_femur_label_incomplete" in [q["code"] for q in damaged["qc"]]
+    assert intact["category"] is not None and damaged["category"] is None  # no diagnosis from a broken label

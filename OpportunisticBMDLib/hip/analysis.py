@@ -404,7 +404,8 @@ def analyze_hips(
             out["qc"].insert(0, _qc("hip_femur_label_incomplete", "warning", (
                 f"{side} hip: dense bone just outside the femur label (within {LABEL_CHECK_NEAR_MM:.0f} mm) is "
                 f"{ratio:.0%} of that inside it (reference labels: ~30 %, the acetabulum): the femur "
-                "segmentation likely misses bone; check the labels before reading this hip")))
+                "segmentation likely misses bone; no WHO category until the labels are checked")))
+            out["category"] = None  # a diagnosis needs a trustworthy femur; the numbers stay for review
         out["calibration_method"] = getattr(calibration, "method", None)
         out["calibration"] = _calibration_block(calibration, check, local)
         if check is not None:
