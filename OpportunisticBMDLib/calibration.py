@@ -233,7 +233,7 @@ def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, 
             else "typical for adults over 38 y, age unknown (Sollmann et al., Quant Imaging Med Surg 2020;10:496)"),
         "slope_relative_sd": rel_sd,
         "uncertainty": (f"1 SD from the psoas fat fraction's between-subject SD ({psoas_fat_sd(age):.3f}, Sollmann "
-                        "2020): slope +-{:.1%}; scanner non-uniformity (cupping) comes on top".format(rel_sd))
+                        f"2020): slope +-{rel_sd:.1%}; scanner non-uniformity (cupping) comes on top")
         if rel_sd is not None else "not estimated (densities or psoas fat set by the user)",
         "muscle_voxels": int(rois["muscle_roi"].sum()),
         "fat_voxels": int(rois["fat_roi"].sum()),
