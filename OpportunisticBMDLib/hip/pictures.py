@@ -131,8 +131,10 @@ def _draw_reference_curve(ax, pic: HipPicture, region: str) -> None:
         if pic.patient_age is not None:
             age = float(np.clip(pic.patient_age, lo_age, hi_age))
             sd = r.get("abmd_calibration_sd_g_cm2")
-            if sd is not None:  # the calibration's 1 SD (phantomless: the patient's psoas composition)
-                ax.errorbar([age], [r["abmd_g_cm2"]], yerr=[[sd], [sd]], color="black", capsize=4, lw=1.2)
+            if sd is not None:  # the calibration's 1 SD (phantomless: the patient's psoas composition), beside
+                # the marker so that it stays visible
+                ax.errorbar([age - 2.5], [r["abmd_g_cm2"]], yerr=[[sd], [sd]], color="black", capsize=3, lw=1.2)
+                ax.text(age - 3.5, r["abmd_g_cm2"], "±1 SD", fontsize=6, ha="right", va="center")
             ax.plot([age], [r["abmd_g_cm2"]], "s", color="black", ms=8, mfc="white", mew=2)
             ax.annotate(f"{r['abmd_g_cm2']:.3f}\nT {r['t_score']:+.1f}", (age, r["abmd_g_cm2"]),
                         xytext=(8, 0), textcoords="offset points", fontsize=8, va="center")
