@@ -147,19 +147,20 @@ def two_point_line(muscle_hu: float, fat_hu: float, muscle_d: float, fat_d: floa
     return slope, muscle_d - slope * muscle_hu
 
 
+def _younger_group(age_years: float | None) -> bool:
+    """The source's younger group (under 38 y); an unknown age counts as the older one."""
+    return age_years is not None and age_years < PSOAS_FAT_AGE_SPLIT_Y
+
+
 def typical_psoas_fat_fraction(age_years: float | None) -> float:
     """Adipose volume fraction of an adult psoas at ``age_years`` (None: older adult), see
     :data:`PSOAS_FAT_FRACTION_OLDER`."""
-    if age_years is not None and age_years < PSOAS_FAT_AGE_SPLIT_Y:
-        return PSOAS_FAT_FRACTION_YOUNG
-    return PSOAS_FAT_FRACTION_OLDER
+    return PSOAS_FAT_FRACTION_YOUNG if _younger_group(age_years) else PSOAS_FAT_FRACTION_OLDER
 
 
 def psoas_fat_sd(age_years: float | None) -> float:
     """Between-subject SD of the psoas fat fraction at ``age_years`` (None: older adult)."""
-    if age_years is not None and age_years < PSOAS_FAT_AGE_SPLIT_Y:
-        return PSOAS_FAT_SD_YOUNG
-    return PSOAS_FAT_SD_OLDER
+    return PSOAS_FAT_SD_YOUNG if _younger_group(age_years) else PSOAS_FAT_SD_OLDER
 
 
 def slope_relative_sd(fat_sd: float, kvp: float, marrow_fat_fraction: float, psoas_d: float, fat_d: float) -> float:
@@ -205,15 +206,15 @@ def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, 
     kvp = REFERENCE_KVP if kvp is None else round(kvp, 1)  # rounded: cache-friendly
     age = getattr(options, "patient_age", None)
     marrow_fat = base_marrow_fat_fraction(params, age)
-    psoas_fat = float(params["psoas_fat_fraction"]) if params.get("psoas_fat_fraction") is not None \
-        else typical_psoas_fat_fraction(age)
+    user_psoas_fat = params.get("psoas_fat_fraction")
+    psoas_fat = typical_psoas_fat_fraction(age) if user_psoas_fat is None else float(user_psoas_fat)
     physics_muscle_d, physics_fat_d = muscle_fat_densities(kvp, marrow_fat, psoas_fat)
     muscle_d = physics_muscle_d if options.muscle_density_mg_cm3 is None else float(options.muscle_density_mg_cm3)
     fat_d = physics_fat_d if options.fat_density_mg_cm3 is None else float(options.fat_density_mg_cm3)
     slope, intercept = two_point_line(muscle_hu, fat_hu, muscle_d, fat_d)
     # The patient's own psoas composition is unknown: its between-subject spread is this line's uncertainty
     # (not estimated when the user set the densities or the psoas fat: their own error is unknown here).
-    typical = options.muscle_density_mg_cm3 is None and params.get("psoas_fat_fraction") is None
+    typical = options.muscle_density_mg_cm3 is None and user_psoas_fat is None
     rel_sd = slope_relative_sd(psoas_fat_sd(age), kvp, marrow_fat, muscle_d, fat_d) if typical else None
     details: dict[str, Any] = {
         "muscle_hu": muscle_hu,
@@ -228,7 +229,7 @@ def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, 
         "kvp_source": "assumed" if kvp_assumed else "header",  # "assumed": qc flag kvp_assumed
         "base_marrow_fat_fraction": marrow_fat,
         "psoas_fat_fraction": psoas_fat,
-        "psoas_fat_source": "user" if params.get("psoas_fat_fraction") is not None else (
+        "psoas_fat_source": "user" if user_psoas_fat is not None else (
             "typical for age (Sollmann et al., Quant Imaging Med Surg 2020;10:496)" if age is not None
             else "typical for adults over 38 y, age unknown (Sollmann et al., Quant Imaging Med Surg 2020;10:496)"),
         "slope_relative_sd": rel_sd,

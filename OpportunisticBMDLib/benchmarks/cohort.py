@@ -197,21 +197,19 @@ def summarise(cases: list[dict], failures: list[dict], n_requested: int) -> dict
             "naming_accuracy": round(float(np.mean(named)), 4) if named else None, "naming_n": len(named),
             "keypoint_distance_mm_median": round(float(np.median(dist)), 2) if dist else None,
         }
+    def agree(rows: list[dict], measured: str, reference: str) -> dict:
+        return _agreement([c[f"l1_l2_{measured}_mg_cm3"] for c in rows], [c[f"l1_l2_{reference}_mg_cm3"] for c in rows])
+
     paired = [c for c in cases if "l1_l2_model_label_mg_cm3" in c and "l1_l2_truth_label_mg_cm3" in c]
     l1_l2 = {
-        "model_vs_truth_label": _agreement([c["l1_l2_model_label_mg_cm3"] for c in paired],
-                                           [c["l1_l2_truth_label_mg_cm3"] for c in paired]),
-        "model_vs_truth_label_exact": _agreement([c["l1_l2_model_label_exact_mg_cm3"] for c in paired],
-                                                 [c["l1_l2_truth_label_exact_mg_cm3"] for c in paired]),
-        "model_vs_truth": _agreement([c["l1_l2_model_label_mg_cm3"] for c in paired if "l1_l2_truth_mg_cm3" in c],
-                                     [c["l1_l2_truth_mg_cm3"] for c in paired if "l1_l2_truth_mg_cm3" in c]),
+        "model_vs_truth_label": agree(paired, "model_label", "truth_label"),
+        "model_vs_truth_label_exact": agree(paired, "model_label_exact", "truth_label_exact"),
+        "model_vs_truth": agree([c for c in paired if "l1_l2_truth_mg_cm3" in c], "model_label", "truth"),
     }
     with_truth = [c for c in cases if "l1_l2_truth_mg_cm3" in c and "l1_l2_truth_label_mg_cm3" in c]
     truth_floor = {
-        "truth_label_vs_truth": _agreement([c["l1_l2_truth_label_mg_cm3"] for c in with_truth],
-                                           [c["l1_l2_truth_mg_cm3"] for c in with_truth]),
-        "truth_label_exact_vs_truth": _agreement([c["l1_l2_truth_label_exact_mg_cm3"] for c in with_truth],
-                                                 [c["l1_l2_truth_mg_cm3"] for c in with_truth]),
+        "truth_label_vs_truth": agree(with_truth, "truth_label", "truth"),
+        "truth_label_exact_vs_truth": agree(with_truth, "truth_label_exact", "truth"),
     }
     loa = l1_l2["model_vs_truth_label"]
     qc_counts: dict[str, int] = {}

@@ -115,8 +115,6 @@ def reclaim_neck(mask: np.ndarray, label_arr: np.ndarray, geom: FemurGeometry,
     head and the trochanters; the acetabulum and ischium lie outside it (joint space, capsule). Returns
     the voxels to add to the femur mask."""
     out = np.zeros_like(mask)
-    if RECLAIM_NEAR_MM <= 0:
-        return out
     near = np.isin(label_arr, (LABELS["hip_left"], LABELS["hip_right"])) & within_mm(mask, RECLAIM_NEAR_MM, spacing)
     if not near.any():
         return out
@@ -309,7 +307,8 @@ def calibration_uncertainty(abmd_g_cm2: float, region: str, slope_relative_sd: f
     return {"abmd_calibration_sd_g_cm2": sd, "t_score_calibration_sd": None if t0 is None or t1 is None else t1 - t0}
 
 
-def _calibration_block(calibration: Any, check: dict[str, Any] | None, local: dict[str, Any] | None) -> dict[str, Any]:
+def _calibration_block(calibration: Any, check: dict[str, Any] | None, local: dict[str, Any] | None,
+                       slope_relative_sd: float | None) -> dict[str, Any]:
     """results.json ``hip.<side>.calibration``: the line the hip used and the local check behind it."""
     slope = getattr(calibration, "slope_mg_cm3_per_hu", None)
     intercept = getattr(calibration, "intercept_mg_cm3", None)
@@ -317,7 +316,7 @@ def _calibration_block(calibration: Any, check: dict[str, Any] | None, local: di
     out: dict[str, Any] = {
         "method": getattr(calibration, "method", None), "slope": slope, "intercept": intercept,
         "hu_shift_applied": shift,
-        "slope_relative_sd": (getattr(calibration, "details", None) or {}).get("slope_relative_sd"),
+        "slope_relative_sd": slope_relative_sd,
         "effective_intercept": None if slope is None or intercept is None else intercept - slope * shift,
         "used": "spine line shifted to the hip's slices (local muscle check)" if shift else "spine line unchanged",
         "local_check": None if check is None else {**check, **{k: v for k, v in (local or {}).items()
@@ -362,6 +361,7 @@ def analyze_hips(
             pass
     spacing = tuple(float(s) for s in ct.spacing_mm)
     age = _parse_age(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
+    rel_sd = (getattr(calibration, "details", None) or {}).get("slope_relative_sd")  # the line's stated 1 SD
     sex = getattr(options, "patient_sex", None) or ct.metadata.get("patient_sex")
     results: dict[str, Any] = {}
     rois: dict[str, np.ndarray] = {}
@@ -407,10 +407,9 @@ def analyze_hips(
                 "segmentation likely misses bone; no WHO category until the labels are checked")))
             out["category"] = None  # a diagnosis needs a trustworthy femur; the numbers stay for review
         out["calibration_method"] = getattr(calibration, "method", None)
-        out["calibration"] = _calibration_block(calibration, check, local)
+        out["calibration"] = _calibration_block(calibration, check, local, rel_sd)
         if check is not None:
             out["qc"] = _local_check_qc(side, check) + out["qc"]
-        rel_sd = (getattr(calibration, "details", None) or {}).get("slope_relative_sd")
         for name in REGION_NAMES:
             if out.get(name):
                 z, _ = tscores.z_score(out[name]["abmd_g_cm2"], name, age, sex, opts.z_reference)

@@ -90,11 +90,9 @@ def local_trabecular_level(line_mg_cm3: np.ndarray, depth_mm: np.ndarray,
     return np.where(den > 1e-3, num / np.maximum(den, 1e-3), fallback).astype(np.float32)
 
 
-def cortical_fraction(line_mg_cm3: np.ndarray, background_mg_cm3: np.ndarray | float, kvp: float | None,
-                      offset_mg_cm3: np.ndarray | float = 0.0) -> np.ndarray:
-    """Cortical bone fraction ``c`` of each voxel over its background (line values), capped at 1.
-    ``offset_mg_cm3``: what was already subtracted from ``line_mg_cm3`` (the rim's soft-tissue baseline)."""
-    cortical_line = cortical_line_value(kvp or DEFAULT_KVP) - offset_mg_cm3
+def cortical_fraction(line_mg_cm3: np.ndarray, background_mg_cm3: np.ndarray | float, kvp: float | None) -> np.ndarray:
+    """Cortical bone fraction ``c`` of each voxel over its background (line values), capped at 1."""
+    cortical_line = cortical_line_value(kvp or DEFAULT_KVP)
     c = (line_mg_cm3 - background_mg_cm3) / np.maximum(cortical_line - background_mg_cm3, 1.0)
     return np.clip(c, MIN_CORTICAL_FRACTION, 1.0)
 
@@ -128,12 +126,12 @@ def femur_mineral_mg_cm3(line_mg_cm3: np.ndarray, depth_mm: np.ndarray, kvp: flo
     # tissue (no mineral) in the rim and the label's outermost voxel layer (:data:`SURFACE_SOFT_SHARE`)
     soft_share = np.where(surface, SURFACE_SOFT_SHARE, np.where(inside, 0.0, 1.0)).astype(np.float32)
     background = soft_share * rim_baseline_mg_cm3 + (1.0 - soft_share) * trabecular
-    offset = np.where(inside, 0.0, rim_baseline_mg_cm3)  # the rim's values are already over the baseline
-    c = cortical_fraction(line, background - offset, kvp, offset)
+    # L: the line value before the rim's baseline subtraction (the rim's values are over the baseline)
+    full = line + np.where(inside, 0.0, rim_baseline_mg_cm3)
+    c = cortical_fraction(full, background, kvp)
     excess = cortical_mineral_mg_cm3() - cortical_line_value(kvp)  # < 0: cortex reads high on the line
     # mineral = c * cortex + (1 - c) * background mineral = L + c * excess + (1 - c) * (background mineral -
     # background line value); that difference is the marrow deficit for trabecular bone and minus the
-    # baseline for soft tissue (it holds no mineral). L: the line value before the rim's baseline subtraction.
-    mineral = (line + offset) + c * excess + (1.0 - c) * ((1.0 - soft_share) * marrow
-                                                          - soft_share * rim_baseline_mg_cm3)
+    # baseline for soft tissue (it holds no mineral).
+    mineral = full + c * excess + (1.0 - c) * ((1.0 - soft_share) * marrow - soft_share * rim_baseline_mg_cm3)
     return mineral.astype(np.float32)
