@@ -200,3 +200,26 @@ def test_femur_label_missing_bone_is_flagged():
     assert damaged["dense_bone_outside_label_ratio"] > 0.6
     assert "hip_femur_label_incomplete" in [q["code"] for q in damaged["qc"]]
     assert intact["category"] is not None and damaged["category"] is None  # no diagnosis from a broken label
+
+
+def test_trochanter_cut_by_the_field_of_view_is_not_reported():
+    """A large patient in a small field of view: the image edge cuts the greater trochanter. The neck is
+    still measured; total hip, trochanter and intertrochanter are withheld with a warning (their bone is
+    partly outside the image), instead of a total hip read low."""
+    from OpportunisticBMDLib.volume import Volume
+
+    femur = AnalyticFemur()
+    density, labels, _ = femur.volumes(spacing_mm=(1.0, 1.0, 1.0), shape_mm=SHAPE_MM, head_offset_mm=HEAD_MM)
+    bone_i = np.nonzero((labels.array > 0).any(axis=(0, 1)))[0]
+    lateral_low_i = femur.side == "right"  # the right femur's lateral side is towards patient right (-i)
+    keep = slice(int(bone_i.min()) + 8, None) if lateral_low_i else slice(None, int(bone_i.max()) - 7)
+    cut_density = Volume(np.ascontiguousarray(density.array[:, :, keep]), density.spacing_mm)
+    cut_labels = Volume(np.ascontiguousarray(labels.array[:, :, keep]), labels.spacing_mm)
+    result = analyze_hips(cut_density, cut_labels, IdentityCalibration(), None,
+                          HipOptions(cortical_correction=False))[0][femur.side]
+    codes = [q["code"] for q in result["qc"]]
+    assert "hip_total_hip_cut_fov" in codes
+    assert result["total_hip"] is None and result["trochanter"] is None
+    whole = analyze_hips(density, labels, IdentityCalibration(), None, HipOptions(cortical_correction=False))[0]
+    assert abs(result["neck"]["abmd_g_cm2"] / whole[femur.side]["neck"]["abmd_g_cm2"] - 1.0) < 0.01
+    assert "hip_total_hip_cut_fov" not in [q["code"] for q in whole[femur.side]["qc"]]

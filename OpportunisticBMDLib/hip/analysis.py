@@ -239,6 +239,13 @@ def measure_side(
                       "the proximal shaft. Total hip, trochanter and intertrochanter not reported."))
         for name in ("trochanter", "intertrochanter", "total_hip"):
             out[name] = None
+    elif not regions.total_in_view:
+        qc.append(_qc("hip_total_hip_cut_fov", "warning",
+                      f"{side} hip: the femur is cut by the field of view within the total hip region (trochanter "
+                      "or shaft at the image edge, e.g. a large patient in a small field of view); total hip, "
+                      "trochanter and intertrochanter not reported."))
+        for name in ("trochanter", "intertrochanter", "total_hip"):
+            out[name] = None
     t_values = {k: (out[k] or {}).get("t_score") for k in ("neck", "total_hip")}
     if not regions.neck_in_view:
         t_values.pop("neck")  # a cut neck gives no diagnosis
@@ -269,7 +276,8 @@ def measure_side(
     idx = np.argwhere(mask) + full_lo
     touches = [ax for ax in range(3) if idx[:, ax].min() == 0 or idx[:, ax].max() == fov_shape[ax] - 1]
     if touches:
-        qc.append(_qc("hip_femur_cut_fov", "info" if regions.distal_border_in_view else "warning",
+        regions_whole = regions.distal_border_in_view and regions.total_in_view
+        qc.append(_qc("hip_femur_cut_fov", "info" if regions_whole else "warning",
                       f"{side} hip: the femur is cut by the field of view "
                       f"({', '.join('kji'[a] for a in touches)} edge)"))
     out["qc"] = qc

@@ -58,6 +58,7 @@ class HipRegions:
     notes: list[str] = field(default_factory=list)
     distal_border_in_view: bool = True
     neck_in_view: bool = True
+    total_in_view: bool = True  # no bone of the total hip region within FOV_GUARD_MM of a cutting FOV face
 
 
 def _run_width(fp: np.ndarray, proj: Projection, centre: np.ndarray, perp: np.ndarray, half_len: float,
@@ -197,6 +198,7 @@ def build_regions(proj: Projection, geom: FemurGeometry) -> HipRegions:
     total = (t_map >= t_n - w2) & (vg >= v_bottom)
     safe = _safe_fov(proj)
     neck_in_view = safe is None or bool(safe[neck & proj.footprint].all())
+    total_in_view = safe is None or bool(safe[total & proj.footprint].all())
 
     start = (t_n + w2) * n2
     ang = np.radians(TROCH_LINE_ANGLE_DEG)
@@ -211,7 +213,7 @@ def build_regions(proj: Projection, geom: FemurGeometry) -> HipRegions:
     return HipRegions(
         {"neck": neck, "trochanter": troch, "intertrochanter": inter, "total_hip": total},
         t_n, n2, corners, np.array([start, line_end]), float(v_bottom), lt, (ts, widths), notes, bool(in_view),
-        neck_in_view,
+        neck_in_view, total_in_view,
     )
 
 

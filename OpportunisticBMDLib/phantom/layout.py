@@ -15,6 +15,8 @@ from .shapes import rot_about, rotation, unit
 
 STACK_ORDER = ("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9", "T8", "T7")  # built caudal to cranial
 Y_BACK_MM = 120.0
+FEMUR_REACH_HEAD_RADII = 3.0  # lateral extent of the femur from the head centre (2.6-2.9 R measured on seeds 500-607)
+TROCHANTER_COVER_MM = 15.0  # minimum soft tissue (gluteal fat and skin) over the greater trochanter
 
 
 @dataclass
@@ -48,7 +50,15 @@ class Layout:
         p = self.patient
         pelvis = _smoothstep(self.z_crest_mm + 10, self.z_crest_mm - 60, z)
         thorax = _smoothstep(self.vertebrae["T12"].center[2], self.vertebrae["T10"].center[2] + 20, z)
-        return p.body_half_width_mm + p.hip_extra_width_mm * pelvis + 6.0 * thorax
+        return p.body_half_width_mm + self.hip_extra_width_mm() * pelvis + 6.0 * thorax
+
+    def hip_extra_width_mm(self) -> float:
+        """The drawn hip width, widened where the femurs would otherwise reach (or pass) the skin: a
+        femur poking out of the body is cut by the field of view, and its hip cannot be measured."""
+        p = self.patient
+        reach = max((abs(float(h[0])) + FEMUR_REACH_HEAD_RADII * p.femur[side].head_radius_mm
+                     for side, h in self.hip_center.items()), default=0.0)
+        return max(p.hip_extra_width_mm, reach + TROCHANTER_COVER_MM - p.body_half_width_mm)
 
     def body_half_depth(self, z):
         p = self.patient
