@@ -14,7 +14,7 @@ from ..volume import Volume
 from . import tscores
 from .density import femur_mineral_mg_cm3
 from .geometry import FemurGeometry, femur_geometry
-from .local_calibration import MUSCLE_SHELL_MM, decide_shift, local_tissue_hu
+from .local_calibration import MUSCLE_SHELL_MM, decide_shift, local_tissue_hu, offset_field_on_grid
 from .projection import DEFAULT_PIXEL_MM, DEFAULT_STEP_MM, Projection, project
 from .regions import REGION_NAMES, HipRegions, build_regions, region_stats
 
@@ -400,6 +400,14 @@ def analyze_hips(
             check = decide_shift(local, reference_hu)
             if check["applied"]:
                 hu = hu.astype(np.float32) - np.float32(check["hu_shift"])
+                # the offset varies across the femur (~5 HU SD on digital patients): the fitted field too
+                origin = np.array([c.start - m.start for c, m in zip(crop, mcrop, strict=True)]) * np.asarray(spacing)
+                field = offset_field_on_grid(local, hu.shape, origin, spacing)
+                if field is not None:
+                    hu -= field
+                    femur_field = field[lab == label_id]
+                    check["field_applied_hu_range_over_femur"] = [round(float(femur_field.min()), 2),
+                                                                  round(float(femur_field.max()), 2)]
         try:
             out, proj, regions, geom, mineral = measure_side(
                 hu, lab, side, spacing, calibration.to_mg_cm3, opts, ct.shape, crop)

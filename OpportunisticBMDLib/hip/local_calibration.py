@@ -46,8 +46,9 @@ from ..rois import MUSCLE_HU_MAX, MUSCLE_HU_MIN
 # close enough to share the femur's low-frequency HU offset.
 MUSCLE_SHELL_MM = (3.0, 25.0)
 # Proximal femur slices (mm below the top of the femoral head): head, neck, trochanters and the
-# lesser trochanter, i.e. where the DXA regions lie.
-PROXIMAL_FEMUR_MM = 80.0
+# total hip's distal border (10 mm below the lesser trochanter, up to ~4.7 head radii + 10 mm below the
+# top), i.e. where the DXA regions lie: the fitted offset field is applied there without extrapolation.
+PROXIMAL_FEMUR_MM = 130.0
 MIN_MUSCLE_VOXELS = 500
 MIN_GROUP_VOXELS = 200  # a muscle group with fewer voxels in the shell gets no level of its own
 FIELD_SCALE_MM = 50.0
@@ -56,6 +57,12 @@ FIELD_SCALE_MM = 50.0
 TRIM_FRACTION = 0.1
 # Lean soft tissue window used only when no muscle is labelled (any label map without muscles).
 LEAN_HU = (-30.0, 150.0)
+# Second pass of the muscle fit: voxels within SYMMETRIC_WINDOW_SD robust SDs of the first fit's
+# prediction, taken from WIDE_HU. The first pass's fixed muscle window cuts the low tail of noisy muscle
+# that a negative offset has moved towards its edge (noise 24 HU, offset -16 HU: the level read 1.8 HU
+# high on a digital patient); a window symmetric about the prediction does not bias the level.
+SYMMETRIC_WINDOW_SD = 3.5
+WIDE_HU = (-200.0, 300.0)
 # Beyond this the two sites cannot be the same tissue under a smooth scanner offset: not applied.
 MAX_SHIFT_HU = 25.0
 LARGE_SHIFT_HU = 8.0  # flagged (info below this, warning above)
@@ -98,16 +105,14 @@ def fit_muscle_at_centre(hu: np.ndarray, group: np.ndarray, xyz_mm: np.ndarray) 
         return {}
     keep = np.isin(group, present)
     hu, group, xyz_mm = hu[keep].astype(np.float64), group[keep], xyz_mm[keep]
-    u = xyz_mm / FIELD_SCALE_MM  # conditioning only
     # One group alone lies on one side of the femur (e.g. a segmentation with the iliopsoas only): a field
     # fitted there extrapolates to the femur centre by 10-60 HU (seen with the shipped model's labels), so
     # there is no field, only the group's robust level.
     two = len(present) > 1
-    lin = [u] if two else []
-    quad = [u[:, a] * u[:, b] for a in range(3) for b in range(a, 3)] if two else []
-    design = np.column_stack([(group == g).astype(np.float64) for g in present] + lin + quad)
+    terms = [field_terms(xyz_mm)] if two else []
+    design = np.column_stack([(group == g).astype(np.float64) for g in present] + terms)
     use = np.ones(len(hu), bool)
-    for _ in range(2):
+    for _ in range(3):
         coef = np.linalg.lstsq(design[use], hu[use], rcond=None)[0]
         res = hu - design @ coef
         mad = float(np.median(np.abs(res[use] - np.median(res[use])))) * 1.4826
@@ -117,8 +122,33 @@ def fit_muscle_at_centre(hu: np.ndarray, group: np.ndarray, xyz_mm: np.ndarray) 
     return {"levels": levels, "field": "second-order polynomial in k, j, i (mm), zero at the femur centre" if two
             else "none (one muscle group only: its robust level)",
             "gradient_hu_per_mm": [round(float(v) / FIELD_SCALE_MM, 4) for v in coef[n:n + 3]] if two else None,
+            "field_coefficients_hu": [float(v) for v in coef[n:]] if two else None,
             "rms_residual_hu": round(float(np.sqrt(np.mean(res[use] ** 2))), 2),
             "voxels": {("iliopsoas", "other_muscle")[g]: int((group == g).sum()) for g in present}}
+
+
+def field_terms(xyz_mm: np.ndarray) -> np.ndarray:
+    """(N, 9) terms of the second-order offset field (zero at xyz = 0): u, and u_a * u_b for a <= b,
+    u = xyz / FIELD_SCALE_MM (conditioning only)."""
+    u = np.asarray(xyz_mm, np.float64) / FIELD_SCALE_MM
+    return np.column_stack([u] + [u[:, a] * u[:, b] for a in range(3) for b in range(a, 3)])
+
+
+def offset_field_on_grid(local: dict[str, Any], shape: tuple[int, ...], origin_mm: np.ndarray,
+                         spacing: tuple[float, float, float]) -> np.ndarray | None:
+    """The fitted offset field (HU, zero at the femur centre) on a grid whose voxel (0, 0, 0) lies at
+    ``origin_mm`` in the grid-mm frame of ``local`` (:func:`local_tissue_hu`): each coordinate is clipped
+    to the extent of the muscle that was fitted, so the field is never extrapolated. None without a field."""
+    fit = local.get("muscle_fit") or {}
+    coef = fit.get("field_coefficients_hu")
+    if coef is None or local.get("centre_mm") is None:
+        return None
+    lo, hi = (np.asarray(v, float) for v in local["field_extent_mm"])
+    axes = [np.clip(origin_mm[a] + np.arange(shape[a]) * spacing[a] - local["centre_mm"][a], lo[a], hi[a])
+            for a in range(3)]
+    k, j, i = np.meshgrid(*axes, indexing="ij")
+    xyz = np.column_stack([k.ravel(), j.ravel(), i.ravel()])
+    return (field_terms(xyz) @ np.asarray(coef)).reshape(shape).astype(np.float32)
 
 
 def local_tissue_hu(ct_hu: np.ndarray, labels: np.ndarray, femur: np.ndarray,
@@ -144,30 +174,37 @@ def local_tissue_hu(ct_hu: np.ndarray, labels: np.ndarray, femur: np.ndarray,
     psoas = np.isin(labels, (LABELS["psoas_left"], LABELS["psoas_right"]))
     other = labels == LABELS["other_muscle"]
     # one voxel off each muscle's boundary: no partial volume with fat or bone
-    groups = np.full(labels.shape, -1, np.int8)
-    groups[ndimage.binary_erosion(other) & shell & lean] = 1
-    groups[ndimage.binary_erosion(psoas) & shell & lean] = 0
+    wide = (ct_hu >= WIDE_HU[0]) & (ct_hu <= WIDE_HU[1])
+    groups = np.full(labels.shape, -1, np.int8)  # candidates (wide window); the first pass keeps the lean ones
+    groups[ndimage.binary_erosion(other) & shell & wide] = 1
+    groups[ndimage.binary_erosion(psoas) & shell & wide] = 0
     source = "labelled muscle (iliopsoas level; gluteal/thigh muscle for the offset field)"
-    if int((groups == 1).sum()) < MIN_GROUP_VOXELS and int((groups == 0).sum()) >= MIN_GROUP_VOXELS:
+    if int(((groups == 1) & lean).sum()) < MIN_GROUP_VOXELS and int(((groups == 0) & lean).sum()) >= MIN_GROUP_VOXELS:
         # the segmentation labels the iliopsoas but not the other muscles (the shipped model): the unlabelled
         # lean tissue around the femur (gluteal/thigh muscle, tendon) informs the offset field instead
-        unlabelled = ndimage.binary_erosion(np.isin(labels, (0, LABELS["body"]))) & shell & lean
-        groups[unlabelled] = 1
+        unlabelled = ndimage.binary_erosion(np.isin(labels, (0, LABELS["body"]))) & shell & wide
+        groups[unlabelled & (groups < 0)] = 1
         source = "labelled iliopsoas (level); unlabelled lean tissue around the femur (offset field)"
-    if int((groups >= 0).sum()) < MIN_MUSCLE_VOXELS:
+    if int(((groups >= 0) & lean).sum()) < MIN_MUSCLE_VOXELS:
         bone = np.isin(labels, [v for k, v in LABELS.items() if k.startswith(("femur", "hip_", "vertebra", "sacrum"))])
         groups[:] = -1
-        groups[shell & ~bone & (ct_hu > LEAN_HU[0]) & (ct_hu < LEAN_HU[1])] = 1
+        lean = (ct_hu > LEAN_HU[0]) & (ct_hu < LEAN_HU[1])
+        groups[shell & ~bone & wide] = 1
         source = f"lean soft tissue {LEAN_HU[0]:.0f}..{LEAN_HU[1]:.0f} HU (no muscle labels)"
-    sel = groups >= 0
+    sel = (groups >= 0) & lean
     centre_mm = np.argwhere(femur & slab).mean(axis=0) * np.asarray(spacing)
     out: dict[str, Any] = {"muscle_hu": None, "muscle_voxels": int(sel.sum()), "muscle_source": source,
                            "muscle_anchor": None, "muscle_fit": None, "fat_hu": None, "fat_voxels": 0,
-                           "shell_mm": list(MUSCLE_SHELL_MM), "slices_mm_below_femur_top": PROXIMAL_FEMUR_MM}
+                           "shell_mm": list(MUSCLE_SHELL_MM), "slices_mm_below_femur_top": PROXIMAL_FEMUR_MM,
+                           "centre_mm": [float(c) for c in centre_mm]}
     if int(sel.sum()) >= MIN_MUSCLE_VOXELS:
         xyz = np.argwhere(sel) * np.asarray(spacing) - centre_mm
         fit = fit_muscle_at_centre(ct_hu[sel], groups[sel], xyz)
         if fit:
+            fit, sel = _refit_symmetric(ct_hu, groups, spacing, centre_mm, fit)
+            out["muscle_voxels"] = int(sel.sum())
+            xyz = np.argwhere(sel) * np.asarray(spacing) - centre_mm
+            out["field_extent_mm"] = [xyz.min(axis=0).tolist(), xyz.max(axis=0).tolist()]
             anchor = 0 if 0 in fit["levels"] else 1
             out["muscle_hu"] = round(fit["levels"][anchor], 2)
             out["muscle_anchor"] = "iliopsoas" if anchor == 0 else (
@@ -183,6 +220,25 @@ def local_tissue_hu(ct_hu: np.ndarray, labels: np.ndarray, femur: np.ndarray,
         if int(fat.sum()) >= MIN_MUSCLE_VOXELS:
             out.update(fat_hu=float(stats.trim_mean(ct_hu[fat], TRIM_FRACTION)), fat_voxels=int(fat.sum()))
     return out
+
+
+def _refit_symmetric(ct_hu: np.ndarray, groups: np.ndarray, spacing: tuple[float, ...], centre_mm: np.ndarray,
+                     first: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+    """Second pass (see :data:`SYMMETRIC_WINDOW_SD`): the candidates within a window symmetric about the
+    first fit's prediction, refitted."""
+    cand = groups >= 0
+    xyz = np.argwhere(cand) * np.asarray(spacing) - centre_mm
+    g = groups[cand]
+    levels = np.array([first["levels"].get(0, np.nan), first["levels"].get(1, np.nan)])
+    predicted = levels[g]
+    if first.get("field_coefficients_hu") is not None:
+        predicted = predicted + field_terms(xyz) @ np.asarray(first["field_coefficients_hu"])
+    half = SYMMETRIC_WINDOW_SD * max(float(first["rms_residual_hu"]), 1.0)
+    near = np.isfinite(predicted) & (np.abs(ct_hu[cand] - predicted) <= half)
+    sel = np.zeros_like(cand)
+    sel[tuple(np.argwhere(cand)[near].T)] = True
+    second = fit_muscle_at_centre(ct_hu[sel], groups[sel], np.argwhere(sel) * np.asarray(spacing) - centre_mm)
+    return (second, sel) if second else (first, sel)
 
 
 def decide_shift(local: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
