@@ -130,3 +130,17 @@ def test_cli_auto_uses_the_pad(tmp_path, capsys):
                  "--json-only", "--quiet", "--pad-densities", "50", "100"]) == 0  # auto: a bad pad falls back
     cal = json.loads((out / "results.json").read_text())["calibration"]
     assert cal["method"] == "muscle-fat" and "not used" in cal["details"]["auto_reason"]
+
+
+def test_hip_uses_the_pad_line_without_the_psoas_shift(pad_phantom):
+    from OpportunisticBMDLib.pipeline import analyze
+
+    res = analyze(pad_phantom.ct, pad_phantom.labels, AnalysisOptions()).results
+    assert res["calibration"]["method"] == "inscan"
+    measured = [b for b in res["hip"].values() if isinstance(b.get("calibration"), dict)]
+    assert measured
+    for block in measured:
+        cal = block["calibration"]
+        assert cal["method"] == "inscan" and cal["hu_shift_applied"] == 0.0 and cal["local_check"] is None
+        assert "in-scan pad" in cal["local_check_skipped"]
+        assert cal["slope"] == res["calibration"]["slope"]

@@ -13,7 +13,6 @@ from .analysis import FEMUR_LABELS, HipOptions, _empty_side, analyze_hips
 from .local_calibration import reference_tissue_hu
 from .tscores import load_age_reference
 
-
 # The local check shifts the line by the muscle HU between the hip and the spine's psoas ROI: right for lines
 # that hold at the psoas (phantomless). An in-scan pad's line holds at the pad (outside the body, no body
 # offset) in every slice, so that shift would swap the hip's own offset for the psoas'. Measured end to end
