@@ -29,7 +29,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-CALIBRATION_METHODS = ["muscle-fat", "internal-multi", "phantom", "hu"]
+CALIBRATION_METHODS = ["auto", "muscle-fat", "internal-multi", "inscan", "phantom", "hu"]
 
 # Source checkout added to Slicer's module paths: the library sits next to this folder (an installed
 # extension has it next to this file instead, already importable).
@@ -79,7 +79,7 @@ def registerSampleData():
 class OpportunisticBMDParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     inputSegmentation: vtkMRMLSegmentationNode
-    calibrationMethod: Annotated[str, Choice(CALIBRATION_METHODS)] = "muscle-fat"
+    calibrationMethod: Annotated[str, Choice(CALIBRATION_METHODS)] = "auto"
     phantomSlope: Annotated[float, WithinRange(0.0, 10.0)] = 1.0  # mg/cm3 per HU
     phantomIntercept: Annotated[float, WithinRange(-500.0, 500.0)] = 0.0  # mg/cm3
     overwriteEdited: bool = False

@@ -10,7 +10,9 @@ name with :func:`register_calibration`; ``AnalysisOptions.calibration`` picks on
 - ``"phantom"``: a line from a phantom (in-scan or asynchronous), given as slope/intercept or as a
   ``calib.json`` written by ``obmd calibrate-phantom`` (``calibration_params["file"]``).
 
-``calibration_internal`` (another engineer) registers ``"internal-multi"`` at import (bottom of file).
+``calibration_internal`` (another engineer) registers ``"internal-multi"`` at import (bottom of file);
+``calibration_pad`` registers ``"inscan"`` (an in-scan calibration pad found in the CT) and ``"auto"`` (the
+default: the pad when one is found, else ``"muscle-fat"``).
 """
 
 from __future__ import annotations
@@ -121,6 +123,10 @@ def check_options(options: Any) -> None:
             raise InputError(
                 "calibration 'phantom' needs a slope and an intercept (--slope/--intercept or --calibration-file)"
             )
+    if options.calibration in ("inscan", "auto"):
+        from .calibration_pad import pad_densities
+
+        pad_densities(dict(options.calibration_params or {}))
 
 
 def calibrate(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options: Any) -> Calibration:
@@ -290,3 +296,4 @@ def _phantom(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, opt
 
 # Other engineers' methods register themselves on import.
 from . import calibration_internal as _calibration_internal  # noqa: E402,F401
+from . import calibration_pad as _calibration_pad  # noqa: E402,F401  (inscan, auto)

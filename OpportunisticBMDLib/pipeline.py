@@ -34,7 +34,7 @@ DICOM_KEYS = ("format", "modality", "manufacturer", "kvp", "contrast_agent", "co
 
 @dataclass
 class AnalysisOptions:
-    calibration: str = "muscle-fat"  # registry name (calibration.CALIBRATIONS)
+    calibration: str = "auto"  # registry name (calibration.CALIBRATIONS); auto: in-scan pad if found, else muscle-fat
     erosion_radius_mm: float = spine.DEFAULT_EROSION_RADIUS_MM  # cortex removal, see spine.py
     muscle_density_mg_cm3: float | None = None  # None: from materials at the scan kVp (calibration.py)
     fat_density_mg_cm3: float | None = None  # None: from materials at the scan kVp (calibration.py)

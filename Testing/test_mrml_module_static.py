@@ -89,7 +89,7 @@ def test_calibration_choices_exist_in_the_registry():
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "CALIBRATION_METHODS":
             choices = ast.literal_eval(node.value)
-    assert choices and choices[0] == "muscle-fat"
+    assert choices and choices[0] == "auto"  # the default: in-scan pad if found, else muscle-fat
     calibration = pytest.importorskip("OpportunisticBMDLib.calibration")
     registered = set(getattr(calibration, "CALIBRATIONS", {}))
     assert set(choices) <= registered, set(choices) - registered

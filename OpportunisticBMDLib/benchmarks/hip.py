@@ -13,6 +13,8 @@
   value enters the measurement. ``--calibration muscle-fat|internal-multi``: end to end, a digital
   patient from T12 to the femurs through ``pipeline.analyze`` (spine ROIs, calibration, hip with the
   local check against the spine ROIs); these figures include the calibration's own error.
+  ``--calibration inscan``: end to end likewise, the digital patients scanned with the in-scan calibration
+  pad (``PhantomOptions.calibration_pad``) that ``pipeline.analyze`` finds and calibrates from.
   ``--no-local-calibration``: the spine's line unchanged at the hip (before/after). ``--segmentation
   model``: end to end with the shipped model's labels instead of the phantom's (``obmd analyze``
   without ``--seg``, the default user path); the truth stays the phantom's density map and axes.
@@ -40,9 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=500, help="first phantom seed (default 500)")
     parser.add_argument("--precision-patients", type=int, default=2, help="patients rescanned (default 2)")
     parser.add_argument("--scans", type=int, default=4, help="scans per rescanned patient (default 4)")
-    parser.add_argument("--calibration", default="exact", choices=("exact", "muscle-fat", "internal-multi"),
-                        help="exact: the phantom's HA line (isolates the hip method, default); muscle-fat or "
-                        "internal-multi: end to end through the pipeline on T12-to-femur digital patients")
+    parser.add_argument("--calibration", default="exact", choices=("exact", "muscle-fat", "internal-multi", "inscan"),
+                        help="exact: the phantom's HA line (isolates the hip method, default); muscle-fat, "
+                        "internal-multi or inscan (patients scanned with a calibration pad): end to end through "
+                        "the pipeline on T12-to-femur digital patients")
     parser.add_argument("--no-local-calibration", action="store_true",
                         help="use the spine's line unchanged at the hip (no local muscle check)")
     parser.add_argument("--segmentation", choices=("truth", "model"), default="truth",
@@ -114,6 +117,8 @@ def _phantom(seed: int, **kw):
 
     if CONFIG["calibration"] != "exact":
         kw = {"region": "torso", "fov_levels": END_TO_END_FOV, **kw}
+    if CONFIG["calibration"] == "inscan":
+        kw = {"calibration_pad": True, **kw}
     return generate_phantom(seed, PhantomOptions(**{"region": "hip", **kw}))
 
 
@@ -204,13 +209,14 @@ def run(args: argparse.Namespace) -> int:
     if args.segmentation == "model" and args.calibration == "exact":
         from ..errors import InputError
 
-        raise InputError("--segmentation model needs an end-to-end calibration (--calibration muscle-fat or "
-                         "internal-multi)")
+        raise InputError("--segmentation model needs an end-to-end calibration (--calibration muscle-fat, "
+                         "internal-multi or inscan)")
     CONFIG.update(calibration=args.calibration, local_calibration=not args.no_local_calibration,
                   segmentation=args.segmentation)
     print(f"calibration: {args.calibration}; local calibration check at the hip: "
           f"{'on' if CONFIG['local_calibration'] else 'off'}")
-    line = "the exact HA line" if args.calibration == "exact" else f"{args.calibration} from the spine ROIs"
+    line = {"exact": "the exact HA line", "inscan": "inscan from the calibration pad in the scan"}.get(
+        args.calibration, f"{args.calibration} from the spine ROIs")
     print(f"hip accuracy on {args.n} ideal digital patients (no noise/blur/offsets; seed {args.seed}..; {line}):")
     acc_ideal = accuracy(args.n, args.seed, ideal=True)
     print(f"hip accuracy on {args.n} realistic digital patients (noise, blur, cupping, offset fields; same seeds):")

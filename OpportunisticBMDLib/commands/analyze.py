@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 BACKENDS = ("obmd", "totalsegmentator")
-CALIBRATION_HELP = ("muscle-fat (default: psoas + anterior subcutaneous fat), internal-multi (several tissues, "
-                    "Michalski 2020), phantom (--slope/--intercept or --calibration-file), hu (HU only)")
+CALIBRATION_HELP = ("auto (default: the in-scan calibration pad when one is found in the CT, else muscle-fat), "
+                    "inscan (the pad's rods; --pad-densities), muscle-fat (psoas + anterior subcutaneous fat), "
+                    "internal-multi (several tissues, Michalski 2020), phantom (--slope/--intercept or "
+                    "--calibration-file), hu (HU only)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--body-seg", metavar="VERTEBRAE_BODY",
                         help="optional TotalSegmentator 'vertebrae_body' mask (1 = bodies) to isolate the bodies")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--calibration", default="muscle-fat", metavar="METHOD", help=CALIBRATION_HELP)
+    parser.add_argument("--calibration", default="auto", metavar="METHOD", help=CALIBRATION_HELP)
+    parser.add_argument("--pad-densities", type=float, nargs="+", metavar="MG_CM3",
+                        help="inscan/auto: the calibration pad rods' HA densities (mg/cm3; the base is 0), "
+                        "default 50 100 150 200 (the digital patient's pad)")
     parser.add_argument("--slope", type=float, help="phantom calibration slope (mg/cm3 per HU)")
     parser.add_argument("--intercept", type=float, help="phantom calibration intercept (mg/cm3)")
     parser.add_argument("--calibration-file", metavar="JSON", help="calib.json from 'obmd calibrate-phantom'")
@@ -82,8 +87,10 @@ def build_options(args: argparse.Namespace, ct) -> object:
         params["slope"] = args.slope
     if args.intercept is not None:
         params["intercept"] = args.intercept
-    if params and args.calibration == "muscle-fat":  # a phantom line given without naming the method
+    if params and args.calibration in ("auto", "muscle-fat"):  # a phantom line given without naming the method
         options.calibration = "phantom"
+    if getattr(args, "pad_densities", None):
+        params["pad_densities"] = list(args.pad_densities)
     if args.psoas_fat is not None:
         if not 0.0 <= args.psoas_fat <= 0.5:
             raise InputError(f"--psoas-fat {args.psoas_fat}: a fraction between 0 and 0.5 (e.g. 0.07 for 7 %)")
@@ -130,7 +137,10 @@ def print_report(results: dict, stream=None) -> None:
     print(f"summary: vBMD {vbmd} mg/cm3 ({category}); HU {_fmt(s.get('trabecular_hu_mean'))}"
           f" - {s.get('note', '')}", file=stream)
     c = results["calibration"]
+    details = c.get("details") or {}
     line = f"calibration: {c['method']}"
+    if details.get("selected_by") == "auto":
+        line += f" (auto: {details.get('auto_reason')})"
     if c.get("slope") is not None:
         line += f"  vBMD = {c['intercept']:.2f} + {c['slope']:.4f} x HU"
     if c.get("muscle_hu") is not None:
@@ -141,6 +151,10 @@ def print_report(results: dict, stream=None) -> None:
         line += f"; fat {c['fat_hu']:.1f} HU"
         if c.get("fat_density_mg_cm3") is not None:
             line += f" = {c['fat_density_mg_cm3']:.1f} mg/cm3"
+    if c["method"] == "inscan" and details.get("rods"):
+        rods = ", ".join(f"{r['nominal_mg_cm3']:g}: {r['hu']:.1f}" for r in details["rods"])
+        line += (f"; pad base {details['base']['hu']:.1f} HU, rods (mg/cm3: HU) {rods}; "
+                 f"R^2 {details['fit_r2']:.4f}")
     print(line, file=stream)
     from ..hip.pipeline_hook import hip_report_lines  # hip (hip engineer): neck / total hip aBMD, T, category
 

@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--offset-hu", type=float, help="amplitude of the smooth scatter offset field (HU)")
     p.add_argument("--ideal", action="store_true", help="no noise, blur, offsets or streaks")
     p.add_argument("--extended-hu", action="store_true", help="do not clip metal at 3071 HU")
+    p.add_argument("--calibration-pad", action="store_true",
+                   help="an in-scan calibration pad (water-equivalent base, HA rods) under the patient")
     p.add_argument("--no-hip-truth", action="store_true", help="skip the hip areal-BMD truth (faster)")
     p.set_defaults(func=run)
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         marrow_fat_fraction=args.marrow_fat, muscle_fat_infiltration=args.muscle_fat, noise_hu=args.noise_hu,
         noise_seed=args.noise_seed, blur_fwhm_mm=args.blur_mm, slice_thickness_mm=args.slice_thickness_mm,
         cupping_hu=args.cupping_hu, offset_field_hu=args.offset_hu, ideal=args.ideal, extended_hu=args.extended_hu,
-        hip_truth=not args.no_hip_truth,
+        calibration_pad=args.calibration_pad, hip_truth=not args.no_hip_truth,
     )
     t0 = time.perf_counter()
     try:

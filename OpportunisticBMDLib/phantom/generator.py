@@ -14,7 +14,7 @@ from ..labels import LABELS
 from ..materials import Beam
 from ..progress import Progress, no_progress
 from ..volume import Volume
-from . import pelvis, soft_tissue, spine
+from . import pad, pelvis, soft_tissue, spine
 from .context import Ctx
 from .grid import Canvas, Grid
 from .layout import Y_BACK_MM, Layout, build_layout
@@ -67,6 +67,7 @@ def make_grid(layout: Layout, options: PhantomOptions) -> Grid:
     front = float(np.min(layout.body_center_y(zs) - layout.body_half_depth(zs)))
     x0, x1 = -half_w - MARGIN_MM, half_w + MARGIN_MM
     y0, y1 = front - MARGIN_MM, Y_BACK_MM + soft_tissue.TABLE_THICKNESS_MM + 8.0
+    y1 += pad.table_shift_mm(options.calibration_pad)
     if options.fov_mm:
         cy = (y0 + y1) / 2
         x0, x1 = -options.fov_mm / 2, options.fov_mm / 2
@@ -163,7 +164,8 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
     ctx = Ctx(grid=grid, canvas=canvas, tissues=tissues, patient=patient, layout=layout, rng=rng_paint,
               options=options)
     progress(0.1, "body")
-    soft_tissue.paint_table(ctx)
+    soft_tissue.paint_table(ctx, pad.table_shift_mm(options.calibration_pad))
+    pad_truth = pad.paint_calibration_pad(ctx) if options.calibration_pad else None
     soft_tissue.paint_body(ctx)
     progress(0.3, "organs")
     soft_tissue.paint_organs(ctx)
@@ -182,6 +184,8 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
     t_anatomy = time.perf_counter() - t_start
     progress(0.7, "truth")
     truth = _truth(ctx, seed, options, scanner, beam, femur_geometry)
+    if pad_truth is not None:
+        truth["calibration_pad"] = pad_truth
     progress(0.75, "scanner")
     hu = canvas.hu
     zc = float(layout.vertebrae["L2"].center[2])

@@ -45,6 +45,7 @@ class PhantomOptions:
     intensity_jitter_hu: float = 0.0  # SD of a random HU shift per tissue (SynthSeg-like randomisation)
     extended_hu: bool = False  # keep metal above 3071 HU (extended CT scale)
     patient_water_cm: float | None = None  # beam hardening water path; None: from the body size
+    calibration_pad: bool = False  # in-scan HA calibration pad under the patient (phantom/pad.py)
     hip_truth: bool = True  # areal BMD truth of the hips (CTXA-like projection; costs seconds)
 
 

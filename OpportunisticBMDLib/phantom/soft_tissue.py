@@ -20,9 +20,10 @@ TABLE_HALF_WIDTH_MM = 225.0
 TABLE_THICKNESS_MM = 45.0
 
 
-def paint_table(ctx: Ctx) -> None:
+def paint_table(ctx: Ctx, shift_mm: float = 0.0) -> None:
+    """The patient table; ``shift_mm`` moves it down (+y) under a calibration pad."""
     g = ctx.grid
-    y0 = Y_BACK_MM + 1.5
+    y0 = Y_BACK_MM + 1.5 + shift_mm
     box = g.box((-TABLE_HALF_WIDTH_MM - 5, y0 - 5, -1e4), (TABLE_HALF_WIDTH_MM + 5, y0 + TABLE_THICKNESS_MM + 5, 1e4))
     if box is None:
         return

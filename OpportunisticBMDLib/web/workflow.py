@@ -400,6 +400,8 @@ def calibration_methods() -> list[dict[str, str]]:
     from ..calibration import CALIBRATIONS
 
     titles = {
+        "auto": "auto (in-scan pad if found, else muscle-fat)",
+        "inscan": "inscan (calibration pad scanned with the patient)",
         "muscle-fat": "muscle-fat (psoas + subcutaneous fat)",
         "internal-multi": "internal-multi (several tissues, robust fit)",
         "hu": "hu (HU only, no vBMD)",
