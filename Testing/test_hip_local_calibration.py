@@ -11,6 +11,7 @@ from OpportunisticBMDLib.hip import HipOptions, analyze_hips
 from OpportunisticBMDLib.hip.analytic import AnalyticFemur, IdentityCalibration
 from OpportunisticBMDLib.hip.local_calibration import (
     MAX_SHIFT_HU,
+    PROXIMAL_FEMUR_MM,
     decide_shift,
     local_tissue_hu,
     reference_tissue_hu,
@@ -54,17 +55,17 @@ def test_reference_reads_the_spine_rois():
 
 
 def test_local_tissue_reads_muscle_near_the_proximal_femur_only():
-    """Anisotropic grid (3 x 1 x 0.8 mm): muscle within the 3-25 mm shell of the top 80 mm reads 50 HU;
-    muscle further away (60 HU) or below the proximal femur (70 HU) is not taken."""
+    """Anisotropic grid (3 x 1 x 0.8 mm): muscle within the 3-25 mm shell of the top PROXIMAL_FEMUR_MM
+    reads 50 HU; muscle further away (60 HU) or below the proximal femur (70 HU) is not taken."""
     spacing = (3.0, 1.0, 0.8)
-    shape = (60, 90, 110)  # 180 x 90 x 88 mm
+    shape = (70, 90, 110)  # 210 x 90 x 88 mm
     k, j, i = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
-    femur = ((j - 45.0) ** 2 + (i - 44.0) ** 2 <= 12.0**2) & (k >= 30.0) & (k <= 170.0)
+    femur = ((j - 45.0) ** 2 + (i - 44.0) ** 2 <= 12.0**2) & (k >= 0.0) & (k <= 200.0)
     r = np.sqrt((j - 45.0) ** 2 + (i - 44.0) ** 2)
     labels = np.where(femur, LABELS["femur_right"], LABELS["other_muscle"]).astype(np.uint8)
     ct = np.full(shape, 50.0, np.float32)
     ct[r > 12.0 + 30.0] = 60.0  # beyond the shell
-    ct[(k < 170.0 - 90.0) & ~femur] = 70.0  # below the proximal 80 mm
+    ct[(k < 200.0 - PROXIMAL_FEMUR_MM - 10.0) & ~femur] = 70.0  # below the proximal femur
     ct[femur] = 800.0
     local = local_tissue_hu(ct, labels, femur, spacing)
     assert local["muscle_hu"] == pytest.approx(50.0)
@@ -149,6 +150,32 @@ def test_offset_at_the_hip_is_removed():
         assert u < b * 0.98, region  # the offset matters: > 2 % without the check
     codes = [q["code"] for q in corrected["qc"]]
     assert "hip_calibration_offset" in codes  # 12 HU >= LARGE_SHIFT_HU: flagged
+
+
+def test_offset_varying_across_the_femur_is_removed():
+    """The scanner offset is not one number at the hip: here -12 HU at the proximal femur's centre and
+    0.12 HU/mm darker towards the shaft (cupping and scatter vary over the ~12 cm of the total hip). The
+    iliopsoas (anterior) gives the level, the other muscle around the femur the field; the field fitted
+    to the muscle is removed voxel by voxel, so the aBMD is the offset-free one (one shift at the centre
+    would leave the distal total hip several HU dark)."""
+    opts = HipOptions(cortical_correction=False)
+    reference = {"muscle_hu": MUSCLE_HU}
+    ct0, lab0 = _hip_with_offset(0.0)
+    anterior = (np.arange(lab0.shape[1]) * lab0.spacing_mm[1] < 22.0)[None, :, None]
+    psoas = (lab0.array == LABELS["other_muscle"]) & anterior
+    labels = Volume(np.where(psoas, LABELS["psoas_right"], lab0.array).astype(np.int16), lab0.spacing_mm)
+    base = analyze_hips(ct0, labels, IdentityCalibration(), None, opts, reference_hu=reference)[0]["right"]
+    femur = lab0.array == LABELS["femur_right"]
+    ks = np.nonzero(femur.any(axis=(1, 2)))[0]
+    z_mm = np.arange(lab0.shape[0])[:, None, None] * lab0.spacing_mm[0]
+    z_centre = (ks.max() - PROXIMAL_FEMUR_MM / 2 / lab0.spacing_mm[0]) * lab0.spacing_mm[0]
+    offset = -12.0 + 0.12 * (z_mm - z_centre)  # darker going distal (lower z)
+    ct = Volume((ct0.array + offset).astype(np.float32), ct0.spacing_mm)
+    corrected = analyze_hips(ct, labels, IdentityCalibration(), None, opts, reference_hu=reference)[0]["right"]
+    lo, hi = corrected["calibration"]["local_check"]["field_applied_hu_range_over_femur"]
+    assert hi - lo > 10.0  # the field spans the femur's offset range, not one value
+    for region in ("neck", "total_hip"):
+        assert corrected[region]["abmd_g_cm2"] == pytest.approx(base[region]["abmd_g_cm2"], rel=3e-3), region
 
 
 def test_report_line_shows_z_and_the_hip_line():

@@ -115,8 +115,12 @@ def fit_muscle_at_centre(hu: np.ndarray, group: np.ndarray, xyz_mm: np.ndarray) 
     for _ in range(3):
         coef = np.linalg.lstsq(design[use], hu[use], rcond=None)[0]
         res = hu - design @ coef
-        mad = float(np.median(np.abs(res[use] - np.median(res[use])))) * 1.4826
-        use = np.abs(res) <= 3.5 * max(mad, 1.0)
+        centre = float(np.median(res[use]))
+        mad = float(np.median(np.abs(res[use] - centre))) * 1.4826
+        keep_next = np.abs(res - centre) <= 3.5 * max(mad, 1.0)
+        if int(keep_next.sum()) < design.shape[1] + MIN_GROUP_VOXELS:
+            break  # too few left to refit: keep this fit
+        use = keep_next
     n = len(present)
     levels = {g: float(coef[i]) for i, g in enumerate(present)}
     return {"levels": levels, "field": "second-order polynomial in k, j, i (mm), zero at the femur centre" if two
@@ -201,7 +205,7 @@ def local_tissue_hu(ct_hu: np.ndarray, labels: np.ndarray, femur: np.ndarray,
         xyz = np.argwhere(sel) * np.asarray(spacing) - centre_mm
         fit = fit_muscle_at_centre(ct_hu[sel], groups[sel], xyz)
         if fit:
-            fit, sel = _refit_symmetric(ct_hu, groups, spacing, centre_mm, fit)
+            fit, sel = _refit_symmetric(ct_hu, groups, spacing, centre_mm, fit, sel)
             out["muscle_voxels"] = int(sel.sum())
             xyz = np.argwhere(sel) * np.asarray(spacing) - centre_mm
             out["field_extent_mm"] = [xyz.min(axis=0).tolist(), xyz.max(axis=0).tolist()]
@@ -223,7 +227,7 @@ def local_tissue_hu(ct_hu: np.ndarray, labels: np.ndarray, femur: np.ndarray,
 
 
 def _refit_symmetric(ct_hu: np.ndarray, groups: np.ndarray, spacing: tuple[float, ...], centre_mm: np.ndarray,
-                     first: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+                     first: dict[str, Any], first_sel: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
     """Second pass (see :data:`SYMMETRIC_WINDOW_SD`): the candidates within a window symmetric about the
     first fit's prediction, refitted."""
     cand = groups >= 0
@@ -238,7 +242,7 @@ def _refit_symmetric(ct_hu: np.ndarray, groups: np.ndarray, spacing: tuple[float
     sel = np.zeros_like(cand)
     sel[tuple(np.argwhere(cand)[near].T)] = True
     second = fit_muscle_at_centre(ct_hu[sel], groups[sel], np.argwhere(sel) * np.asarray(spacing) - centre_mm)
-    return (second, sel) if second else (first, sel)
+    return (second, sel) if second else (first, first_sel)
 
 
 def decide_shift(local: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
