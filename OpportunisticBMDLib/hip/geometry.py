@@ -30,6 +30,7 @@ HEAD_SEARCH_DEPTH_MM = 110.0
 # The shaft starts below the lesser trochanter, about 2.5-3 head radii below the head centre.
 SHAFT_START_HEAD_RADII = 3.0
 MIN_SHAFT_LENGTH_MM = 15.0
+SHAFT_AREA_TOLERANCE = 1.1  # sections larger than this x the median section are not shaft
 
 
 @dataclass
@@ -176,6 +177,11 @@ def fit_shaft(
         if len(pts) < 5:
             continue
         rows.append((z, *(pts.mean(0) * spacing[1:]), len(pts)))
+    if rows:
+        # The lesser trochanter (and the flare above the shaft) widens a few sections on one side and pulls
+        # their centroids off the axis (~2 deg of tilt on digital patients): keep the shaft-like sections.
+        areas = np.array([r[-1] for r in rows], float)
+        rows = [r for r, a in zip(rows, areas, strict=True) if a <= SHAFT_AREA_TOLERANCE * np.median(areas)]
     if len(rows) >= 2 and rows[-1][0] - rows[0][0] >= MIN_SHAFT_LENGTH_MM:
         arr = np.array(rows)
         centroid, direction = fit_line_direction(arr[:, :3], weights=arr[:, 3])
