@@ -132,15 +132,32 @@ def test_cli_auto_uses_the_pad(tmp_path, capsys):
     assert cal["method"] == "muscle-fat" and "not used" in cal["details"]["auto_reason"]
 
 
-def test_hip_uses_the_pad_line_without_the_psoas_shift(pad_phantom):
+def test_hip_anchors_the_pad_line_on_a_typical_iliopsoas(pad_phantom):
+    """The pad's line holds outside the body; the hip checks its muscle against a typical iliopsoas under
+    that line (not the psoas ROI) and states the anchor's composition SD on top of the line's."""
+    from OpportunisticBMDLib.calibration import muscle_fat_densities, psoas_fat_sd, typical_psoas_fat_fraction
     from OpportunisticBMDLib.pipeline import analyze
 
     res = analyze(pad_phantom.ct, pad_phantom.labels, AnalysisOptions()).results
-    assert res["calibration"]["method"] == "inscan"
+    line = res["calibration"]
+    assert line["method"] == "inscan"
+    kvp, mff = line["details"]["kvp"], round(line["details"]["base_marrow_fat_fraction"], 3)
+    # independent of pad_anchor: the typical older-adult psoas (age unknown) on the line's own scale
+    psoas_mg = muscle_fat_densities(kvp, mff, typical_psoas_fat_fraction(None))[0]
+    expected_hu = (psoas_mg - line["intercept"]) / line["slope"]
+    lean, adipose = muscle_fat_densities(kvp, mff, 0.0)
+    sd_hu = psoas_fat_sd(None) * (lean - adipose) / line["slope"]
+    assert 3.0 < sd_hu < 6.0  # ~2.9 % fat x ~150 HU between lean muscle and fat
     measured = [b for b in res["hip"].values() if isinstance(b.get("calibration"), dict)]
     assert measured
     for block in measured:
         cal = block["calibration"]
-        assert cal["method"] == "inscan" and cal["hu_shift_applied"] == 0.0 and cal["local_check"] is None
-        assert "in-scan pad" in cal["local_check_skipped"]
-        assert cal["slope"] == res["calibration"]["slope"]
+        assert cal["method"] == "inscan" and cal["slope"] == line["slope"]
+        assert cal["local_check"]["muscle_hu_reference"] == pytest.approx(expected_hu, abs=1e-6)
+        assert cal["pad_anchor"]["muscle_hu_sd"] == pytest.approx(sd_hu, abs=0.01)
+        assert cal["hu_shift_applied"] == pytest.approx(cal["local_check"]["muscle_difference_hu"], abs=1e-6)
+        # the stated SD now holds the anchor's ~1 % (0.27 %/HU x ~4.4 HU), not only the line's ~0.2 %
+        assert cal["slope_relative_sd"] > 0.008
+        neck = block["neck"]
+        stated = cal["slope_relative_sd"] * neck["abmd_g_cm2"]
+        assert neck["abmd_calibration_sd_g_cm2"] == pytest.approx(stated, rel=1e-6)

@@ -9,20 +9,10 @@ import numpy as np
 from ..calibration import Calibration
 from ..labels import LABELS
 from ..volume import Volume
-from .analysis import FEMUR_LABELS, HipOptions, _empty_side, analyze_hips
+from .analysis import FEMUR_LABELS, HipOptions, _empty_side, _parse_age, analyze_hips
 from .local_calibration import reference_tissue_hu
+from .pad_anchor import PAD_METHODS, anchored_relative_sd, pad_muscle_reference
 from .tscores import load_age_reference
-
-# The local check shifts the line by the muscle HU between the hip and the spine's psoas ROI: right for lines
-# that hold at the psoas (phantomless). An in-scan pad's line holds at the pad (outside the body, no body
-# offset) in every slice, so that shift would swap the hip's own offset for the psoas'. Measured end to end
-# on 14 realistic hips (seeds 500-506, bench hip --calibration inscan): neck error mean -1.94 % / RMS 2.34 %
-# with the check, -1.09 % / 2.44 % without; the shift was +3 to +11 HU on every hip (the central psoas is
-# more cupped), i.e. a bias, not a correction. Skipped for these methods:
-SKIP_LOCAL_CHECK = {
-    "inscan": "in-scan pad calibration: the line holds at the pad in every slice, not at the psoas ROI, so the "
-              "hip-minus-psoas muscle shift does not apply (the body's offsets, unseen by the pad, remain)",
-}
 
 
 def femur_in_view(labels: Volume | None) -> bool:
@@ -39,22 +29,29 @@ def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> No
         result.results["hip"] = {side: _empty_side(reason) for side, lab in FEMUR_LABELS.items()
                                  if (labels.array == lab).any()}
         return
-    calibration = Calibration(cal.get("method", "unknown"), float(cal["slope"]), float(cal["intercept"]),
-                              {"slope_relative_sd": (cal.get("details") or {}).get("slope_relative_sd")})
-    # The calibration site's reference tissues (spine ROIs): the hip checks its own muscle against them.
-    reference = reference_tissue_hu(ct.array, result.rois)
+    details = cal.get("details") or {}
+    method = cal.get("method", "unknown")
+    slope, intercept = float(cal["slope"]), float(cal["intercept"])
+    relative_sd = details.get("slope_relative_sd")
+    if method in PAD_METHODS:
+        # the pad's line holds at the pad, outside the body: the hip's muscle is checked against a typical
+        # iliopsoas under that line (pad_anchor), not against the psoas ROI (itself offset by the body)
+        age = _parse_age(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
+        reference = pad_muscle_reference(details, slope, intercept, age)
+        relative_sd = anchored_relative_sd(relative_sd, reference["muscle_hu_sd"])
+    else:
+        # the calibration site's reference tissues (spine ROIs): the hip checks its own muscle against them
+        reference = reference_tissue_hu(ct.array, result.rois)
+    calibration = Calibration(method, slope, intercept, {"slope_relative_sd": relative_sd})
     hip_opts = HipOptions()
-    skipped = SKIP_LOCAL_CHECK.get(calibration.method)
-    if skipped:
-        hip_opts.local_calibration = False
     z_path = getattr(options, "z_reference", None)
     if z_path:
         hip_opts.z_reference = load_age_reference(z_path)
     hip, rois, pictures = analyze_hips(ct, labels, calibration, options, hip_opts, reference_hu=reference)
-    if skipped:
+    if method in PAD_METHODS and reference is not None:
         for block in hip.values():
             if isinstance(block.get("calibration"), dict):
-                block["calibration"]["local_check_skipped"] = skipped
+                block["calibration"]["pad_anchor"] = reference
     result.results["hip"] = hip
     for side in ("left", "right"):
         result.results.setdefault("qc", []).extend(hip.get(side, {}).get("qc") or [])
@@ -88,9 +85,9 @@ def hip_report_lines(results: dict) -> list[str]:
         lines.append(f"hip {side}: " + "; ".join(parts) + f"  -> {block.get('category') or 'no category'}{where}")
     if any(isinstance(b, dict) and (b.get("neck") or {}).get("t_score_calibration_sd") is not None
            for b in (results.get("hip") or {}).values()):
-        if (results.get("calibration") or {}).get("method") == "inscan":
-            lines.append("hip: +- is 1 SD of the in-scan pad line's slope (its fit); the body's scanner offsets, "
-                         "which the pad outside the body does not see, come on top")
+        if (results.get("calibration") or {}).get("method") in PAD_METHODS:
+            lines.append("hip: +- is 1 SD of the in-scan pad line and of the hip's offset anchor (a typical "
+                         "iliopsoas under that line: the patient's own muscle fat is not known)")
         else:
             lines.append("hip: +- is 1 SD from the phantomless calibration (the patient's psoas fat is not known; "
                          "an in-scan or asynchronous phantom, or --psoas-fat, removes it)")
