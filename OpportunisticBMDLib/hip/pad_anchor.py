@@ -10,9 +10,9 @@ psoas fat (Sollmann et al., Quant Imaging Med Surg 2020;10(2):496-507, via
 psoas fat (between-subject SD 1.5-2.9 %, same source) is this anchor's error: ~4 HU, i.e. ~1 % of the
 hip's aBMD (1 SD), added to the pad line's stated uncertainty.
 
-Measured end to end on seven realistic digital patients with a pad (seeds 500-502, 600-603, 28 neck and
-total hip readings, ``/work``-side analysis; ``obmd bench hip --calibration inscan`` for 500-502): error
--1.9 to +0.5 %, RMS ~0.9 % with the anchor; -5.3 to +0.6 %, RMS ~2.6 % with the pad line unshifted.
+Measured end to end (``obmd bench hip --calibration inscan``, realistic digital patients with a pad,
+mean / max |error| %): seeds 500-502 neck -0.76 / 1.35, total hip -0.75 / 1.69 with the anchor (the pad
+line unshifted: -2.81 / 4.86 and -2.91 / 5.25); seeds 600-605 neck -0.14 / 1.94, total hip +0.04 / 1.47.
 """
 
 from __future__ import annotations
