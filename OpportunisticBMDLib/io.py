@@ -46,6 +46,47 @@ _DICOM_TAGS = {
 }
 
 
+# A JSON sidecar beside a NIfTI/NRRD/MHA file (the BIDS convention dcm2niix follows: ``ct.json`` beside
+# ``ct.nii.gz``) carries the header fields those formats lose, under their DICOM keywords; the values are
+# read as a DICOM header's would be (KVP drives the calibrations' physics, PatientAge the age-typical
+# marrow and psoas fat and the Z-score, PatientSex the Z-score).
+SIDECAR_KEYWORDS = {
+    "Modality": "modality", "Manufacturer": "manufacturer", "KVP": "kvp", "ContrastBolusAgent": "contrast_agent",
+    "ConvolutionKernel": "convolution_kernel", "SliceThickness": "slice_thickness_mm", "PatientSex": "patient_sex",
+    "PatientAge": "patient_age", "StudyDate": "study_date", "SeriesDescription": "series_description",
+}
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """``ct.json`` for ``ct.nii.gz`` / ``ct.nii`` / ``ct.nrrd`` / ``ct.mha`` (the file's name without its
+    image suffix, plus ``.json``)."""
+    path = Path(path)
+    name = path.name
+    for suffix in sorted(CT_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_suffix(".json")
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Header fields from the image's JSON sidecar, if there is one (see :data:`SIDECAR_KEYWORDS`)."""
+    import json
+
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{side}: sidecar is not readable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{side}: sidecar must be a JSON object of DICOM keywords (e.g. \"KVP\": 120)")
+    meta = {name: data[key] for key, name in SIDECAR_KEYWORDS.items() if data.get(key) not in (None, "")}
+    if meta:
+        meta["header_source"] = str(side)
+    return meta
+
+
 def _is_dicom_dir(path: Path) -> bool:
     return path.is_dir()
 
@@ -109,6 +150,10 @@ def read_image(path: str | os.PathLike[str]) -> tuple[sitk.Image, dict[str, Any]
     meta: dict[str, Any] = {"format": "".join(path.suffixes[-2:]) or path.suffix}
     if image.HasMetaDataKey("pixdim[1]"):
         meta["nifti_pixdim"] = [image.GetMetaData(f"pixdim[{a}]") for a in (1, 2, 3)]
+    meta.update(read_sidecar(path))
+    modality = str(meta.get("modality", "")).upper()
+    if modality and modality != "CT":
+        raise InputError(f"{path}: its sidecar says modality {modality}, not CT")
     return image, meta
 
 

@@ -175,3 +175,25 @@ def test_masks_go_back_by_transposes_exactly_as_resampling_would(tmp_path, flip,
     assert fast.GetSize() == stored.GetSize() and fast.GetDirection() == pytest.approx(stored.GetDirection())
     assert fast.GetOrigin() == pytest.approx(stored.GetOrigin(), abs=1e-4)
     assert np.array_equal(sitk.GetArrayFromImage(fast), sitk.GetArrayFromImage(slow))
+
+
+def test_json_sidecar_gives_the_header_a_nifti_lacks(tmp_path):
+    """``ct.json`` beside ``ct.nii.gz`` (BIDS, dcm2niix): DICOM keywords become the metadata a DICOM header
+    would give; unknown keys are ignored; an MR sidecar or broken JSON is refused with one clear line."""
+    import json
+
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(_ct_image(), str(path))
+    assert "kvp" not in io.read_ct(path).metadata  # no sidecar: no header
+    (tmp_path / "ct.json").write_text(json.dumps({"KVP": 100, "PatientAge": "067Y", "PatientSex": "F",
+                                                  "Modality": "CT", "EchoTime": 0.01}))
+    meta = io.read_ct(path).metadata
+    assert meta["kvp"] == 100 and meta["patient_age"] == "067Y" and meta["patient_sex"] == "F"
+    assert "EchoTime" not in meta and meta["header_source"].endswith("ct.json")
+    assert io.sidecar_path(tmp_path / "scan.nrrd").name == "scan.json"
+    (tmp_path / "ct.json").write_text(json.dumps({"Modality": "MR"}))
+    with pytest.raises(InputError, match="modality MR"):
+        io.read_ct(path)
+    (tmp_path / "ct.json").write_text("{not json")
+    with pytest.raises(InputError, match="sidecar"):
+        io.read_ct(path)

@@ -194,6 +194,10 @@ def test_cli_writes_files(tmp_path):
     assert truth["seed"] == 2 and "L1" in truth["spine"]["levels"]
     assert (lab.array == vertebra_label("L1")).sum() > 100
     assert ct.array.min() >= -1024 and ct.spacing_mm == (3.0, 3.0, 3.0)
+    # the header a scanner would write (sidecar ct.json): kVp, age and sex as the analysis reads them
+    assert float(ct.metadata["kvp"]) == truth["scanner"]["kvp"]
+    assert ct.metadata["patient_age"] == f"{int(truth['patient']['age']):03d}Y"
+    assert ct.metadata["patient_sex"] == truth["patient"]["sex"]
 
 
 def test_patient_physics_knobs():

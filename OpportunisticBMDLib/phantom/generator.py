@@ -254,7 +254,8 @@ def _truth(ctx: Ctx, seed: int, options: PhantomOptions, scanner: ScannerSetting
 
 
 def write_phantom(phantom: Phantom, out_dir) -> dict[str, Path]:
-    """Write ct.nii.gz (int16 HU), labels.nii.gz, density_mg_cm3.nii.gz and truth.json to ``out_dir``."""
+    """Write ct.nii.gz (int16 HU) with its header sidecar ct.json (kVp, age, sex), labels.nii.gz,
+    density_mg_cm3.nii.gz and truth.json to ``out_dir``."""
     from ..io import write_volume
 
     out = Path(out_dir)
@@ -267,4 +268,18 @@ def write_phantom(phantom: Phantom, out_dir) -> dict[str, Path]:
     truth_path = out / "truth.json"
     truth_path.write_text(json.dumps(phantom.truth, indent=2) + "\n")
     paths["truth"] = truth_path
+    paths["ct_sidecar"] = out / "ct.json"  # what a scanner's header would say (io.SIDECAR_KEYWORDS)
+    paths["ct_sidecar"].write_text(json.dumps(header_of(phantom.truth), indent=2) + "\n")
     return paths
+
+
+def header_of(truth: dict) -> dict:
+    """The acquisition header a real scan of this patient would carry (DICOM keywords): no truth beyond it."""
+    header = {"Modality": "CT", "Manufacturer": "OpportunisticBMD digital patient",
+              "KVP": (truth.get("scanner") or {}).get("kvp")}
+    patient = truth.get("patient") or {}
+    if patient.get("age") is not None:
+        header["PatientAge"] = f"{int(patient['age']):03d}Y"  # DICOM AS: whole years
+    if patient.get("sex") in ("F", "M"):
+        header["PatientSex"] = patient["sex"]
+    return header
