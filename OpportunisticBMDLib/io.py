@@ -7,6 +7,7 @@ orientation, so a mask opens on top of the CT in any viewer. Input files are onl
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,6 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Header fields from the image's JSON sidecar, if there is one (see :data:`SIDECAR_KEYWORDS`)."""
-    import json
-
     side = sidecar_path(path)
     if not side.is_file():
         return {}

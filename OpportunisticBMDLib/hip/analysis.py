@@ -232,18 +232,19 @@ def measure_side(
     if not regions.neck_in_view:
         qc.append(_qc("hip_neck_cut_fov", "warning", f"{side} hip: the femoral neck box is partly outside the field of "
                       "view; the neck aBMD is unreliable"))
+    withheld = None  # the total hip region's bone is not all in the image: no total hip, trochanter, intertrochanter
     if not regions.distal_border_in_view:
-        qc.append(_qc("hip_lesser_trochanter_outside_fov", "warning",
-                      f"{side} hip: the total hip region's distal border (10 mm below the lesser trochanter) is "
-                      "outside the field of view; ISCD: QCT hip acquisition must extend from the femoral head to "
-                      "the proximal shaft. Total hip, trochanter and intertrochanter not reported."))
-        for name in ("trochanter", "intertrochanter", "total_hip"):
-            out[name] = None
+        withheld = _qc("hip_lesser_trochanter_outside_fov", "warning",
+                       f"{side} hip: the total hip region's distal border (10 mm below the lesser trochanter) is "
+                       "outside the field of view; ISCD: QCT hip acquisition must extend from the femoral head to "
+                       "the proximal shaft. Total hip, trochanter and intertrochanter not reported.")
     elif not regions.total_in_view:
-        qc.append(_qc("hip_total_hip_cut_fov", "warning",
-                      f"{side} hip: the femur is cut by the field of view within the total hip region (trochanter "
-                      "or shaft at the image edge, e.g. a large patient in a small field of view); total hip, "
-                      "trochanter and intertrochanter not reported."))
+        withheld = _qc("hip_total_hip_cut_fov", "warning",
+                       f"{side} hip: the femur is cut by the field of view within the total hip region (trochanter "
+                       "or shaft at the image edge, e.g. a large patient in a small field of view); total hip, "
+                       "trochanter and intertrochanter not reported.")
+    if withheld:
+        qc.append(withheld)
         for name in ("trochanter", "intertrochanter", "total_hip"):
             out[name] = None
     t_values = {k: (out[k] or {}).get("t_score") for k in ("neck", "total_hip")}
@@ -276,8 +277,7 @@ def measure_side(
     idx = np.argwhere(mask) + full_lo
     touches = [ax for ax in range(3) if idx[:, ax].min() == 0 or idx[:, ax].max() == fov_shape[ax] - 1]
     if touches:
-        regions_whole = regions.distal_border_in_view and regions.total_in_view
-        qc.append(_qc("hip_femur_cut_fov", "info" if regions_whole else "warning",
+        qc.append(_qc("hip_femur_cut_fov", "warning" if withheld else "info",
                       f"{side} hip: the femur is cut by the field of view "
                       f"({', '.join('kji'[a] for a in touches)} edge)"))
     out["qc"] = qc

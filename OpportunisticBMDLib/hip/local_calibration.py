@@ -232,16 +232,15 @@ def _refit_symmetric(ct_hu: np.ndarray, groups: np.ndarray, spacing: tuple[float
     first fit's prediction, refitted."""
     cand = groups >= 0
     xyz = np.argwhere(cand) * np.asarray(spacing) - centre_mm
-    g = groups[cand]
     levels = np.array([first["levels"].get(0, np.nan), first["levels"].get(1, np.nan)])
-    predicted = levels[g]
+    predicted = levels[groups[cand]]
     if first.get("field_coefficients_hu") is not None:
         predicted = predicted + field_terms(xyz) @ np.asarray(first["field_coefficients_hu"])
     half = SYMMETRIC_WINDOW_SD * max(float(first["rms_residual_hu"]), 1.0)
     near = np.isfinite(predicted) & (np.abs(ct_hu[cand] - predicted) <= half)
-    sel = np.zeros_like(cand)
-    sel[tuple(np.argwhere(cand)[near].T)] = True
-    second = fit_muscle_at_centre(ct_hu[sel], groups[sel], np.argwhere(sel) * np.asarray(spacing) - centre_mm)
+    sel = cand.copy()
+    sel[cand] = near
+    second = fit_muscle_at_centre(ct_hu[sel], groups[sel], xyz[near])
     return (second, sel) if second else (first, first_sel)
 
 
