@@ -551,11 +551,17 @@ def _options_to_cli(options: Any) -> list[str]:
     argv = []
     flags = {"calibration": "--calibration", "erosion_radius_mm": "--erosion-mm",
              "muscle_density_mg_cm3": "--muscle-density", "fat_density_mg_cm3": "--fat-density",
-             "patient_age": "--age", "patient_sex": "--sex", "device": "--device"}
+             "patient_age": "--age", "patient_sex": "--sex", "device": "--device", "z_reference": "--z-reference"}
     for key, flag in flags.items():
         if options.get(key) is not None:
             argv += [flag, str(options[key])]
     params = options.get("calibration_params") or {}
     if params.get("slope") is not None and params.get("intercept") is not None:
         argv += ["--slope", str(params["slope"]), "--intercept", str(params["intercept"])]
+    for key, flag in (("file", "--calibration-file"), ("psoas_fat_fraction", "--psoas-fat"),
+                      ("marrow_fat_fraction", "--marrow-fat")):
+        if params.get(key) is not None:
+            argv += [flag, str(params[key])]
+    if params.get("pad_densities"):
+        argv += ["--pad-densities", *(str(d) for d in params["pad_densities"])]
     return argv

@@ -51,6 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--segmentation", choices=("truth", "model"), default="truth",
                         help="end to end only: the phantom's own labels (default) or the shipped model's, as "
                         "'obmd analyze' without --seg (the truth's femur geometry and density map stay the reference)")
+    parser.add_argument("--psoas-fat", choices=("typical", "truth"), default="typical",
+                        help="end to end only: the psoas fat the calibration assumes -- age-typical (default, as "
+                        "'obmd analyze'), or the patient's own given as a user would with 'obmd analyze "
+                        "--psoas-fat' (splits the reference tissue's composition error from the rest)")
+    parser.add_argument("--marrow-fat", choices=("typical", "truth"), default="typical",
+                        help="end to end only: the vertebral marrow fat of the HA scale's base -- age-typical "
+                        "(default), or the patient's own as with 'obmd analyze --marrow-fat' (splits single-energy "
+                        "QCT's marrow-fat error from the rest)")
     add_json_option(parser)
     parser.set_defaults(func=run)
 
@@ -62,7 +70,8 @@ def _exact_calibration(truth: dict):
     return Calibration("phantom-exact", float(ex["slope_mg_cm3_per_hu"]), float(ex["intercept_mg_cm3"]))
 
 
-CONFIG = {"calibration": "exact", "local_calibration": True, "segmentation": "truth"}  # set by run()
+CONFIG = {"calibration": "exact", "local_calibration": True, "segmentation": "truth",
+          "psoas_fat": "typical", "marrow_fat": "typical"}  # set by run()
 END_TO_END_FOV = ("T12", "femur")  # spine reference ROIs (T12-L4) and both hips
 
 
@@ -92,6 +101,10 @@ def _measure(phantom, twin_kw: dict | None = None) -> dict:
         # as a DICOM header gives them: tube voltage and the patient's age (age-typical marrow and psoas fat)
         phantom.ct.metadata["kvp"] = float(truth["scanner"]["kvp"])
         options = AnalysisOptions(calibration=CONFIG["calibration"], patient_age=patient_age(truth))
+        if CONFIG["psoas_fat"] == "truth":
+            options.calibration_params["psoas_fat_fraction"] = float(truth["patient"]["muscle_fat_infiltration"])
+        if CONFIG["marrow_fat"] == "truth":
+            options.calibration_params["marrow_fat_fraction"] = float(truth["patient"]["marrow_fat_fraction"])
         labels = None if CONFIG["segmentation"] == "model" else phantom.labels  # None: the shipped model segments
         analysed = analyze(phantom.ct, labels, options)
         res = analysed.results
@@ -211,8 +224,14 @@ def run(args: argparse.Namespace) -> int:
 
         raise InputError("--segmentation model needs an end-to-end calibration (--calibration muscle-fat, "
                          "internal-multi or inscan)")
+    if "truth" in (args.psoas_fat, args.marrow_fat) and args.calibration == "exact":
+        from ..errors import InputError
+
+        raise InputError("--psoas-fat/--marrow-fat truth need an end-to-end calibration (--calibration muscle-fat, "
+                         "internal-multi or inscan)")
     CONFIG.update(calibration=args.calibration, local_calibration=not args.no_local_calibration,
-                  segmentation=args.segmentation)
+                  segmentation=args.segmentation, psoas_fat=args.psoas_fat,
+                  marrow_fat=args.marrow_fat)
     print(f"calibration: {args.calibration}; local calibration check at the hip: "
           f"{'on' if CONFIG['local_calibration'] else 'off'}")
     line = {"exact": "the exact HA line", "inscan": "inscan from the calibration pad in the scan"}.get(
@@ -237,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
                   f"  {a.get('max_abs_t_error', float('nan')):10.3f}  {p.get('rmscv_percent') or float('nan'):7.2f}")
     print(f"rotation +-15 deg: max neck aBMD change {rot['max_abs_neck_change_percent']:.2f} % (target <= 1.5 %)")
     figures = {"calibration": args.calibration, "local_calibration": CONFIG["local_calibration"],
-               "segmentation": CONFIG["segmentation"],
+               "segmentation": CONFIG["segmentation"], "psoas_fat": CONFIG["psoas_fat"],
+               "marrow_fat": CONFIG["marrow_fat"],
                "accuracy_ideal": acc_ideal, "accuracy": acc, "precision": prec, "rotation": rot,
                "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
     write_json(args.json, figures)

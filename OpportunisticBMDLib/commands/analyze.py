@@ -43,7 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fat-density", type=float, metavar="MG_CM3", help="equivalent density of fat for muscle-fat")
     parser.add_argument("--psoas-fat", type=float, metavar="FRACTION",
                         help="psoas fat (adipose) fraction 0-0.5 for muscle-fat, e.g. from MRI PDFF (default: typical "
-                        "for age, 0.045 below 38 y, else 0.069; Sollmann 2020)")
+                        "for age, 0.045 below 38 y, else 0.069; Sollmann 2020); under an in-scan pad it sets the "
+                        "hip's iliopsoas anchor")
+    parser.add_argument("--marrow-fat", type=float, metavar="FRACTION",
+                        help="vertebral marrow fat (volume) fraction 0.05-0.95, e.g. from MR spectroscopy or PDFF: "
+                        "the marrow base of the HA scale for muscle-fat, internal-multi and inscan (default: "
+                        "typical for age, Griffith 2012; 0.5 when the age is unknown)")
     parser.add_argument("--erosion-mm", type=float, metavar="R", help="cortex removal radius in mm (default 3.2)")
     parser.add_argument("--age", type=float, help="patient age in years (default: from the DICOM header)")
     parser.add_argument("--sex", choices=("F", "M"), help="patient sex (default: from the DICOM header)")
@@ -95,6 +100,10 @@ def build_options(args: argparse.Namespace, ct) -> object:
         if not 0.0 <= args.psoas_fat <= 0.5:
             raise InputError(f"--psoas-fat {args.psoas_fat}: a fraction between 0 and 0.5 (e.g. 0.07 for 7 %)")
         params["psoas_fat_fraction"] = args.psoas_fat
+    if args.marrow_fat is not None:
+        if not 0.05 <= args.marrow_fat <= 0.95:
+            raise InputError(f"--marrow-fat {args.marrow_fat}: a fraction between 0.05 and 0.95 (e.g. 0.55 for 55 %)")
+        params["marrow_fat_fraction"] = args.marrow_fat
     options.calibration_params = params
     options.patient_age = args.age if args.age is not None else _dicom_age(ct.metadata.get("patient_age"))
     sex = args.sex or str(ct.metadata.get("patient_sex", "") or "").strip().upper()[:1]

@@ -316,8 +316,9 @@ def calibration_uncertainty(abmd_g_cm2: float, region: str, slope_relative_sd: f
 
 
 def _calibration_block(calibration: Any, check: dict[str, Any] | None, local: dict[str, Any] | None,
-                       slope_relative_sd: float | None) -> dict[str, Any]:
-    """results.json ``hip.<side>.calibration``: the line the hip used and the local check behind it."""
+                       slope_relative_sd: float | None, reference_hu: dict[str, Any] | None) -> dict[str, Any]:
+    """results.json ``hip.<side>.calibration``: the line the hip used and the local check behind it (with an
+    in-scan pad, ``pad_anchor``: the iliopsoas reference the check used, :mod:`.pad_anchor`)."""
     slope = getattr(calibration, "slope_mg_cm3_per_hu", None)
     intercept = getattr(calibration, "intercept_mg_cm3", None)
     shift = float(check["hu_shift"]) if check and check.get("applied") else 0.0
@@ -326,10 +327,13 @@ def _calibration_block(calibration: Any, check: dict[str, Any] | None, local: di
         "hu_shift_applied": shift,
         "slope_relative_sd": slope_relative_sd,
         "effective_intercept": None if slope is None or intercept is None else intercept - slope * shift,
-        "used": "spine line shifted to the hip's slices (local muscle check)" if shift else "spine line unchanged",
+        "used": "calibration line shifted to the hip's slices (local muscle check)" if shift
+        else "calibration line unchanged",
         "local_check": None if check is None else {**check, **{k: v for k, v in (local or {}).items()
                                                                if k not in ("muscle_hu", "fat_hu")}},
     }
+    if reference_hu is not None and "psoas_fat_source" in reference_hu:
+        out["pad_anchor"] = reference_hu
     return out
 
 
@@ -423,7 +427,7 @@ def analyze_hips(
                 "segmentation likely misses bone; no WHO category until the labels are checked")))
             out["category"] = None  # a diagnosis needs a trustworthy femur; the numbers stay for review
         out["calibration_method"] = getattr(calibration, "method", None)
-        out["calibration"] = _calibration_block(calibration, check, local, rel_sd)
+        out["calibration"] = _calibration_block(calibration, check, local, rel_sd, reference_hu)
         if check is not None:
             out["qc"] = _local_check_qc(side, check) + out["qc"]
         for name in REGION_NAMES:

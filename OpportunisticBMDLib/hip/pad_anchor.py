@@ -35,19 +35,24 @@ HIP_ABMD_PERCENT_PER_HU = 0.27
 
 
 def pad_muscle_reference(details: dict[str, Any], slope_mg_cm3_per_hu: float, intercept_mg_cm3: float,
-                         age_years: float | None) -> dict[str, Any]:
-    """The HU a typical iliopsoas reads under the pad line (the local check's reference) and its SD."""
+                         age_years: float | None, psoas_fat_fraction: float | None = None) -> dict[str, Any]:
+    """The HU the iliopsoas reads under the pad line (the local check's reference) and its SD: of typical
+    composition, or holding ``psoas_fat_fraction`` when the user knows it (``obmd analyze --psoas-fat``,
+    e.g. from a water-fat MRI); the composition SD is then not estimated (0: the user's own error is
+    unknown here)."""
     kvp = float(details.get("kvp") or REFERENCE_KVP)
     marrow_fat = round(float(details.get("base_marrow_fat_fraction") or REFERENCE_MARROW_FAT_FRACTION), 3)
-    psoas_fat = typical_psoas_fat_fraction(age_years)
+    user = psoas_fat_fraction is not None
+    psoas_fat = float(psoas_fat_fraction) if user else typical_psoas_fat_fraction(age_years)
     psoas_mg_cm3 = muscle_fat_densities(kvp, marrow_fat, psoas_fat)[0]
     lean_mg_cm3, adipose_mg_cm3 = muscle_fat_densities(kvp, marrow_fat, 0.0)
-    sd_hu = psoas_fat_sd(age_years) * (lean_mg_cm3 - adipose_mg_cm3) / slope_mg_cm3_per_hu
+    sd_hu = 0.0 if user else psoas_fat_sd(age_years) * (lean_mg_cm3 - adipose_mg_cm3) / slope_mg_cm3_per_hu
+    which = "the user's psoas fat" if user else "the age-typical psoas fat, Sollmann et al. 2020"
     return {"muscle_hu": (psoas_mg_cm3 - intercept_mg_cm3) / slope_mg_cm3_per_hu,
             "muscle_hu_sd": round(sd_hu, 2), "psoas_fat_fraction": psoas_fat,
-            "site": "a typical iliopsoas under the in-scan pad line (ICRU-44 muscle with the age-typical psoas "
-                    "fat, Sollmann et al. 2020): the body's offset at the hip, which the pad outside the body "
-                    "does not see"}
+            "psoas_fat_source": "user" if user else "age-typical",
+            "site": f"the iliopsoas under the in-scan pad line (ICRU-44 muscle with {which}): the body's "
+                    "offset at the hip, which the pad outside the body does not see"}
 
 
 def anchored_relative_sd(line_relative_sd: float | None, muscle_hu_sd: float) -> float:

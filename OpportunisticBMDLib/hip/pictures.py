@@ -102,12 +102,14 @@ def _z_line(results: dict) -> str:
 def _calibration_line(results: dict) -> str:
     cal = results.get("calibration") or {}
     shift = cal.get("hu_shift_applied") or 0.0
-    line = f"Hip calibration: spine line shifted {shift:+.1f} HU (local muscle)" if shift else \
-        "Hip calibration: spine line unchanged"
+    source = "pad" if cal.get("method") == "inscan" else "spine"
+    line = f"Hip calibration: {source} line shifted {shift:+.1f} HU (local muscle)" if shift else \
+        f"Hip calibration: {source} line unchanged"
     sds = [f"+-{sd:.2f} {title}" for name, title in (("neck", "neck"), ("total_hip", "total"))
            if (sd := (results.get(name) or {}).get("t_score_calibration_sd")) is not None]
     if sds:
-        line += f"\nCalibration 1 SD (psoas fat unknown): T {', '.join(sds)}"
+        known = (cal.get("pad_anchor") or {}).get("psoas_fat_source") == "user"
+        line += f"\nCalibration 1 SD{'' if known else ' (psoas fat unknown)'}: T {', '.join(sds)}"
     return line
 
 

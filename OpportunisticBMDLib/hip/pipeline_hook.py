@@ -37,7 +37,8 @@ def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> No
         # the pad's line holds at the pad, outside the body: the hip's muscle is checked against a typical
         # iliopsoas under that line (pad_anchor), not against the psoas ROI (itself offset by the body)
         age = _parse_age(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
-        reference = pad_muscle_reference(details, slope, intercept, age)
+        user_psoas_fat = (getattr(options, "calibration_params", None) or {}).get("psoas_fat_fraction")
+        reference = pad_muscle_reference(details, slope, intercept, age, user_psoas_fat)
         relative_sd = anchored_relative_sd(relative_sd, reference["muscle_hu_sd"])
     else:
         # the calibration site's reference tissues (spine ROIs): the hip checks its own muscle against them
@@ -48,10 +49,6 @@ def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> No
     if z_path:
         hip_opts.z_reference = load_age_reference(z_path)
     hip, rois, pictures = analyze_hips(ct, labels, calibration, options, hip_opts, reference_hu=reference)
-    if method in PAD_METHODS and reference is not None:
-        for block in hip.values():
-            if isinstance(block.get("calibration"), dict):
-                block["calibration"]["pad_anchor"] = reference
     result.results["hip"] = hip
     for side in ("left", "right"):
         result.results.setdefault("qc", []).extend(hip.get(side, {}).get("qc") or [])
@@ -81,13 +78,18 @@ def hip_report_lines(results: dict) -> list[str]:
             else:
                 parts.append(f"{title} not measured")
         shift = (block.get("calibration") or {}).get("hu_shift_applied") or 0.0
-        where = f" [hip calibration: spine line shifted {shift:+.1f} HU]" if shift else ""
+        where = f" [hip calibration: line shifted {shift:+.1f} HU]" if shift else ""
         lines.append(f"hip {side}: " + "; ".join(parts) + f"  -> {block.get('category') or 'no category'}{where}")
     if any(isinstance(b, dict) and (b.get("neck") or {}).get("t_score_calibration_sd") is not None
            for b in (results.get("hip") or {}).values()):
-        if (results.get("calibration") or {}).get("method") in PAD_METHODS:
+        anchors = [((b.get("calibration") or {}).get("pad_anchor") or {}) for b in (results.get("hip") or {}).values()
+                   if isinstance(b, dict)]
+        if any(a.get("psoas_fat_source") == "user" for a in anchors):
+            lines.append("hip: +- is 1 SD of the in-scan pad line (the hip's offset anchor holds the given psoas "
+                         "fat; its error is not included)")
+        elif (results.get("calibration") or {}).get("method") in PAD_METHODS:
             lines.append("hip: +- is 1 SD of the in-scan pad line and of the hip's offset anchor (a typical "
-                         "iliopsoas under that line: the patient's own muscle fat is not known)")
+                         "iliopsoas under that line: the patient's own muscle fat is not known; --psoas-fat sets it)")
         else:
             lines.append("hip: +- is 1 SD from the phantomless calibration (the patient's psoas fat is not known; "
                          "an in-scan or asynchronous phantom, or --psoas-fat, removes it)")
