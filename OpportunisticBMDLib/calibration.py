@@ -197,7 +197,7 @@ def muscle_fat_densities(kvp: float = REFERENCE_KVP,
 
 @register_calibration("muscle-fat")
 def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options: Any) -> Calibration:
-    from .calibration_internal import base_marrow_fat_fraction, known_kvp
+    from .calibration_internal import base_marrow_fat_fraction, known_kvp, marrow_fat_term
 
     muscle_hu = roi_mean_hu(ct, rois, "muscle_roi", "muscle")
     fat_hu = roi_mean_hu(ct, rois, "fat_roi", "fat")
@@ -234,6 +234,7 @@ def _muscle_fat(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, 
         "kvp": kvp,
         "kvp_source": "assumed" if kvp_assumed else "header",  # "assumed": qc flag kvp_assumed
         "base_marrow_fat_fraction": marrow_fat,
+        "marrow_fat": marrow_fat_term(kvp, marrow_fat, params, age, slope),
         "psoas_fat_fraction": psoas_fat,
         "psoas_fat_source": "user" if user_psoas_fat is not None else (
             "typical for age (Sollmann et al., Quant Imaging Med Surg 2020;10:496)" if age is not None

@@ -53,6 +53,44 @@ def expected_marrow_fat_fraction(age_years: float) -> float:
     (MR spectroscopy: Griffith et al., J Magn Reson Imaging 36:225 (2012); Baum et al. 2012)."""
     return float(np.clip(0.30 + 0.006 * (age_years - 30.0), 0.15, 0.75))
 
+# Between-subject SD of the lumbar (L1-L4) marrow proton-density fat fraction at a given age: 6.0-8.0 %
+# in the 20-39 y groups of 156 healthy adults (Baum et al., Front Endocrinol 2018;9:141, chemical-shift
+# water-fat MRI). PDFF is taken as the volume fraction of yellow marrow.
+MARROW_FAT_SD = 0.07
+# Age unknown: the age-typical value itself is unknown too -- add the spread of
+# expected_marrow_fat_fraction over 30-80 y (0.30 of range, uniform: 0.30/sqrt(12) = 0.087).
+MARROW_FAT_SD_AGE_UNKNOWN = 0.11
+
+
+def marrow_fat_sd(age_years: float | None) -> float:
+    """1 SD of the patient's marrow fat fraction about the assumed base (age known: age-typical base)."""
+    return MARROW_FAT_SD if age_years is not None else MARROW_FAT_SD_AGE_UNKNOWN
+
+
+def marrow_base_hu_sd(kvp: float, marrow_fat_fraction: float, fat_sd: float) -> float:
+    """HU by which HA-free marrow moves when its fat fraction moves by ``fat_sd`` about the base (central
+    difference): a line built on the base reads the patient's marrow that many HU (x slope: mg/cm3) off."""
+    beam = mat.Beam(kvp=float(kvp))
+    lo = mat.hu(mat.trabecular_bone(0.0, max(0.0, marrow_fat_fraction - fat_sd)), beam)
+    hi = mat.hu(mat.trabecular_bone(0.0, min(1.0, marrow_fat_fraction + fat_sd)), beam)
+    span = min(1.0, marrow_fat_fraction + fat_sd) - max(0.0, marrow_fat_fraction - fat_sd)
+    return float(abs(hi - lo) * fat_sd / span)
+
+def marrow_fat_term(kvp: float, base_fraction: float, params: dict, age_years: float | None,
+                    slope_mg_cm3_per_hu: float) -> dict:
+    """``details.marrow_fat`` of a line on a marrow base: single-energy QCT's fat error as a stated 1 SD.
+    A marrow fattier than the base reads as less mineral by ``hu_sd`` x slope; SD 0 when the user gave the
+    patient's marrow fat (``calibration_params["marrow_fat_fraction"]``, ``obmd analyze --marrow-fat``)."""
+    user = params.get("marrow_fat_fraction") is not None
+    sd = 0.0 if user else marrow_fat_sd(age_years)
+    hu_sd = round(marrow_base_hu_sd(float(kvp), float(base_fraction), sd), 2) if sd else 0.0
+    return {"base_fraction": float(base_fraction), "sd_fraction": sd, "hu_sd": hu_sd,
+            "mg_cm3_sd": round(hu_sd * abs(float(slope_mg_cm3_per_hu)), 2),
+            "source": "user" if user else ("age-typical" if age_years is not None else "default (age unknown)"),
+            "sd_source": "between-subject SD of lumbar marrow PDFF (Baum et al., Front Endocrinol 2018;9:141)"
+                         + ("" if age_years is not None else ", widened for the unknown age")}
+
+
 # How far a real ROI mean may stray from its nominal composition (HU, 1 SD): the fit's weights are 1/SD^2
 # and a tissue is an outlier beyond MAX_Z SDs. Air: pure, only noise; fat: adipose composition varies
 # (ICRU-46 adult #1-#3 span ~15 HU); blood: haematocrit (~5 HU per 10 % Hct); muscle: fat infiltration
@@ -379,5 +417,9 @@ else:
     @register_calibration("internal-multi")
     def _internal_multi(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options) -> Calibration:
         fit = internal_calibration(ct, rois, labels, options)
-        return Calibration("internal-multi", fit.slope_mg_cm3_per_hu, fit.intercept_mg_cm3, fit_details(fit))
+        details = fit_details(fit)
+        details["marrow_fat"] = marrow_fat_term(
+            fit.kvp or 120.0, fit.marrow_fat_fraction, dict(getattr(options, "calibration_params", None) or {}),
+            getattr(options, "patient_age", None), fit.slope_mg_cm3_per_hu)
+        return Calibration("internal-multi", fit.slope_mg_cm3_per_hu, fit.intercept_mg_cm3, details)
 

@@ -263,7 +263,7 @@ def pad_densities(params: dict) -> tuple[float, ...]:
 def inscan_calibration(ct: Volume, options: Any, detection: PadDetection | None = None) -> Calibration:
     """The ``inscan`` line from the pad in ``ct``; :class:`InputError` when there is none or it is implausible."""
     from .calibration import REFERENCE_KVP
-    from .calibration_internal import base_marrow_fat_fraction, known_kvp
+    from .calibration_internal import base_marrow_fat_fraction, known_kvp, marrow_fat_term
 
     params = dict(getattr(options, "calibration_params", None) or {})
     nominal = pad_densities(params)
@@ -319,6 +319,7 @@ def inscan_calibration(ct: Volume, options: Any, detection: PadDetection | None 
         "marrow_base": {k: line[k] for k in ("marrow_minus_water_hu", "slope_ratio", "matched_water_path_cm",
                                              "beam_outside_table")},
         "candidates": detection.candidates,
+        "marrow_fat": marrow_fat_term(kvp, marrow_fat, params, getattr(options, "patient_age", None), line["slope"]),
     }
     return Calibration("inscan", line["slope"], line["intercept"], details)
 

@@ -49,7 +49,8 @@ def summarize(levels: dict[str, dict[str, Any]], calibrated: bool,
               calibration: dict[str, Any] | None = None) -> dict[str, Any]:
     """``spine.summary``: mean of L1-L2 when both are usable, else of the two best available levels.
     With a calibration that states its slope's relative SD (``details.slope_relative_sd``), also the
-    vBMD's calibration SD ``vbmd_calibration_sd_mg_cm3`` (the line pivots on its fat point)."""
+    vBMD's calibration SD ``vbmd_calibration_sd_mg_cm3``: the slope's (the line pivots on its fat point) and
+    the marrow's fat (``details.marrow_fat.mg_cm3_sd``) in quadrature."""
     usable = [lvl for lvl in PREFERRED_LEVELS if lvl in levels and _usable(levels[lvl])]
     fallback = not usable
     if fallback:  # nothing whole and unflagged: fall back to any measured level, said so
@@ -72,10 +73,13 @@ def summarize(levels: dict[str, dict[str, Any]], calibrated: bool,
     if calibrated:
         summary["vbmd_mg_cm3"] = float(np.mean([levels[lvl]["vbmd_mg_cm3"] for lvl in used]))
         summary["category"] = acr_category(summary["vbmd_mg_cm3"])
-        rel = ((calibration or {}).get("details") or {}).get("slope_relative_sd")
+        details = (calibration or {}).get("details") or {}
+        rel = details.get("slope_relative_sd")
         fat_d = (calibration or {}).get("fat_density_mg_cm3")
         if rel is not None and fat_d is not None:
-            summary["vbmd_calibration_sd_mg_cm3"] = float(rel * (summary["vbmd_mg_cm3"] - fat_d))
+            # the marrow's fat is additive (the whole marrow base reads off), in quadrature with the slope's
+            marrow_sd = (details.get("marrow_fat") or {}).get("mg_cm3_sd") or 0.0
+            summary["vbmd_calibration_sd_mg_cm3"] = float(np.hypot(rel * (summary["vbmd_mg_cm3"] - fat_d), marrow_sd))
     else:
         note += "; not calibrated: HU only, no vBMD category (HU thresholds are not ACR vBMD categories)"
     summary["note"] = note

@@ -70,7 +70,10 @@ def test_report_lines_show_the_sd():
                     "category": "osteopenia", "calibration": {"hu_shift_applied": 0.0}}}
     lines = hip_report_lines({"hip": hip})
     assert "neck 0.700 g/cm2 (T -1.3 +-0.2)" in lines[0]
-    assert any("1 SD from the phantomless calibration" in line for line in lines)
+    assert any("1 SD from the phantomless line" in line for line in lines)
+    assert not any("marrow" in line for line in lines)  # no marrow term recorded: none named
+    hip["left"]["calibration"]["marrow_fat"] = {"sd_fraction": 0.07, "source": "age-typical"}
+    assert any("the marrow's fat (age-typical base assumed" in line for line in hip_report_lines({"hip": hip}))
     hip["left"]["neck"]["t_score_calibration_sd"] = None
     hip["left"]["total_hip"]["t_score_calibration_sd"] = None
     assert not any("phantomless" in line for line in hip_report_lines({"hip": hip}))
@@ -87,8 +90,17 @@ def test_pipeline_records_the_sd_for_muscle_fat_only():
         cal.PSOAS_FAT_SD_OLDER, cal.REFERENCE_KVP, res["calibration"]["details"]["base_marrow_fat_fraction"],
         res["calibration"]["muscle_density_mg_cm3"], res["calibration"]["fat_density_mg_cm3"]))
     summary = res["spine"]["summary"]
-    assert summary["vbmd_calibration_sd_mg_cm3"] == pytest.approx(
-        rel * (summary["vbmd_mg_cm3"] - res["calibration"]["fat_density_mg_cm3"]))
+    marrow = res["calibration"]["details"]["marrow_fat"]  # age 70 known: the age-typical base, SD 0.07
+    assert marrow["source"] == "age-typical" and marrow["sd_fraction"] == 0.07 and 2.0 < marrow["mg_cm3_sd"] < 5.0
+    assert summary["vbmd_calibration_sd_mg_cm3"] == pytest.approx(np.hypot(
+        rel * (summary["vbmd_mg_cm3"] - res["calibration"]["fat_density_mg_cm3"]), marrow["mg_cm3_sd"]))
+    # the patient's marrow fat given: its term is 0, the slope's remains
+    given = pipeline.analyze(ct, labels, pipeline.AnalysisOptions(
+        patient_age=70.0, calibration_params={"marrow_fat_fraction": 0.6})).results
+    assert given["calibration"]["details"]["marrow_fat"]["mg_cm3_sd"] == 0.0
+    assert given["spine"]["summary"]["vbmd_calibration_sd_mg_cm3"] == pytest.approx(
+        given["calibration"]["details"]["slope_relative_sd"]
+        * (given["spine"]["summary"]["vbmd_mg_cm3"] - given["calibration"]["fat_density_mg_cm3"]))
     # the user set the densities: no stated uncertainty
     own = pipeline.analyze(ct, labels, pipeline.AnalysisOptions(muscle_density_mg_cm3=40.0,
                                                                 fat_density_mg_cm3=-60.0)).results

@@ -61,6 +61,8 @@ def test_known_composition_meets_the_targets(patient, tmp_path, capsys):
     anchor = results["hip"]["left"]["calibration"]["pad_anchor"]
     assert anchor["psoas_fat_source"] == "user" and anchor["psoas_fat_fraction"] == pytest.approx(psoas_fat)
     assert anchor["muscle_hu_sd"] == 0.0
+    marrow = results["hip"]["left"]["calibration"]["marrow_fat"]
+    assert marrow["source"] == "user" and marrow["hu_sd"] == 0.0
     for name, error_percent, t_error, _ in _errors(results, truth):
         assert abs(error_percent) <= ABMD_TARGET_PERCENT, name
         assert abs(t_error) <= T_TARGET, name
@@ -71,11 +73,13 @@ def test_typical_composition_errors_lie_within_the_stated_sd(patient, tmp_path):
     results = _analyze(patient, tmp_path)
     anchor = results["hip"]["left"]["calibration"]["pad_anchor"]
     assert anchor["psoas_fat_source"] == "age-typical" and anchor["muscle_hu_sd"] > 3.0
+    marrow = results["hip"]["left"]["calibration"]["marrow_fat"]
+    assert marrow["source"] == "age-typical" and 3.0 < marrow["hu_sd"] < 6.0  # 0.07 fat x ~60 HU (red - yellow)
     rows = _errors(results, truth)
     assert max(abs(e) for _, e, _, _ in rows) > ABMD_TARGET_PERCENT  # what the known composition fixed above
     for name, error_percent, _, got in rows:
         stated_percent = 100.0 * got["abmd_calibration_sd_g_cm2"] / got["abmd_g_cm2"]
-        assert 0.8 < stated_percent < 2.0, name  # the anchor's ~1.2 % and the line's own
+        assert 1.2 < stated_percent < 2.5, name  # the anchor's ~1.2 %, the marrow's ~1.2 % and the line's own
         assert abs(error_percent) <= 2.0 * stated_percent, name
 
 
@@ -104,3 +108,20 @@ def test_slicer_background_job_passes_every_calibration_option_to_the_cli():
     assert options.calibration == "inscan" and options.patient_age == 61.0 and options.patient_sex == "F"
     assert options.calibration_params == {"file": "calib.json", "pad_densities": [0.0, 75.0, 150.0],
                                           "psoas_fat_fraction": 0.11, "marrow_fat_fraction": 0.62}
+
+
+@pytest.mark.parametrize("kvp, base", [(80.0, 0.35), (120.0, 0.55), (140.0, 0.7)])
+def test_marrow_sd_in_hu_is_what_the_pad_line_does(kvp, base):
+    """The marrow term's HU equals how far the pad's HA-in-marrow line moves (intercept / slope) when its
+    base moves by the marrow fat SD: the stated SD is the calibration's own physics, not a guess."""
+    from OpportunisticBMDLib import materials as m
+    from OpportunisticBMDLib.calibration_internal import MARROW_FAT_SD, marrow_base_hu_sd
+    from OpportunisticBMDLib.calibration_pad import marrow_base_line
+    from OpportunisticBMDLib.phantom.esp import ha_in_water_hu
+
+    beam = m.Beam(kvp, patient_water_cm=30.0)
+    hu_per_mg = (ha_in_water_hu(200.0, beam) - ha_in_water_hu(0.0, beam)) / 200.0
+    lo, hi = (marrow_base_line(ha_in_water_hu(0.0, beam), hu_per_mg, kvp, base + d)
+              for d in (-MARROW_FAT_SD, MARROW_FAT_SD))
+    moved_hu = (hi["intercept"] - lo["intercept"]) / (0.5 * (lo["slope"] + hi["slope"])) / 2.0
+    assert marrow_base_hu_sd(kvp, base, MARROW_FAT_SD) == pytest.approx(abs(moved_hu), rel=0.05)

@@ -12,6 +12,7 @@ import pytest
 
 from OpportunisticBMDLib import io
 from OpportunisticBMDLib.cli import main
+from OpportunisticBMDLib.hip.pad_anchor import HIP_ABMD_PERCENT_PER_HU
 from OpportunisticBMDLib.labels import LABELS, totalseg_to_ours, vertebra_label
 from OpportunisticBMDLib.rois import FAT_HU_MAX, FAT_HU_MIN
 
@@ -63,11 +64,17 @@ def test_levels_present_and_vbmd_plausible(run_dir):
     # muscle-fat states its uncertainty (psoas composition unknown), carried to the vBMD and the hip T-score
     rel = cal["details"]["slope_relative_sd"]
     assert 0.02 < rel < 0.05
-    vbmd_sd = rel * (summary["vbmd_mg_cm3"] - cal["fat_density_mg_cm3"])
+    # and the marrow's fat (no age in this header: the widened SD), additive on the vBMD, an offset at the hip
+    marrow = cal["details"]["marrow_fat"]
+    assert marrow["source"] == "default (age unknown)" and marrow["sd_fraction"] == 0.11
+    assert 5.0 < marrow["hu_sd"] < 8.0
+    assert marrow["mg_cm3_sd"] == pytest.approx(marrow["hu_sd"] * cal["slope"], abs=0.01)
+    vbmd_sd = np.hypot(rel * (summary["vbmd_mg_cm3"] - cal["fat_density_mg_cm3"]), marrow["mg_cm3_sd"])
     assert summary["vbmd_calibration_sd_mg_cm3"] == pytest.approx(vbmd_sd)
+    hip_rel = np.hypot(rel, marrow["hu_sd"] * HIP_ABMD_PERCENT_PER_HU / 100.0)
     neck = res["hip"]["right"]["neck"]
-    assert neck["abmd_calibration_sd_g_cm2"] == pytest.approx(rel * neck["abmd_g_cm2"])
-    assert res["hip"]["right"]["calibration"]["slope_relative_sd"] == rel
+    assert neck["abmd_calibration_sd_g_cm2"] == pytest.approx(hip_rel * neck["abmd_g_cm2"])
+    assert res["hip"]["right"]["calibration"]["slope_relative_sd"] == pytest.approx(hip_rel)
 
 
 def test_rois_inside_the_right_structures(run_dir, grid):

@@ -334,6 +334,9 @@ def _calibration_block(calibration: Any, check: dict[str, Any] | None, local: di
     }
     if reference_hu is not None and "psoas_fat_source" in reference_hu:
         out["pad_anchor"] = reference_hu
+    marrow = (getattr(calibration, "details", None) or {}).get("marrow_fat")
+    if marrow is not None:
+        out["marrow_fat"] = marrow
     return out
 
 

@@ -55,7 +55,8 @@ def pad_muscle_reference(details: dict[str, Any], slope_mg_cm3_per_hu: float, in
                     "offset at the hip, which the pad outside the body does not see"}
 
 
-def anchored_relative_sd(line_relative_sd: float | None, muscle_hu_sd: float) -> float:
-    """1 SD (relative) of the hip's aBMD: the pad line's own and the anchor's composition error."""
-    anchor = muscle_hu_sd * HIP_ABMD_PERCENT_PER_HU / 100.0
-    return math.hypot(line_relative_sd or 0.0, anchor)
+def hip_relative_sd(line_relative_sd: float | None, *offset_hu_sds: float) -> float:
+    """1 SD (relative) of the hip's aBMD: the line's own and, in quadrature, composition errors that act as
+    an HU offset at the femur (the anchor muscle's fat, the marrow's fat), at :data:`HIP_ABMD_PERCENT_PER_HU`."""
+    terms = [line_relative_sd or 0.0] + [sd * HIP_ABMD_PERCENT_PER_HU / 100.0 for sd in offset_hu_sds]
+    return math.hypot(*terms)

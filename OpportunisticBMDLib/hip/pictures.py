@@ -108,8 +108,11 @@ def _calibration_line(results: dict) -> str:
     sds = [f"+-{sd:.2f} {title}" for name, title in (("neck", "neck"), ("total_hip", "total"))
            if (sd := (results.get(name) or {}).get("t_score_calibration_sd")) is not None]
     if sds:
-        known = (cal.get("pad_anchor") or {}).get("psoas_fat_source") == "user"
-        line += f"\nCalibration 1 SD{'' if known else ' (psoas fat unknown)'}: T {', '.join(sds)}"
+        marrow = cal.get("marrow_fat") or {}
+        unknown = [what for what, unknown in (
+            ("psoas fat", (cal.get("pad_anchor") or {}).get("psoas_fat_source") != "user"),
+            ("marrow fat", bool(marrow.get("sd_fraction")))) if unknown]
+        line += f"\nCalibration 1 SD{' (' + ', '.join(unknown) + ' unknown)' if unknown else ''}: T {', '.join(sds)}"
     return line
 
 

@@ -11,7 +11,7 @@ from ..labels import LABELS
 from ..volume import Volume
 from .analysis import FEMUR_LABELS, HipOptions, _empty_side, _parse_age, analyze_hips
 from .local_calibration import reference_tissue_hu
-from .pad_anchor import PAD_METHODS, anchored_relative_sd, pad_muscle_reference
+from .pad_anchor import PAD_METHODS, hip_relative_sd, pad_muscle_reference
 from .tscores import load_age_reference
 
 
@@ -33,17 +33,22 @@ def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> No
     method = cal.get("method", "unknown")
     slope, intercept = float(cal["slope"]), float(cal["intercept"])
     relative_sd = details.get("slope_relative_sd")
+    age = _parse_age(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
+    params = getattr(options, "calibration_params", None) or {}
+    marrow = details.get("marrow_fat")  # the line's marrow base and its fat error (calibration_internal)
+    marrow_hu_sd = marrow["hu_sd"] if marrow else 0.0
     if method in PAD_METHODS:
         # the pad's line holds at the pad, outside the body: the hip's muscle is checked against a typical
         # iliopsoas under that line (pad_anchor), not against the psoas ROI (itself offset by the body)
-        age = _parse_age(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
-        user_psoas_fat = (getattr(options, "calibration_params", None) or {}).get("psoas_fat_fraction")
-        reference = pad_muscle_reference(details, slope, intercept, age, user_psoas_fat)
-        relative_sd = anchored_relative_sd(relative_sd, reference["muscle_hu_sd"])
+        reference = pad_muscle_reference(details, slope, intercept, age, params.get("psoas_fat_fraction"))
+        relative_sd = hip_relative_sd(relative_sd, reference["muscle_hu_sd"], marrow_hu_sd)
     else:
         # the calibration site's reference tissues (spine ROIs): the hip checks its own muscle against them
         reference = reference_tissue_hu(ct.array, result.rois)
-    calibration = Calibration(method, slope, intercept, {"slope_relative_sd": relative_sd})
+        if relative_sd is not None:  # None: the line states no uncertainty (user densities): none added
+            relative_sd = hip_relative_sd(relative_sd, marrow_hu_sd)
+    calibration = Calibration(method, slope, intercept, {"slope_relative_sd": relative_sd,
+                                                         "marrow_fat": marrow})
     hip_opts = HipOptions()
     z_path = getattr(options, "z_reference", None)
     if z_path:
@@ -80,17 +85,29 @@ def hip_report_lines(results: dict) -> list[str]:
         shift = (block.get("calibration") or {}).get("hu_shift_applied") or 0.0
         where = f" [hip calibration: line shifted {shift:+.1f} HU]" if shift else ""
         lines.append(f"hip {side}: " + "; ".join(parts) + f"  -> {block.get('category') or 'no category'}{where}")
-    if any(isinstance(b, dict) and (b.get("neck") or {}).get("t_score_calibration_sd") is not None
-           for b in (results.get("hip") or {}).values()):
-        anchors = [((b.get("calibration") or {}).get("pad_anchor") or {}) for b in (results.get("hip") or {}).values()
-                   if isinstance(b, dict)]
-        if any(a.get("psoas_fat_source") == "user" for a in anchors):
-            lines.append("hip: +- is 1 SD of the in-scan pad line (the hip's offset anchor holds the given psoas "
-                         "fat; its error is not included)")
-        elif (results.get("calibration") or {}).get("method") in PAD_METHODS:
-            lines.append("hip: +- is 1 SD of the in-scan pad line and of the hip's offset anchor (a typical "
-                         "iliopsoas under that line: the patient's own muscle fat is not known; --psoas-fat sets it)")
-        else:
-            lines.append("hip: +- is 1 SD from the phantomless calibration (the patient's psoas fat is not known; "
-                         "an in-scan or asynchronous phantom, or --psoas-fat, removes it)")
+    footnote = _sd_footnote(results)
+    if footnote:
+        lines.append(footnote)
     return lines
+
+
+def _sd_footnote(results: dict) -> str | None:
+    """What the printed +- holds: the line's own error and the compositions assumed (or given)."""
+    blocks = [b for b in (results.get("hip") or {}).values()
+              if isinstance(b, dict) and (b.get("neck") or {}).get("t_score_calibration_sd") is not None]
+    if not blocks:
+        return None
+    cal = blocks[0].get("calibration") or {}
+    pad = cal.get("method") in PAD_METHODS
+    terms = ["the in-scan pad line" if pad else "the phantomless line (the patient's psoas fat is not known)"]
+    anchor = cal.get("pad_anchor")
+    if anchor:
+        terms.append("the hip's offset anchor (" + (
+            "the given psoas fat: its error is not included" if anchor.get("psoas_fat_source") == "user"
+            else "a typical iliopsoas: the patient's own muscle fat is not known; --psoas-fat sets it") + ")")
+    marrow = cal.get("marrow_fat")
+    if marrow:
+        given = not marrow["sd_fraction"]
+        terms.append("the marrow's fat (" + ("the given fraction: its error is not included" if given
+                                             else f"{marrow['source']} base assumed; --marrow-fat sets it") + ")")
+    return "hip: +- is 1 SD from " + ", ".join(terms)
