@@ -82,6 +82,8 @@ class OpportunisticBMDParameterNode:
     calibrationMethod: Annotated[str, Choice(CALIBRATION_METHODS)] = "auto"
     phantomSlope: Annotated[float, WithinRange(0.0, 10.0)] = 1.0  # mg/cm3 per HU
     phantomIntercept: Annotated[float, WithinRange(-500.0, 500.0)] = 0.0  # mg/cm3
+    psoasFatPercent: Annotated[float, WithinRange(-1.0, 50.0)] = -1.0  # below 0: typical for the age
+    marrowFatPercent: Annotated[float, WithinRange(4.0, 95.0)] = 4.0  # below 5: typical for the age
     overwriteEdited: bool = False
     runInBackground: bool = True
     outputTable: vtkMRMLTableNode
@@ -413,6 +415,9 @@ class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
 
     def _options(self, p):
         params = {"slope": p.phantomSlope, "intercept": p.phantomIntercept} if p.calibrationMethod == "phantom" else {}
+        from OpportunisticBMDLib.slicer_logic import composition_params
+
+        params.update(composition_params(p.psoasFatPercent, p.marrowFatPercent))
         return {"calibration": p.calibrationMethod, "calibration_params": params}
 
     def _outputs(self, p):

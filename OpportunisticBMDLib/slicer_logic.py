@@ -540,6 +540,17 @@ class AnalysisJob:
                               labels_predicted=predicted)
 
 
+def composition_params(psoas_fat_percent: float | None, marrow_fat_percent: float | None) -> dict[str, float]:
+    """``calibration_params`` from the panel's composition fields (percent; below the valid range: "typical
+    for the age", nothing set): ``psoas_fat_fraction`` (0-50 %), ``marrow_fat_fraction`` (5-95 %)."""
+    params: dict[str, float] = {}
+    if psoas_fat_percent is not None and 0.0 <= psoas_fat_percent <= 50.0:
+        params["psoas_fat_fraction"] = round(psoas_fat_percent / 100.0, 4)
+    if marrow_fat_percent is not None and 5.0 <= marrow_fat_percent <= 95.0:
+        params["marrow_fat_fraction"] = round(marrow_fat_percent / 100.0, 4)
+    return params
+
+
 def _options_to_cli(options: Any) -> list[str]:
     """``obmd analyze`` flags for :class:`pipeline.AnalysisOptions` (or a dict of its fields)."""
     if options is None:

@@ -135,3 +135,43 @@ def test_bound_widgets_have_a_gui_connector_for_their_parameter_type():
             if prop.get("name") == "SlicerParameterName":
                 name = prop.findtext("string")
                 assert widget.get("class") in _CONNECTABLE[kinds[name]], (name, widget.get("class"), kinds[name])
+
+
+def _within_ranges() -> dict[str, tuple[float, float]]:
+    """Parameter field -> (low, high) of its ``WithinRange`` annotation."""
+    tree = ast.parse(MODULE.read_text())
+    ranges = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            for call in ast.walk(node.annotation):
+                if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "WithinRange":
+                    ranges[node.target.id] = tuple(float(ast.literal_eval(a)) for a in call.args)
+    return ranges
+
+
+def test_spin_box_limits_match_the_parameter_ranges():
+    """A spin box wider than its field's WithinRange would let the user type a value the node refuses;
+    the composition fields' minimum is their 'typical for age' value (specialValueText)."""
+    ranges = _within_ranges()
+    root = ET.parse(UI).getroot()
+    checked = 0
+    for widget in root.iter("widget"):
+        props = {p.get("name"): p for p in widget.findall("property")}
+        if widget.get("class") != "QDoubleSpinBox" or "SlicerParameterName" not in props:
+            continue
+        name = props["SlicerParameterName"].findtext("string")
+        limits = (float(props["minimum"].findtext("double")), float(props["maximum"].findtext("double")))
+        assert limits == ranges[name], (name, limits, ranges[name])
+        checked += 1
+    assert checked >= 4  # phantom slope and intercept, psoas and marrow fat
+
+
+def test_composition_fields_reach_the_calibration():
+    from OpportunisticBMDLib.slicer_logic import composition_params
+
+    root = ET.parse(UI).getroot()
+    typical = {w.get("name"): float(w.find("property[@name='minimum']").findtext("double"))
+               for w in root.iter("widget") if w.get("name") in ("psoasFatSpinBox", "marrowFatSpinBox")}
+    assert composition_params(typical["psoasFatSpinBox"], typical["marrowFatSpinBox"]) == {}  # "typical for age"
+    assert composition_params(0.0, 5.0) == {"psoas_fat_fraction": 0.0, "marrow_fat_fraction": 0.05}
+    assert composition_params(12.5, 62.0) == {"psoas_fat_fraction": 0.125, "marrow_fat_fraction": 0.62}
