@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,36 @@ SIDECAR_KEYWORDS = {
     "ConvolutionKernel": "convolution_kernel", "SliceThickness": "slice_thickness_mm", "PatientSex": "patient_sex",
     "PatientAge": "patient_age", "StudyDate": "study_date", "SeriesDescription": "series_description",
 }
+
+
+# Header fields (Volume.metadata keys) an analysis uses and that must travel with a CT between the file,
+# the MRML node and back: tube voltage, the patient's age and sex (calibration bases), contrast, kernel.
+HEADER_KEYS = ("modality", "manufacturer", "kvp", "contrast_agent", "convolution_kernel", "slice_thickness_mm",
+               "patient_sex", "patient_age", "study_date", "series_description")
+
+
+def dicom_tags() -> dict[str, str]:
+    """Volume.metadata key -> DICOM tag ("gggg|eeee") for the header fields read from a series."""
+    return dict(_DICOM_TAGS)
+
+
+def age_years(value: Any) -> float | None:
+    """Age in years from a number or a DICOM Age String ('055Y', '006M', '010W', '003D'); None if unreadable."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    match = re.fullmatch(r"\s*(\d{1,3})\s*([YMWD]?)\s*", str(value).upper())
+    if not match:
+        return None
+    n, unit = float(match.group(1)), match.group(2) or "Y"
+    return n / {"Y": 1.0, "M": 12.0, "W": 52.18, "D": 365.25}[unit]
+
+
+def sex_code(value: Any) -> str | None:
+    """'F' or 'M' from a DICOM PatientSex (or a user's entry); None otherwise ('O', blank)."""
+    code = str(value or "").strip().upper()[:1]
+    return code if code in ("F", "M") else None
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:

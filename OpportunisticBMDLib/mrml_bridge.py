@@ -24,7 +24,7 @@ import slicer
 import slicer.util
 import vtk
 
-from .io import volume_from_sitk
+from .io import HEADER_KEYS, dicom_tags, volume_from_sitk
 from .labels import LABEL_NAMES, LABELS, TOTALSEG_TO_OURS
 from .volume import SourceGeometry, Volume
 
@@ -32,6 +32,7 @@ TAG_KEY = "OBMD.Key"
 TAG_MASK = "OBMD.Mask"
 TAG_EDITED = "OBMD.Edited"
 ATTR_RESULTS = "OBMD.Results"  # table attribute holding the full results.json text
+ATTR_HEADER_PREFIX = "OBMD.Header."  # volume node attributes: the CT header fields (io.HEADER_KEYS)
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def volume_from_node(node: Any, dtype: Any = None) -> Volume:
     array = slicer.util.arrayFromVolume(node)
     if dtype is None:
         dtype = np.int16 if node.IsA("vtkMRMLLabelMapVolumeNode") else np.float32
-    metadata = {"mrml_node_id": node.GetID(), "name": node.GetName()}
+    metadata = {"mrml_node_id": node.GetID(), "name": node.GetName(), **header_of_node(node)}
     volume = volume_from_sitk(_sitk_on_geometry(array, geometry), metadata)
     volume.array = volume.array.astype(dtype, copy=False)
     volume.source_geometry = geometry
@@ -156,7 +157,32 @@ def node_from_volume(volume: Volume, name: str = "CT", labelmap: bool = False, n
     _set_node_geometry(node, geometry)
     slicer.util.updateVolumeFromArray(node, array_node)
     node.CreateDefaultDisplayNodes()
+    for key in HEADER_KEYS:  # the header travels with the node (age, kVp: the calibration's bases)
+        if volume.metadata.get(key) not in (None, ""):
+            node.SetAttribute(ATTR_HEADER_PREFIX + key, str(volume.metadata[key]))
     return node
+
+
+def header_of_node(node: Any) -> dict[str, str]:
+    """CT header fields of a volume node: its ``OBMD.Header.*`` attributes (set when the library made the
+    node from a file), else the DICOM database's values for the series it was loaded from (Slicer's DICOM
+    module sets ``DICOM.instanceUIDs``). Empty when neither is there (e.g. a NRRD dropped into Slicer)."""
+    header = {key: node.GetAttribute(ATTR_HEADER_PREFIX + key) for key in HEADER_KEYS
+              if node.GetAttribute(ATTR_HEADER_PREFIX + key)}
+    uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    database = getattr(slicer, "dicomDatabase", None)
+    if uids and database is not None:
+        tags = dicom_tags()
+        for key in HEADER_KEYS:
+            if key in header or key not in tags:
+                continue
+            try:
+                value = database.instanceValue(uids[0], tags[key].replace("|", ","))
+            except Exception:  # a database without that instance: the header stays as it is
+                value = ""
+            if value and value.strip():
+                header[key] = value.strip()
+    return header
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,6 +126,13 @@ def load_volume(path: str | os.PathLike[str], name: str | None = None, labelmap:
         raise OSError(f"{path}: could not be read as a volume")
     node.SetAndObserveStorageNodeID(storage.GetID())
     node.CreateDefaultDisplayNodes()
+    if not labelmap:  # a JSON sidecar's header (dcm2niix, obmd phantom) travels as node attributes
+        from .io import read_sidecar
+        from .mrml_bridge import ATTR_HEADER_PREFIX
+
+        for key, value in read_sidecar(path).items():
+            if key != "header_source":
+                node.SetAttribute(ATTR_HEADER_PREFIX + key, str(value))
     return node
 
 

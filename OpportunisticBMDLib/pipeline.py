@@ -7,7 +7,7 @@ edit the ROI masks between them (Slicer's Recompute calls ``measure`` on the edi
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ import numpy as np
 from . import qc, spine
 from . import rois as tissue_rois
 from .calibration import calibrate, check_options
-from .errors import ModelError, SegmentationError
-from .io import check_same_grid, write_like
+from .errors import InputError, ModelError, SegmentationError
+from .io import age_years, check_same_grid, sex_code, write_like
 from .labels import LABELS, MEASURED_LEVELS, looks_like_totalseg, totalseg_to_ours, vertebra_label
 from .progress import Progress, no_progress, scaled
 from .results import build_results, csv_row, write_csv, write_json
@@ -150,6 +150,17 @@ def _input_info(ct: Volume, labels: Volume | None, source: str, body_mask: Any) 
     return info
 
 
+def with_header_defaults(options: AnalysisOptions, ct: Volume) -> AnalysisOptions:
+    """``options`` with the patient's age and sex from the CT's header (DICOM, a JSON sidecar, or an MRML
+    node's attributes) where the user gave none: every front end then sets the calibration's age-typical
+    marrow and psoas fat, and the hip's Z-score, from the same header. A copy; the user's values win."""
+    age = options.patient_age if options.patient_age is not None else age_years(ct.metadata.get("patient_age"))
+    sex = sex_code(options.patient_sex) or sex_code(ct.metadata.get("patient_sex"))
+    if age == options.patient_age and sex == options.patient_sex:
+        return options
+    return replace(options, patient_age=age, patient_sex=sex)
+
+
 def measure(
     ct: Volume,
     rois: dict[str, np.ndarray],
@@ -161,6 +172,7 @@ def measure(
     """Calibrate and measure from ROI masks (possibly user-edited). ``labels`` (our schema or TotalSegmentator)
     add vertebral geometry (heights, field-of-view cut) and the contrast check; ``geometry`` (from
     ``derive_rois(geometry_out=...)`` on the same labels) saves recomputing it."""
+    options = with_header_defaults(options, ct)
     rois = {k: np.asarray(v, dtype=bool) for k, v in rois.items()}
     margin_mm = label_margin_mm(options, labels)
     radius_mm = float(options.erosion_radius_mm) + margin_mm
@@ -236,6 +248,9 @@ def analyze(
     """The whole analysis; with ``labels`` None the segmentation models produce them."""
     options = options or AnalysisOptions()
     check_options(options)
+    modality = str(ct.metadata.get("modality") or "").strip().upper()
+    if modality and modality != "CT":  # files are checked on reading; a Slicer node's header here
+        raise InputError(f"{ct.metadata.get('name') or 'the volume'}: its header says modality {modality}, not CT")
     keypoints: dict[str, Any] = {}
     model_info: dict[str, Any] = {}
     predicted = labels is None

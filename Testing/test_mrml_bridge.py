@@ -429,3 +429,62 @@ def test_mrb_keeps_edits(tmp_path, scene, ct_node, ct, labels):
     assert br.table_to_results(slicer.mrmlScene.GetFirstNodeByName("mrb table")) == json.loads(json.dumps(RESULTS))
     assert np.array_equal(br.volume_from_node(ct2).array, ct.array)
     del table
+
+
+@pytest.fixture(scope="module")
+def small_patient(tmp_path_factory):
+    """A digital patient file with its header sidecar (ct.json: KVP, PatientAge, PatientSex)."""
+    from OpportunisticBMDLib.cli import main
+
+    out = tmp_path_factory.mktemp("dp-header")
+    assert main(["phantom", "--region", "spine", "--seed", "4", "--spacing-mm", "2", "2", "3", "--no-hip-truth",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_header_travels_with_the_node_and_reaches_the_calibration(scene, small_patient):
+    """Age and kVp set the calibration's marrow base: lost between file and node, a Slicer user would get
+    the 'age unknown' base and a widened SD where the CLI gets the patient's."""
+    header = json.loads((small_patient / "ct.json").read_text())
+    node = mrml_scene.load_volume(small_patient / "ct.nii.gz", name="dp-header")
+    assert node.GetAttribute(br.ATTR_HEADER_PREFIX + "kvp") == str(header["KVP"])
+    back = br.volume_from_node(node)
+    assert float(back.metadata["kvp"]) == header["KVP"] and back.metadata["patient_age"] == header["PatientAge"]
+    # a node the library makes from a file keeps it too
+    made = br.volume_from_node(br.node_from_volume(read_ct(small_patient / "ct.nii.gz"), "dp-header-2"))
+    assert made.metadata["patient_age"] == header["PatientAge"] and made.metadata["patient_sex"] == header["PatientSex"]
+    seg = br.labels_to_segmentation(read_labels(small_patient / "labels.nii.gz", like=back), node, name="dp labels")
+    results = BMDLogic().analyze(node, seg).result.results
+    details = results["calibration"]["details"]
+    assert details["kvp_source"] == "header" and details["kvp"] == header["KVP"]
+    assert details["marrow_fat"]["source"] == "age-typical"  # the age reached the calibration
+    cli_age = int(header["PatientAge"][:3])
+    from OpportunisticBMDLib.calibration_internal import expected_marrow_fat_fraction
+
+    assert details["base_marrow_fat_fraction"] == pytest.approx(round(expected_marrow_fat_fraction(cli_age), 3))
+
+
+def test_header_from_the_dicom_database(scene, monkeypatch):
+    """A series loaded by Slicer's DICOM module: the header comes from the DICOM database (a Slicer
+    application service slicer-core lacks: stood in for by its one call, instanceValue(uid, 'gggg,eeee'))."""
+    import slicer
+
+    tags = {"0018,0060": "100", "0010,1010": "063Y", "0010,0040": "F ", "0008,0060": "CT"}
+
+    class Database:
+        def instanceValue(self, uid, tag):  # noqa: N802 (Slicer's name)
+            assert uid == "1.2.3.4"
+            return tags.get(tag, "")
+
+    monkeypatch.setattr(slicer, "dicomDatabase", Database(), raising=False)
+    node = br.node_from_volume(Volume(np.zeros((2, 3, 4), np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), "dicom")
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3.4 1.2.3.5")
+    node.SetAttribute(br.ATTR_HEADER_PREFIX + "kvp", "120")  # an attribute already set wins
+    header = br.header_of_node(node)
+    assert header == {"kvp": "120", "patient_age": "063Y", "patient_sex": "F", "modality": "CT"}
+    tags["0008,0060"] = "MR"  # an MR series is refused with the reason, as a file would be
+    from OpportunisticBMDLib import pipeline
+    from OpportunisticBMDLib.errors import InputError
+
+    with pytest.raises(InputError, match="modality MR, not CT"):
+        pipeline.analyze(br.volume_from_node(node), None)

@@ -87,6 +87,23 @@ def test_calibration_selector_recomputes(app) -> None:
     assert state.obmd_view["summary"]["vbmd_mg_cm3"] == pytest.approx(summary_muscle_fat)
 
 
+def test_composition_fields_recompute(app) -> None:
+    """The patient's marrow fat given (percent, as typed in the page): the line's base moves and its error
+    leaves the stated SD; blank returns to the age-typical base."""
+    state = app.state
+    typical = _calibration(state)
+    assert 0.3 <= typical["marrow_fat_fraction"] <= 0.75
+    summary_typical = state.obmd_view["summary"]["vbmd_mg_cm3"]
+    app.set_composition("", "75")
+    given = _calibration(state)
+    assert given["marrow_fat_fraction"] == pytest.approx(0.75) and state.obmd_error == ""
+    # fattier marrow than assumed: the same HU is more mineral (QCT's fat error, now corrected for)
+    assert state.obmd_view["summary"]["vbmd_mg_cm3"] > summary_typical
+    app.set_composition("", "")
+    assert _calibration(state)["marrow_fat_fraction"] == pytest.approx(typical["marrow_fat_fraction"])
+    assert state.obmd_view["summary"]["vbmd_mg_cm3"] == pytest.approx(summary_typical)
+
+
 def test_save_report_and_export(app) -> None:
     import json
 

@@ -8,7 +8,6 @@ and the QC flags.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -64,17 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _dicom_age(value: object) -> float | None:
-    """DICOM Age String (e.g. '055Y') in years."""
-    match = re.fullmatch(r"\s*(\d{1,3})\s*([YMWD]?)\s*", str(value or ""))
-    if not match:
-        return None
-    n, unit = float(match.group(1)), match.group(2) or "Y"
-    return n / {"Y": 1.0, "M": 12.0, "W": 52.0, "D": 365.0}[unit]
-
-
 def build_options(args: argparse.Namespace, ct) -> object:
     from ..errors import InputError
+    from ..io import age_years, sex_code
     from ..pipeline import AnalysisOptions
 
     options = AnalysisOptions(calibration=args.calibration, device=args.device,
@@ -105,9 +96,8 @@ def build_options(args: argparse.Namespace, ct) -> object:
             raise InputError(f"--marrow-fat {args.marrow_fat}: a fraction between 0.05 and 0.95 (e.g. 0.55 for 55 %)")
         params["marrow_fat_fraction"] = args.marrow_fat
     options.calibration_params = params
-    options.patient_age = args.age if args.age is not None else _dicom_age(ct.metadata.get("patient_age"))
-    sex = args.sex or str(ct.metadata.get("patient_sex", "") or "").strip().upper()[:1]
-    options.patient_sex = sex if sex in ("F", "M") else None
+    options.patient_age = args.age if args.age is not None else age_years(ct.metadata.get("patient_age"))
+    options.patient_sex = sex_code(args.sex or ct.metadata.get("patient_sex"))
     options.z_reference = args.z_reference
     if args.z_reference:  # fail before the analysis on a missing or malformed table
         from ..hip.tscores import load_age_reference

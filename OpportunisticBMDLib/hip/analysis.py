@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 from scipy import ndimage
 
+from ..io import age_years
 from ..labels import LABELS
 from ..volume import Volume
 from . import tscores
@@ -68,18 +68,6 @@ class HipOptions:
 
 def _qc(code: str, severity: str, message: str) -> dict[str, str]:
     return {"code": code, "severity": severity, "message": message}
-
-
-def _parse_age(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    match = re.match(r"\s*(\d+)\s*([YMWD]?)", str(value).upper())
-    if not match:
-        return None
-    n, unit = float(match.group(1)), match.group(2) or "Y"
-    return n / {"Y": 1, "M": 12, "W": 52.18, "D": 365.25}[unit]
 
 
 def _crop_box(mask: np.ndarray, margin_vox: np.ndarray) -> tuple[slice, ...]:
@@ -375,7 +363,7 @@ def analyze_hips(
         except (TypeError, ValueError):
             pass
     spacing = tuple(float(s) for s in ct.spacing_mm)
-    age = _parse_age(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
+    age = age_years(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
     rel_sd = (getattr(calibration, "details", None) or {}).get("slope_relative_sd")  # the line's stated 1 SD
     sex = getattr(options, "patient_sex", None) or ct.metadata.get("patient_sex")
     results: dict[str, Any] = {}

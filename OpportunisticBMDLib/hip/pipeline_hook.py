@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 
 from ..calibration import Calibration
+from ..io import age_years
 from ..labels import LABELS
 from ..volume import Volume
-from .analysis import FEMUR_LABELS, HipOptions, _empty_side, _parse_age, analyze_hips
+from .analysis import FEMUR_LABELS, HipOptions, _empty_side, analyze_hips
 from .local_calibration import reference_tissue_hu
 from .pad_anchor import PAD_METHODS, hip_relative_sd, pad_muscle_reference
 from .tscores import load_age_reference
@@ -33,7 +34,7 @@ def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> No
     method = cal.get("method", "unknown")
     slope, intercept = float(cal["slope"]), float(cal["intercept"])
     relative_sd = details.get("slope_relative_sd")
-    age = _parse_age(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
+    age = age_years(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
     params = getattr(options, "calibration_params", None) or {}
     marrow = details.get("marrow_fat")  # the line's marrow base and its fat error (calibration_internal)
     marrow_hu_sd = marrow["hu_sd"] if marrow else 0.0

@@ -60,6 +60,7 @@ class OBMDWebApp(TrameApp):
                 "window": self.set_window,
                 "digital_patient": self.new_digital_patient,
                 "calibration": self.set_calibration,
+                "composition": self.set_composition,
             },
         )
         self.editor_logic.set_ui(self.ui.segment_editor_ui)
@@ -152,6 +153,10 @@ class OBMDWebApp(TrameApp):
 
     def set_calibration(self, method: str) -> None:
         self.workflow.set_calibration(method)
+        self.state.flush()
+
+    def set_composition(self, psoas_fat_percent=None, marrow_fat_percent=None) -> None:
+        self.workflow.set_composition(psoas_fat_percent, marrow_fat_percent)
         self.state.flush()
 
     def set_window(self, name: str) -> None:

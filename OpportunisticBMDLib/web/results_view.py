@@ -92,6 +92,16 @@ def calibration_rows(results: dict) -> list[dict[str, Any]]:
         rows.append(
             {"label": label, "key": key, "value": fmt(calibration[key], decimals, unit), "raw": calibration[key]}
         )
+    details = calibration.get("details") or {}
+    marrow = details.get("marrow_fat") or {}
+    if _number(marrow.get("base_fraction")) is not None:  # the compositions assumed (or given): what +- holds
+        sd = _number(marrow.get("sd_fraction")) or 0.0
+        rows.append({"label": "Marrow fat (HA base)", "key": "marrow_fat_fraction", "raw": marrow["base_fraction"],
+                     "value": f"{100 * marrow['base_fraction']:.0f} % ({marrow.get('source', '')}"
+                              + (f", ±{100 * sd:.0f} %" if sd else "") + ")"})
+    if _number(details.get("psoas_fat_fraction")) is not None:
+        rows.append({"label": "Psoas fat", "key": "psoas_fat_fraction", "raw": details["psoas_fat_fraction"],
+                     "value": f"{100 * details['psoas_fat_fraction']:.1f} %"})
     return rows
 
 

@@ -21,6 +21,7 @@ from trame.widgets.vuetify3 import (
     VProgressLinear,
     VSelect,
     VTable,
+    VTextField,
 )
 from trame_server.utils.typed_state import TypedState
 from trame_slicer.app.ui import ControlButton, LayoutButton, LoadVolumeUI, ViewerLayout
@@ -204,6 +205,17 @@ class WorkflowUI:
             density="compact", hide_details=True, disabled=("obmd_busy",), classes="my-1",
             raw_attrs=_testid("calibration-method"),
         )
+        with html.Div(classes="d-flex align-center ga-1 my-1"):
+            # the patient's composition when known (water-fat MRI); blank: typical for the age
+            VTextField(v_model=("obmd_psoas_fat_percent", ""), label="Psoas fat %", type="number",
+                       density="compact", hide_details=True, disabled=("obmd_busy",),
+                       placeholder="typical", raw_attrs=_testid("psoas-fat"))
+            VTextField(v_model=("obmd_marrow_fat_percent", ""), label="Marrow fat %", type="number",
+                       density="compact", hide_details=True, disabled=("obmd_busy",),
+                       placeholder="typical", raw_attrs=_testid("marrow-fat"))
+            VBtn("Apply", density="compact", variant="tonal", disabled=("obmd_busy",),
+                 click=(self.actions["composition"], "[obmd_psoas_fat_percent, obmd_marrow_fat_percent]"),
+                 raw_attrs=_testid("apply-composition"))
         with VTable(density="compact", raw_attrs=_testid("calibration-table")):
             with html.Tbody():
                 with html.Tr(v_for="row in obmd_view.calibration", key="row.key",

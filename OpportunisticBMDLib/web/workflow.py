@@ -317,6 +317,29 @@ class Workflow:
         if self.case is not None and self.case.outputs is not None and not self.state.obmd_busy:
             self.recompute()
 
+    def set_composition(self, psoas_fat_percent: float | str | None, marrow_fat_percent: float | str | None) -> None:
+        """The patient's psoas and marrow fat (percent; blank or out of range: typical for the age), e.g.
+        from a water-fat MRI: the calibration uses them and their error leaves the stated SD. Recomputes
+        at once when results exist."""
+        from ..slicer_logic import composition_params, make_options
+
+        def number(value: float | str | None) -> float | None:
+            try:
+                return None if value in (None, "") else float(value)
+            except (TypeError, ValueError):
+                return None
+
+        options = make_options(self.options)
+        params = {k: v for k, v in (options.calibration_params or {}).items()
+                  if k not in ("psoas_fat_fraction", "marrow_fat_fraction")}
+        params.update(composition_params(number(psoas_fat_percent), number(marrow_fat_percent)))
+        if params == (options.calibration_params or {}):
+            return
+        options.calibration_params = params
+        self.options = options
+        if self.case is not None and self.case.outputs is not None and not self.state.obmd_busy:
+            self.recompute()
+
     # ----------------------------------------------------------------------------- outputs
     def save_report(self) -> Path | None:
         case = self.case
