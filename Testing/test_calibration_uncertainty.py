@@ -72,8 +72,8 @@ def test_report_lines_show_the_sd():
     assert "neck 0.700 g/cm2 (T -1.3 +-0.2)" in lines[0]
     assert any("1 SD from the phantomless line" in line for line in lines)
     assert not any("marrow" in line for line in lines)  # no marrow term recorded: none named
-    hip["left"]["calibration"]["marrow_fat"] = {"sd_fraction": 0.07, "source": "age-typical"}
-    assert any("the marrow's fat (age-typical base assumed" in line for line in hip_report_lines({"hip": hip}))
+    hip["left"]["calibration"]["marrow_fat"] = {"sd_fraction": 0.07, "source": "age-typical", "base_fraction": 0.52}
+    assert any("the marrow's fat (52% assumed, age-typical" in line for line in hip_report_lines({"hip": hip}))
     hip["left"]["neck"]["t_score_calibration_sd"] = None
     hip["left"]["total_hip"]["t_score_calibration_sd"] = None
     assert not any("phantomless" in line for line in hip_report_lines({"hip": hip}))

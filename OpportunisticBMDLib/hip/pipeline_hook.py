@@ -110,5 +110,7 @@ def _sd_footnote(results: dict) -> str | None:
     if marrow:
         given = not marrow["sd_fraction"]
         terms.append("the marrow's fat (" + ("the given fraction: its error is not included" if given
-                                             else f"{marrow['source']} base assumed; --marrow-fat sets it") + ")")
+                                             else f"{marrow['base_fraction']:.0%} assumed, "
+                                             f"{'age unknown' if 'unknown' in marrow['source'] else 'age-typical'}; "
+                                             "--marrow-fat sets it") + ")")
     return "hip: +- is 1 SD from " + ", ".join(terms)
