@@ -100,6 +100,11 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
     return path.with_suffix(".json")
 
 
+def header_metadata(header: dict[str, Any]) -> dict[str, Any]:
+    """Volume.metadata fields from DICOM keywords (``{"KVP": 120, "PatientAge": "055Y", ...}``)."""
+    return {name: header[key] for key, name in SIDECAR_KEYWORDS.items() if header.get(key) not in (None, "")}
+
+
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Header fields from the image's JSON sidecar, if there is one (see :data:`SIDECAR_KEYWORDS`)."""
     side = sidecar_path(path)
@@ -111,7 +116,7 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"{side}: sidecar is not readable JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise InputError(f"{side}: sidecar must be a JSON object of DICOM keywords (e.g. \"KVP\": 120)")
-    meta = {name: data[key] for key, name in SIDECAR_KEYWORDS.items() if data.get(key) not in (None, "")}
+    meta = header_metadata(data)
     if meta:
         meta["header_source"] = str(side)
     return meta

@@ -197,3 +197,19 @@ def test_json_sidecar_gives_the_header_a_nifti_lacks(tmp_path):
     (tmp_path / "ct.json").write_text("{not json")
     with pytest.raises(InputError, match="sidecar"):
         io.read_ct(path)
+
+
+def test_web_digital_patient_carries_the_header_a_scan_would():
+    """The browser app's digital patient (generated in-process, no ct.json) gets the same header fields
+    ``obmd phantom`` writes: kVp, age and sex reach its calibration as they do the CLI's."""
+    from OpportunisticBMDLib.io import age_years
+    from OpportunisticBMDLib.web.cases import load_phantom_case
+
+    ct, labels, name = load_phantom_case(5, "spine", 3.0)
+    assert name == "digital-patient-005" and labels is not None
+    from OpportunisticBMDLib.phantom import PhantomOptions, generate_phantom
+
+    truth = generate_phantom(5, PhantomOptions(region="spine", spacing_mm=(3.0, 3.0, 3.0))).truth
+    assert float(ct.metadata["kvp"]) == truth["scanner"]["kvp"] and ct.metadata["modality"] == "CT"
+    assert age_years(ct.metadata["patient_age"]) == int(truth["patient"]["age"])
+    assert ct.metadata["patient_sex"] == truth["patient"]["sex"]

@@ -40,10 +40,14 @@ def load_phantom_case(
 
     ``spacing_mm``: isotropic voxel size (default: the generator's). The true labels are given to the
     analysis (no models needed), so what is shown is the measurement, not the segmentation."""
+    from ..io import header_metadata
     from ..phantom import PhantomOptions, generate_phantom
+    from ..phantom.generator import header_of
 
     options = PhantomOptions(region=region)
     if spacing_mm:
         options.spacing_mm = (float(spacing_mm),) * 3
     phantom = generate_phantom(int(seed), options)
+    # the header a scan of this patient would carry (what `obmd phantom` writes as ct.json): kVp, age, sex
+    phantom.ct.metadata.update(header_metadata(header_of(phantom.truth)))
     return phantom.ct, phantom.labels, f"digital-patient-{int(seed):03d}"
