@@ -179,11 +179,12 @@ class BMDLogic:
         table_node: Any = None,
         rederive_rois: bool = False,
         overwrite_edited: bool = False,
-        recompute_hip: bool = False,
+        recompute_hip: bool | None = None,
     ) -> AnalysisOutputs:
         """Measure again from the ROI segments as they are now (user edits included), without models.
-        The hip (seconds to tens of seconds) is redone only with ``recompute_hip``; otherwise the last
-        Analyze's hip results are kept, with a QC note when the calibration has changed since.
+        The hip (seconds) is redone when the calibration line changed (an edited muscle or fat ROI, another
+        method or composition) or with ``recompute_hip=True``; ``False`` keeps the last Analyze's hip
+        results, with a QC note when the calibration has changed since.
 
         With ``rederive_rois`` the ROIs are derived again from the (possibly edited) label
         segmentation first; segments tagged edited are still kept unless ``overwrite_edited``."""
@@ -276,8 +277,13 @@ class BMDLogic:
         return {"image": image_path, "label": label_path, "dataset_json": dataset_json}
 
 
-def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: Any, recompute: bool) -> None:
-    """``pipeline.measure`` does no hip: redo it (``recompute``) or carry the previous hip results over."""
+def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: Any, recompute: bool | None) -> None:
+    """``pipeline.measure`` does no hip: redo it (``recompute``; None: when the line changed since the
+    previous results, or there are none) or carry the previous hip results over."""
+    old_line = {k: (previous or {}).get("calibration", {}).get(k) for k in ("slope", "intercept")}
+    new_line = {k: (result.results.get("calibration") or {}).get(k) for k in ("slope", "intercept")}
+    if recompute is None:
+        recompute = not previous or old_line != new_line
     if recompute and result.labels is not None:
         from .hip.pipeline_hook import add_hip_results, femur_in_view
 
@@ -287,8 +293,7 @@ def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: 
     if not previous or not previous.get("hip"):
         return
     result.results["hip"] = previous["hip"]
-    old_cal, new_cal = previous.get("calibration") or {}, result.results.get("calibration") or {}
-    if any(old_cal.get(k) != new_cal.get(k) for k in ("slope", "intercept")):
+    if old_line != new_line:
         result.results.setdefault("qc", []).append({
             "code": "hip_not_recomputed", "severity": "info",
             "message": "Hip aBMD is from the last Analyze, before the calibration changed: Analyze again to update it.",

@@ -104,9 +104,18 @@ def test_edit_muscle_roi_then_recompute_changes_vbmd_as_the_formula_says(case):
         assert after["spine"]["levels"][level]["trabecular_hu_mean"] == pytest.approx(spine_hu, abs=1e-9)
     assert cal["muscle_hu"] != pytest.approx(before["calibration"]["muscle_hu"], abs=0.05)
     assert _vbmd_by_level(out.table_node)["L1"] == pytest.approx(after["spine"]["levels"]["L1"]["vbmd_mg_cm3"])
-    if before.get("hip"):  # Recompute keeps the hip of the last Analyze and says it predates the edit
-        assert after["hip"] == before["hip"]
-        assert "hip_not_recomputed" in {flag["code"] for flag in after["qc"]}
+    if before.get("hip"):  # the edit moved the line: Recompute redid the hip with it (no stale numbers)
+        necks = [(side, b["neck"]["abmd_g_cm2"]) for side, b in before["hip"].items()
+                 if isinstance(b, dict) and (b.get("neck") or {}).get("abmd_g_cm2") is not None]
+        assert necks and all(after["hip"][side]["neck"]["abmd_g_cm2"] != pytest.approx(v, rel=1e-6)
+                             for side, v in necks)
+        assert "hip_not_recomputed" not in {flag["code"] for flag in after["qc"]}
+        kept = logic.recompute(ct_node, seg, table_node=outputs.table_node, recompute_hip=False,
+                               options={"calibration": "internal-multi"})
+        kept_results = br.table_to_results(kept.table_node)  # asked not to: kept, and said so
+        assert kept_results["hip"] == after["hip"]
+        assert "hip_not_recomputed" in {flag["code"] for flag in kept_results["qc"]}
+        logic.recompute(ct_node, seg, table_node=outputs.table_node)  # back to muscle-fat for what follows
 
     # Analyze again: the edited segment is kept and the numbers come from it.
     again = logic.analyze(ct_node, case["labels_node"], outputs=outputs)

@@ -94,14 +94,23 @@ def test_composition_fields_recompute(app) -> None:
     typical = _calibration(state)
     assert 0.3 <= typical["marrow_fat_fraction"] <= 0.75
     summary_typical = state.obmd_view["summary"]["vbmd_mg_cm3"]
+    def right_neck() -> float:
+        hip = app.workflow.case.outputs.result.results["hip"]["right"]
+        return hip["neck"]["abmd_g_cm2"]
+
+    neck_typical = right_neck()
     app.set_composition("", "75")
     given = _calibration(state)
     assert given["marrow_fat_fraction"] == pytest.approx(0.75) and state.obmd_error == ""
     # fattier marrow than assumed: the same HU is more mineral (QCT's fat error, now corrected for)
     assert state.obmd_view["summary"]["vbmd_mg_cm3"] > summary_typical
+    # the hip is redone with the new calibration (not the last Analyze's numbers with a stale note)
+    assert right_neck() > neck_typical
+    assert "hip_not_recomputed" not in {q["code"] for q in app.workflow.case.outputs.result.results["qc"]}
     app.set_composition("", "")
     assert _calibration(state)["marrow_fat_fraction"] == pytest.approx(typical["marrow_fat_fraction"])
     assert state.obmd_view["summary"]["vbmd_mg_cm3"] == pytest.approx(summary_typical)
+    assert right_neck() == pytest.approx(neck_typical)
 
 
 def test_save_report_and_export(app) -> None:

@@ -285,8 +285,9 @@ class Workflow:
         self._info("ROIs edited: results are out of date. Press Recompute.")
 
     # ----------------------------------------------------------------------------- recompute
-    def recompute(self) -> None:
-        """Measure again from the ROI segments as they are now (no models, about a second)."""
+    def recompute(self, recompute_hip: bool | None = None) -> None:
+        """Measure again from the ROI segments as they are now (no models, about a second); the hip too
+        (seconds) when the calibration line changed (``BMDLogic.recompute``) or ``recompute_hip``."""
         case = self.case
         if case is None or case.outputs is None:
             self._error("Analyze first.")
@@ -294,7 +295,7 @@ class Workflow:
         try:
             case.outputs = self.logic.recompute(
                 case.volume_node, case.outputs.roi_segmentation_node, case.labels_node, self.options,
-                table_node=case.outputs.table_node,
+                table_node=case.outputs.table_node, recompute_hip=recompute_hip,
             )
             self._watch_edits()
             self._publish(case.outputs.result.results, stale=False)
@@ -315,7 +316,7 @@ class Workflow:
         options.calibration = method
         self.options = options
         if self.case is not None and self.case.outputs is not None and not self.state.obmd_busy:
-            self.recompute()
+            self.recompute(recompute_hip=True)  # the calibration changed: the hip's numbers too
 
     def set_composition(self, psoas_fat_percent: float | str | None, marrow_fat_percent: float | str | None) -> None:
         """The patient's psoas and marrow fat (percent; blank or out of range: typical for the age), e.g.
@@ -338,7 +339,7 @@ class Workflow:
         options.calibration_params = params
         self.options = options
         if self.case is not None and self.case.outputs is not None and not self.state.obmd_busy:
-            self.recompute()
+            self.recompute(recompute_hip=True)  # the calibration changed: the hip's numbers too
 
     # ----------------------------------------------------------------------------- outputs
     def save_report(self) -> Path | None:
