@@ -107,6 +107,8 @@ def test_composition_fields_recompute(app) -> None:
     # the hip is redone with the new calibration (not the last Analyze's numbers with a stale note)
     assert right_neck() > neck_typical
     assert "hip_not_recomputed" not in {q["code"] for q in app.workflow.case.outputs.result.results["qc"]}
+    app.set_composition("120", "")  # refused with the reason, nothing changed
+    assert "Psoas fat '120'" in state.obmd_error and _calibration(state)["marrow_fat_fraction"] == pytest.approx(0.75)
     app.set_composition("", "")
     assert _calibration(state)["marrow_fat_fraction"] == pytest.approx(typical["marrow_fat_fraction"])
     assert state.obmd_view["summary"]["vbmd_mg_cm3"] == pytest.approx(summary_typical)

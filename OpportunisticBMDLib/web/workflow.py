@@ -330,10 +330,16 @@ class Workflow:
             except (TypeError, ValueError):
                 return None
 
+        psoas, marrow = number(psoas_fat_percent), number(marrow_fat_percent)
+        for value, given, what, (low, high) in ((psoas, psoas_fat_percent, "Psoas fat", (0, 50)),
+                                               (marrow, marrow_fat_percent, "Marrow fat", (5, 95))):
+            if given not in (None, "") and (value is None or not low <= value <= high):
+                self._error(f"{what} {given!r}: a percentage from {low} to {high} (blank: typical for the age)")
+                return
         options = make_options(self.options)
         params = {k: v for k, v in (options.calibration_params or {}).items()
                   if k not in ("psoas_fat_fraction", "marrow_fat_fraction")}
-        params.update(composition_params(number(psoas_fat_percent), number(marrow_fat_percent)))
+        params.update(composition_params(psoas, marrow))
         if params == (options.calibration_params or {}):
             return
         options.calibration_params = params
