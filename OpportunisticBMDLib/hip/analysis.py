@@ -71,10 +71,15 @@ def _qc(code: str, severity: str, message: str) -> dict[str, str]:
 
 
 def _crop_box(mask: np.ndarray, margin_vox: np.ndarray) -> tuple[slice, ...]:
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - margin_vox, 0)
-    hi = np.minimum(idx.max(0) + 1 + margin_vox, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    """Bounding box of ``mask`` grown by ``margin_vox`` per axis (from per-axis projections: no index list
+    of a whole-scan mask)."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        lo = max(int(hit[0]) - int(margin_vox[axis]), 0)
+        hi = min(int(hit[-1]) + 1 + int(margin_vox[axis]), mask.shape[axis])
+        box.append(slice(lo, hi))
+    return tuple(box)
 
 
 def _empty_side(reason: str) -> dict[str, Any]:
@@ -137,24 +142,36 @@ LABEL_CHECK_NEAR_MM = 4.0
 LABEL_CHECK_MAX_RATIO = 0.6
 
 
-def dense_bone_outside_ratio(ct_hu: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]) -> float:
-    """Dense voxels just outside ``mask`` over dense voxels inside it (see :data:`LABEL_CHECK_MAX_RATIO`)."""
+def dense_bone_outside_ratio(ct_hu: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...],
+                             distance_mm: np.ndarray | None = None) -> float:
+    """Dense voxels just outside ``mask`` over dense voxels inside it (see :data:`LABEL_CHECK_MAX_RATIO`).
+    ``distance_mm``: :func:`distance_outside_mm` of ``mask``, when the caller has it."""
     dense = ct_hu > LABEL_CHECK_DENSE_HU
     inside = int((dense & mask).sum())
-    outside = int((dense & within_mm(mask, LABEL_CHECK_NEAR_MM, spacing) & ~mask).sum())
+    outside = int((dense & within_mm(mask, LABEL_CHECK_NEAR_MM, spacing, distance_mm) & ~mask).sum())
     return outside / max(inside, 1)
 
 
-def within_mm(mask: np.ndarray, distance_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
-    """Voxels within ``distance_mm`` of ``mask`` (Euclidean, in mm: exact under anisotropic spacing)."""
+def distance_outside_mm(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Euclidean distance (mm, exact under anisotropic spacing) of each voxel from ``mask`` (0 inside)."""
+    return ndimage.distance_transform_edt(~mask, sampling=spacing)
+
+
+def within_mm(mask: np.ndarray, distance_mm: float, spacing: tuple[float, ...],
+              distance_map_mm: np.ndarray | None = None) -> np.ndarray:
+    """Voxels within ``distance_mm`` of ``mask`` (``distance_map_mm``: its :func:`distance_outside_mm`,
+    computed here when not given)."""
     if not mask.any():
         return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= distance_mm + 1e-6
+    if distance_map_mm is None:
+        distance_map_mm = distance_outside_mm(mask, spacing)
+    return distance_map_mm <= distance_mm + 1e-6
 
 
-def metal_near(ct_hu: np.ndarray, label_arr: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]) -> float:
+def metal_near(ct_hu: np.ndarray, label_arr: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...],
+               distance_mm: np.ndarray | None = None) -> float:
     """Volume (mm^3) of metal (label 60 or CT > METAL_HU) in or within METAL_NEAR_MM of ``mask``."""
-    near = within_mm(mask, METAL_NEAR_MM, spacing)
+    near = within_mm(mask, METAL_NEAR_MM, spacing, distance_mm)
     metal = near & ((ct_hu > METAL_HU) | (label_arr == LABELS["metal"]))
     return float(metal.sum() * np.prod(spacing))
 
@@ -381,7 +398,8 @@ def analyze_hips(
         crop = _crop_box(mask_full, margin)
         hu = ct.array[crop]
         lab = labels.array[crop]
-        metal_mm3 = metal_near(hu, lab, lab == label_id, spacing)
+        femur_distance_mm = distance_outside_mm(lab == label_id, spacing)  # the metal and label checks share it
+        metal_mm3 = metal_near(hu, lab, lab == label_id, spacing, femur_distance_mm)
         if metal_mm3 >= METAL_MIN_VOLUME_MM3:
             reason = (f"metal in or near the {side} femur ({metal_mm3 / 1000:.1f} cm^3 above {METAL_HU:.0f} HU or "
                       "labelled metal, e.g. a hip prosthesis): areal BMD not measurable")
@@ -409,7 +427,7 @@ def analyze_hips(
         except ValueError as exc:  # e.g. no neck found: report, never crash the whole analysis
             results[side] = _empty_side(f"hip geometry failed: {exc}")
             continue
-        ratio = dense_bone_outside_ratio(ct.array[crop], lab == label_id, spacing)
+        ratio = dense_bone_outside_ratio(ct.array[crop], lab == label_id, spacing, femur_distance_mm)
         out["dense_bone_outside_label_ratio"] = round(ratio, 3)
         if ratio > LABEL_CHECK_MAX_RATIO:
             out["qc"].insert(0, _qc("hip_femur_label_incomplete", "warning", (

@@ -113,7 +113,7 @@ def fit_muscle_at_centre(hu: np.ndarray, group: np.ndarray, xyz_mm: np.ndarray) 
     design = np.column_stack([(group == g).astype(np.float64) for g in present] + terms)
     use = np.ones(len(hu), bool)
     for _ in range(3):
-        coef = np.linalg.lstsq(design[use], hu[use], rcond=None)[0]
+        coef = _least_squares(design[use], hu[use])
         res = hu - design @ coef
         centre = float(np.median(res[use]))
         mad = float(np.median(np.abs(res[use] - centre))) * 1.4826
@@ -129,6 +129,15 @@ def fit_muscle_at_centre(hu: np.ndarray, group: np.ndarray, xyz_mm: np.ndarray) 
             "field_coefficients_hu": [float(v) for v in coef[n:]] if two else None,
             "rms_residual_hu": round(float(np.sqrt(np.mean(res[use] ** 2))), 2),
             "voxels": {("iliopsoas", "other_muscle")[g]: int((group == g).sum()) for g in present}}
+
+
+def _least_squares(design: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients through the normal equations (tens of thousands of voxels, <= 11 well-scaled
+    columns: an SVD of the whole design is ~10x slower for the same numbers); lstsq if they are singular."""
+    try:
+        return np.linalg.solve(design.T @ design, design.T @ values)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(design, values, rcond=None)[0]
 
 
 def field_terms(xyz_mm: np.ndarray) -> np.ndarray:
@@ -148,11 +157,14 @@ def offset_field_on_grid(local: dict[str, Any], shape: tuple[int, ...], origin_m
     if coef is None or local.get("centre_mm") is None:
         return None
     lo, hi = (np.asarray(v, float) for v in local["field_extent_mm"])
-    axes = [np.clip(origin_mm[a] + np.arange(shape[a]) * spacing[a] - local["centre_mm"][a], lo[a], hi[a])
-            for a in range(3)]
-    k, j, i = np.meshgrid(*axes, indexing="ij")
-    xyz = np.column_stack([k.ravel(), j.ravel(), i.ravel()])
-    return (field_terms(xyz) @ np.asarray(coef)).reshape(shape).astype(np.float32)
+    # the terms are products of per-axis coordinates: evaluated by broadcasting (same sum as field_terms)
+    u = [np.clip(origin_mm[a] + np.arange(shape[a]) * spacing[a] - local["centre_mm"][a], lo[a], hi[a])
+         .reshape([-1 if b == a else 1 for b in range(3)]) / FIELD_SCALE_MM for a in range(3)]
+    terms = u + [u[a] * u[b] for a in range(3) for b in range(a, 3)]
+    field = np.zeros(shape, np.float64)
+    for c, term in zip(coef, terms, strict=True):
+        field += c * term
+    return field.astype(np.float32)
 
 
 def local_tissue_hu(ct_hu: np.ndarray, labels: np.ndarray, femur: np.ndarray,

@@ -148,15 +148,19 @@ def project(
         fov_mm = (-0.5 * spacing, (np.asarray(density_mg_cm3.shape) - 0.5) * spacing)
     fov_lo, fov_hi = (np.asarray(a, float) for a in fov_mm)
     rows_per_chunk = max(1, MAX_SAMPLES_PER_CHUNK // (cols * len(w)))
+    # sample positions as crop voxel indices: affine in (u, v, w), built by broadcasting (rows, cols, w)
+    to_index = np.stack([frame.u, frame.v, frame.beam], axis=1) / spacing[:, None]  # (3 axes, 3 frame)
+    base_index = (frame.origin_mm - offset_mm) / spacing
+    index_lo, index_hi = (fov_lo - offset_mm) / spacing, (fov_hi - offset_mm) / spacing
     for r0 in range(0, rows, rows_per_chunk):
         vv = vs[r0 : r0 + rows_per_chunk]
-        gu, gv, gw = np.meshgrid(us, vv, w, indexing="xy")  # (len(vv), cols, len(w))
-        uvw = np.stack([gu, gv, gw], axis=-1)
-        xyz = frame.from_frame(uvw.reshape(-1, 3))
-        idx = ((xyz - offset_mm) / spacing).T
-        shape = gu.shape
-        inside = np.all((xyz >= fov_lo) & (xyz <= fov_hi), axis=1).reshape(shape)
+        shape = (len(vv), cols, len(w))
+        idx = (base_index[:, None, None, None] + to_index[:, 0, None, None, None] * us[None, None, :, None]
+               + to_index[:, 1, None, None, None] * vv[None, :, None, None]
+               + to_index[:, 2, None, None, None] * w[None, None, None, :])
+        inside = np.all((idx >= index_lo[:, None, None, None]) & (idx <= index_hi[:, None, None, None]), axis=0)
         in_fov[r0 : r0 + len(vv)] = inside.all(axis=-1)
+        idx = idx.reshape(3, -1)
         for target, vol in ((abmd, field), (label_path, label), (path_mineral, mineral)):
             samples = ndimage.map_coordinates(vol, idx, order=1, mode="constant", cval=0.0).reshape(shape)
             if target is label_path:
