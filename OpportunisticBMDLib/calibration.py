@@ -57,6 +57,10 @@ PSOAS_FAT_SD_YOUNG = 0.015  # between-subject SD, same source
 PSOAS_FAT_SD_OLDER = 0.029
 REFERENCE_KVP = 120.0
 REFERENCE_MARROW_FAT_FRACTION = 0.5
+# Compositions a user may give (the patient's own, e.g. from a water-fat MRI), as fractions: every front end
+# (CLI, Slicer module, web app) accepts these ranges.
+PSOAS_FAT_FRACTION_RANGE = (0.0, 0.5)
+MARROW_FAT_FRACTION_RANGE = (0.05, 0.95)
 # Muscle and fat must differ by this much in HU (typically ~140 HU) for the line to be meaningful.
 MIN_MUSCLE_FAT_CONTRAST_HU = 50.0
 

@@ -53,6 +53,7 @@ def expected_marrow_fat_fraction(age_years: float) -> float:
     (MR spectroscopy: Griffith et al., J Magn Reson Imaging 36:225 (2012); Baum et al. 2012)."""
     return float(np.clip(0.30 + 0.006 * (age_years - 30.0), 0.15, 0.75))
 
+
 # Between-subject SD of the lumbar (L1-L4) marrow proton-density fat fraction at a given age: 6.0-8.0 %
 # in the 20-39 y groups of 156 healthy adults (Baum et al., Front Endocrinol 2018;9:141, chemical-shift
 # water-fat MRI). PDFF is taken as the volume fraction of yellow marrow.
@@ -75,6 +76,7 @@ def marrow_base_hu_sd(kvp: float, marrow_fat_fraction: float, fat_sd: float) -> 
     hi = mat.hu(mat.trabecular_bone(0.0, min(1.0, marrow_fat_fraction + fat_sd)), beam)
     span = min(1.0, marrow_fat_fraction + fat_sd) - max(0.0, marrow_fat_fraction - fat_sd)
     return float(abs(hi - lo) * fat_sd / span)
+
 
 def marrow_fat_term(kvp: float, base_fraction: float, params: dict, age_years: float | None,
                     slope_mg_cm3_per_hu: float) -> dict:
@@ -409,7 +411,7 @@ def fit_details(fit: InternalFit) -> dict:
 
 
 try:  # registered into the spine engineer's registry (calibration.py imports this module at its bottom)
-    from .calibration import Calibration, register_calibration
+    from .calibration import REFERENCE_KVP, Calibration, register_calibration
 except ImportError:  # calibration.py not present yet
     Calibration = None  # type: ignore[assignment]
 else:
@@ -419,7 +421,7 @@ else:
         fit = internal_calibration(ct, rois, labels, options)
         details = fit_details(fit)
         details["marrow_fat"] = marrow_fat_term(
-            fit.kvp or 120.0, fit.marrow_fat_fraction, dict(getattr(options, "calibration_params", None) or {}),
+            fit.kvp or REFERENCE_KVP, fit.marrow_fat_fraction, dict(getattr(options, "calibration_params", None) or {}),
             getattr(options, "patient_age", None), fit.slope_mg_cm3_per_hu)
         return Calibration("internal-multi", fit.slope_mg_cm3_per_hu, fit.intercept_mg_cm3, details)
 

@@ -31,7 +31,7 @@ HU_MUST_REACH_BELOW = -200.0
 HU_PLAUSIBLE_MIN = -3100.0  # below: padding values beyond any scanner's range (-3024 is common)
 HU_PLAUSIBLE_MAX = 32767.0
 
-_DICOM_TAGS = {
+DICOM_TAGS = {
     "modality": "0008|0060",
     "manufacturer": "0008|0070",
     "kvp": "0018|0060",
@@ -61,13 +61,14 @@ SIDECAR_KEYWORDS = {
 
 # Header fields (Volume.metadata keys) an analysis uses and that must travel with a CT between the file,
 # the MRML node and back: tube voltage, the patient's age and sex (calibration bases), contrast, kernel.
-HEADER_KEYS = ("modality", "manufacturer", "kvp", "contrast_agent", "convolution_kernel", "slice_thickness_mm",
-               "patient_sex", "patient_age", "study_date", "series_description")
+HEADER_KEYS = tuple(SIDECAR_KEYWORDS.values())
 
 
-def dicom_tags() -> dict[str, str]:
-    """Volume.metadata key -> DICOM tag ("gggg|eeee") for the header fields read from a series."""
-    return dict(_DICOM_TAGS)
+def check_ct_modality(modality: Any, where: str) -> None:
+    """:class:`InputError` when a header names a modality other than CT (``where``: who says so)."""
+    modality = str(modality or "").strip().upper()
+    if modality and modality != "CT":
+        raise InputError(f"{where} modality {modality}, not CT")
 
 
 def age_years(value: Any) -> float | None:
@@ -143,12 +144,10 @@ def _read_dicom_series(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     except RuntimeError as exc:
         raise InputError(f"{path}: DICOM series could not be read ({exc.args[0].splitlines()[0]})") from exc
     meta: dict[str, Any] = {"format": "dicom", "n_files": len(files), "n_series_in_folder": len(series_ids)}
-    for name, tag in _DICOM_TAGS.items():
+    for name, tag in DICOM_TAGS.items():
         if reader.HasMetaDataKey(0, tag):
             meta[name] = reader.GetMetaData(0, tag).strip()
-    modality = meta.get("modality", "").upper()
-    if modality and modality != "CT":
-        raise InputError(f"{path}: DICOM modality is {modality}, not CT")
+    check_ct_modality(meta.get("modality"), f"{path}: DICOM")
     _check_dicom_slice_spacing(reader, len(files), path)
     return image, meta
 
@@ -186,9 +185,7 @@ def read_image(path: str | os.PathLike[str]) -> tuple[sitk.Image, dict[str, Any]
     if image.HasMetaDataKey("pixdim[1]"):
         meta["nifti_pixdim"] = [image.GetMetaData(f"pixdim[{a}]") for a in (1, 2, 3)]
     meta.update(read_sidecar(path))
-    modality = str(meta.get("modality", "")).upper()
-    if modality and modality != "CT":
-        raise InputError(f"{path}: its sidecar says modality {modality}, not CT")
+    check_ct_modality(meta.get("modality"), f"{path}: its sidecar says")
     return image, meta
 
 

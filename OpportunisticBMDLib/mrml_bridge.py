@@ -24,7 +24,7 @@ import slicer
 import slicer.util
 import vtk
 
-from .io import HEADER_KEYS, dicom_tags, volume_from_sitk
+from .io import DICOM_TAGS, HEADER_KEYS, volume_from_sitk
 from .labels import LABEL_NAMES, LABELS, TOTALSEG_TO_OURS
 from .volume import SourceGeometry, Volume
 
@@ -157,10 +157,16 @@ def node_from_volume(volume: Volume, name: str = "CT", labelmap: bool = False, n
     _set_node_geometry(node, geometry)
     slicer.util.updateVolumeFromArray(node, array_node)
     node.CreateDefaultDisplayNodes()
-    for key in HEADER_KEYS:  # the header travels with the node (age, kVp: the calibration's bases)
-        if volume.metadata.get(key) not in (None, ""):
-            node.SetAttribute(ATTR_HEADER_PREFIX + key, str(volume.metadata[key]))
+    set_header_attributes(node, volume.metadata)  # the header travels with the node (age, kVp: calibration)
     return node
+
+
+def set_header_attributes(node: Any, metadata: dict[str, Any]) -> None:
+    """Store the CT header fields of ``metadata`` (:data:`io.HEADER_KEYS`) as ``OBMD.Header.*`` attributes
+    (saved with the scene; read back by :func:`header_of_node`)."""
+    for key in HEADER_KEYS:
+        if metadata.get(key) not in (None, ""):
+            node.SetAttribute(ATTR_HEADER_PREFIX + key, str(metadata[key]))
 
 
 def header_of_node(node: Any) -> dict[str, str]:
@@ -172,12 +178,11 @@ def header_of_node(node: Any) -> dict[str, str]:
     uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
     database = getattr(slicer, "dicomDatabase", None)
     if uids and database is not None:
-        tags = dicom_tags()
         for key in HEADER_KEYS:
-            if key in header or key not in tags:
+            if key in header or key not in DICOM_TAGS:
                 continue
             try:
-                value = database.instanceValue(uids[0], tags[key].replace("|", ","))
+                value = database.instanceValue(uids[0], DICOM_TAGS[key].replace("|", ","))
             except Exception:  # a database without that instance: the header stays as it is
                 value = ""
             if value and value.strip():

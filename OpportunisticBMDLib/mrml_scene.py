@@ -128,11 +128,9 @@ def load_volume(path: str | os.PathLike[str], name: str | None = None, labelmap:
     node.CreateDefaultDisplayNodes()
     if not labelmap:  # a JSON sidecar's header (dcm2niix, obmd phantom) travels as node attributes
         from .io import read_sidecar
-        from .mrml_bridge import ATTR_HEADER_PREFIX
+        from .mrml_bridge import set_header_attributes
 
-        for key, value in read_sidecar(path).items():
-            if key != "header_source":
-                node.SetAttribute(ATTR_HEADER_PREFIX + key, str(value))
+        set_header_attributes(node, read_sidecar(path))
     return node
 
 

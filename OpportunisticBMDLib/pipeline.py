@@ -16,8 +16,8 @@ import numpy as np
 from . import qc, spine
 from . import rois as tissue_rois
 from .calibration import calibrate, check_options
-from .errors import InputError, ModelError, SegmentationError
-from .io import age_years, check_same_grid, sex_code, write_like
+from .errors import ModelError, SegmentationError
+from .io import HEADER_KEYS, age_years, check_ct_modality, check_same_grid, sex_code, write_like
 from .labels import LABELS, MEASURED_LEVELS, looks_like_totalseg, totalseg_to_ours, vertebra_label
 from .progress import Progress, no_progress, scaled
 from .results import build_results, csv_row, write_csv, write_json
@@ -28,8 +28,7 @@ TRABECULAR_PREFIX = "trabecular_"
 # iliopsoas label also holds the iliacus in the iliac fossa (and the pelvis has no anterior-wall
 # layout like the abdomen's).
 REFERENCE_TISSUE_LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")
-DICOM_KEYS = ("format", "modality", "manufacturer", "kvp", "contrast_agent", "convolution_kernel",
-              "slice_thickness_mm", "study_date", "series_description", "patient_sex", "patient_age")
+DICOM_KEYS = ("format", *HEADER_KEYS)
 
 
 @dataclass
@@ -255,11 +254,10 @@ def analyze(
     body_mask: Volume | np.ndarray | None = None,
 ) -> AnalysisResult:
     """The whole analysis; with ``labels`` None the segmentation models produce them."""
-    options = options or AnalysisOptions()
+    options = with_header_defaults(options or AnalysisOptions(), ct)  # once, for the spine and the hip
     check_options(options)
-    modality = str(ct.metadata.get("modality") or "").strip().upper()
-    if modality and modality != "CT":  # files are checked on reading; a Slicer node's header here
-        raise InputError(f"{ct.metadata.get('name') or 'the volume'}: its header says modality {modality}, not CT")
+    # files are checked on reading; a Slicer node's header (DICOM database, attributes) here
+    check_ct_modality(ct.metadata.get("modality"), f"{ct.metadata.get('name') or 'the volume'}: its header says")
     keypoints: dict[str, Any] = {}
     model_info: dict[str, Any] = {}
     predicted = labels is None

@@ -545,14 +545,22 @@ class AnalysisJob:
                               labels_predicted=predicted)
 
 
+def composition_ranges_percent() -> dict[str, tuple[float, float]]:
+    """``calibration_params`` key -> the range (percent) a panel accepts for it (:mod:`.calibration`)."""
+    from .calibration import MARROW_FAT_FRACTION_RANGE, PSOAS_FAT_FRACTION_RANGE
+
+    return {key: (100.0 * low, 100.0 * high) for key, (low, high) in (
+        ("psoas_fat_fraction", PSOAS_FAT_FRACTION_RANGE), ("marrow_fat_fraction", MARROW_FAT_FRACTION_RANGE))}
+
+
 def composition_params(psoas_fat_percent: float | None, marrow_fat_percent: float | None) -> dict[str, float]:
-    """``calibration_params`` from the panel's composition fields (percent; below the valid range: "typical
-    for the age", nothing set): ``psoas_fat_fraction`` (0-50 %), ``marrow_fat_fraction`` (5-95 %)."""
+    """``calibration_params`` from the panel's composition fields (percent; outside the accepted range,
+    :func:`composition_ranges_percent`: "typical for the age", nothing set)."""
     params: dict[str, float] = {}
-    if psoas_fat_percent is not None and 0.0 <= psoas_fat_percent <= 50.0:
-        params["psoas_fat_fraction"] = round(psoas_fat_percent / 100.0, 4)
-    if marrow_fat_percent is not None and 5.0 <= marrow_fat_percent <= 95.0:
-        params["marrow_fat_fraction"] = round(marrow_fat_percent / 100.0, 4)
+    given = {"psoas_fat_fraction": psoas_fat_percent, "marrow_fat_fraction": marrow_fat_percent}
+    for key, (low, high) in composition_ranges_percent().items():
+        if given[key] is not None and low <= given[key] <= high:
+            params[key] = round(given[key] / 100.0, 4)
     return params
 
 

@@ -93,8 +93,6 @@ def test_composition_out_of_range_is_refused(patient, tmp_path, capsys, flag, va
 
 def test_slicer_background_job_passes_every_calibration_option_to_the_cli():
     """The Slicer module runs ``obmd analyze`` in a process: no option may be dropped on the way."""
-    from types import SimpleNamespace
-
     from OpportunisticBMDLib.commands.analyze import build_options
     from OpportunisticBMDLib.slicer_logic import _options_to_cli
 
@@ -104,7 +102,7 @@ def test_slicer_background_job_passes_every_calibration_option_to_the_cli():
     args = build_parser().parse_args(["analyze", "ct.nii.gz", "--out", "o", *_options_to_cli(given)])
     assert args.z_reference == "z.json"
     args.z_reference = None  # not a file here: build_options would read it
-    options = build_options(args, SimpleNamespace(metadata={}))
+    options = build_options(args)
     assert options.calibration == "inscan" and options.patient_age == 61.0 and options.patient_sex == "F"
     assert options.calibration_params == {"file": "calib.json", "pad_densities": [0.0, 75.0, 150.0],
                                           "psoas_fat_fraction": 0.11, "marrow_fat_fraction": 0.62}

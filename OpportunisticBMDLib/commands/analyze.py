@@ -63,9 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def build_options(args: argparse.Namespace, ct) -> object:
+def build_options(args: argparse.Namespace) -> object:
+    from ..calibration import MARROW_FAT_FRACTION_RANGE, PSOAS_FAT_FRACTION_RANGE
     from ..errors import InputError
-    from ..io import age_years, sex_code
+    from ..io import sex_code
     from ..pipeline import AnalysisOptions
 
     options = AnalysisOptions(calibration=args.calibration, device=args.device,
@@ -87,17 +88,16 @@ def build_options(args: argparse.Namespace, ct) -> object:
         options.calibration = "phantom"
     if getattr(args, "pad_densities", None):
         params["pad_densities"] = list(args.pad_densities)
-    if args.psoas_fat is not None:
-        if not 0.0 <= args.psoas_fat <= 0.5:
-            raise InputError(f"--psoas-fat {args.psoas_fat}: a fraction between 0 and 0.5 (e.g. 0.07 for 7 %)")
-        params["psoas_fat_fraction"] = args.psoas_fat
-    if args.marrow_fat is not None:
-        if not 0.05 <= args.marrow_fat <= 0.95:
-            raise InputError(f"--marrow-fat {args.marrow_fat}: a fraction between 0.05 and 0.95 (e.g. 0.55 for 55 %)")
-        params["marrow_fat_fraction"] = args.marrow_fat
+    for flag, value, key, (low, high), example in (
+            ("--psoas-fat", args.psoas_fat, "psoas_fat_fraction", PSOAS_FAT_FRACTION_RANGE, "0.07 for 7 %"),
+            ("--marrow-fat", args.marrow_fat, "marrow_fat_fraction", MARROW_FAT_FRACTION_RANGE, "0.55 for 55 %")):
+        if value is not None:
+            if not low <= value <= high:
+                raise InputError(f"{flag} {value}: a fraction between {low:g} and {high:g} (e.g. {example})")
+            params[key] = value
     options.calibration_params = params
-    options.patient_age = args.age if args.age is not None else age_years(ct.metadata.get("patient_age"))
-    options.patient_sex = sex_code(args.sex or ct.metadata.get("patient_sex"))
+    options.patient_age = args.age  # None: the pipeline takes age and sex from the CT's header
+    options.patient_sex = sex_code(args.sex)
     options.z_reference = args.z_reference
     if args.z_reference:  # fail before the analysis on a missing or malformed table
         from ..hip.tscores import load_age_reference
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     ct = read_ct(args.ct)
     labels = read_labels(args.seg, like=ct) if args.seg else None
     body = read_labels(args.body_seg, like=ct) if args.body_seg else None
-    options = build_options(args, ct)
+    options = build_options(args)
     result = analyze(ct, labels, options, progress=progress, body_mask=body)
     out = Path(args.out)
     if args.json_only:

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import tscores
 from .analysis import HipPicture
+from .pad_anchor import PAD_METHODS
 
 REGION_COLOURS = {"neck": "#ff3b30", "trochanter": "#34c759", "intertrochanter": "#0a84ff", "total_hip": "#ffd60a"}
 REGION_TITLES = {"neck": "Neck", "trochanter": "Troch", "intertrochanter": "Inter", "total_hip": "Total"}
@@ -102,16 +103,15 @@ def _z_line(results: dict) -> str:
 def _calibration_line(results: dict) -> str:
     cal = results.get("calibration") or {}
     shift = cal.get("hu_shift_applied") or 0.0
-    source = "pad" if cal.get("method") == "inscan" else "spine"
+    source = "pad" if cal.get("method") in PAD_METHODS else "spine"
     line = f"Hip calibration: {source} line shifted {shift:+.1f} HU (local muscle)" if shift else \
         f"Hip calibration: {source} line unchanged"
     sds = [f"+-{sd:.2f} {title}" for name, title in (("neck", "neck"), ("total_hip", "total"))
            if (sd := (results.get(name) or {}).get("t_score_calibration_sd")) is not None]
     if sds:
-        marrow = cal.get("marrow_fat") or {}
-        unknown = [what for what, unknown in (
+        unknown = [what for what, assumed in (
             ("psoas fat", (cal.get("pad_anchor") or {}).get("psoas_fat_source") != "user"),
-            ("marrow fat", bool(marrow.get("sd_fraction")))) if unknown]
+            ("marrow fat", bool((cal.get("marrow_fat") or {}).get("sd_fraction")))) if assumed]
         line += f"\nCalibration 1 SD{' (' + ', '.join(unknown) + ' unknown)' if unknown else ''}: T {', '.join(sds)}"
     return line
 

@@ -52,10 +52,6 @@ class DXAFrame:
         rel = np.asarray(points_mm, float) - self.origin_mm
         return np.stack([rel @ self.u, rel @ self.v, rel @ self.beam], axis=-1)
 
-    def from_frame(self, uvw: np.ndarray) -> np.ndarray:
-        uvw = np.asarray(uvw, float)
-        return self.origin_mm + uvw[..., :1] * self.u + uvw[..., 1:2] * self.v + uvw[..., 2:3] * self.beam
-
 
 def dxa_frame(geom: FemurGeometry) -> DXAFrame:
     """Shaft vertical, neck axis parallel to the detector plane."""

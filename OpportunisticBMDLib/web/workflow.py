@@ -314,15 +314,13 @@ class Workflow:
         if options.calibration == method:
             return
         options.calibration = method
-        self.options = options
-        if self.case is not None and self.case.outputs is not None and not self.state.obmd_busy:
-            self.recompute(recompute_hip=True)  # the calibration changed: the hip's numbers too
+        self._calibration_changed(options)
 
     def set_composition(self, psoas_fat_percent: float | str | None, marrow_fat_percent: float | str | None) -> None:
         """The patient's psoas and marrow fat (percent; blank or out of range: typical for the age), e.g.
         from a water-fat MRI: the calibration uses them and their error leaves the stated SD. Recomputes
         at once when results exist."""
-        from ..slicer_logic import composition_params, make_options
+        from ..slicer_logic import composition_params, composition_ranges_percent, make_options
 
         def number(value: float | str | None) -> float | None:
             try:
@@ -331,10 +329,12 @@ class Workflow:
                 return None
 
         psoas, marrow = number(psoas_fat_percent), number(marrow_fat_percent)
-        for value, given, what, (low, high) in ((psoas, psoas_fat_percent, "Psoas fat", (0, 50)),
-                                               (marrow, marrow_fat_percent, "Marrow fat", (5, 95))):
+        ranges = composition_ranges_percent()
+        for value, given, what, (low, high) in (
+                (psoas, psoas_fat_percent, "Psoas fat", ranges["psoas_fat_fraction"]),
+                (marrow, marrow_fat_percent, "Marrow fat", ranges["marrow_fat_fraction"])):
             if given not in (None, "") and (value is None or not low <= value <= high):
-                self._error(f"{what} {given!r}: a percentage from {low} to {high} (blank: typical for the age)")
+                self._error(f"{what} {given!r}: a percentage from {low:g} to {high:g} (blank: typical for the age)")
                 return
         options = make_options(self.options)
         params = {k: v for k, v in (options.calibration_params or {}).items()
@@ -343,9 +343,14 @@ class Workflow:
         if params == (options.calibration_params or {}):
             return
         options.calibration_params = params
+        self._calibration_changed(options)
+
+    def _calibration_changed(self, options: Any) -> None:
+        """Use ``options`` from now on; with results on the page, recompute them, the hip included (another
+        psoas fat under a pad moves the hip's anchor, not the line)."""
         self.options = options
         if self.case is not None and self.case.outputs is not None and not self.state.obmd_busy:
-            self.recompute(recompute_hip=True)  # the calibration changed: the hip's numbers too
+            self.recompute(recompute_hip=True)
 
     # ----------------------------------------------------------------------------- outputs
     def save_report(self) -> Path | None:
