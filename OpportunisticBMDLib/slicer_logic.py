@@ -278,12 +278,12 @@ class BMDLogic:
 
 
 def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: Any, recompute: bool | None) -> None:
-    """``pipeline.measure`` does no hip: redo it (``recompute``; None: when the line changed since the
-    previous results, or there are none) or carry the previous hip results over."""
-    old_line = {k: (previous or {}).get("calibration", {}).get(k) for k in ("slope", "intercept")}
-    new_line = {k: (result.results.get("calibration") or {}).get(k) for k in ("slope", "intercept")}
+    """``pipeline.measure`` does no hip: redo it (``recompute``; None: when the calibration changed since the
+    previous results -- its line or the compositions given, which under a pad move the hip's anchor and
+    not the line -- or there are none) or carry the previous hip results over."""
+    changed = _calibration_inputs(previous or {}) != _calibration_inputs(result.results)
     if recompute is None:
-        recompute = not previous or old_line != new_line
+        recompute = not previous or changed
     if recompute and result.labels is not None:
         from .hip.pipeline_hook import add_hip_results, femur_in_view
 
@@ -293,11 +293,18 @@ def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: 
     if not previous or not previous.get("hip"):
         return
     result.results["hip"] = previous["hip"]
-    if old_line != new_line:
+    if changed:
         result.results.setdefault("qc", []).append({
             "code": "hip_not_recomputed", "severity": "info",
             "message": "Hip aBMD is from the last Analyze, before the calibration changed: Analyze again to update it.",
         })
+
+
+def _calibration_inputs(results: dict) -> tuple[dict, dict]:
+    """What the hip's numbers depend on from the calibration: its line and the parameters given."""
+    cal = results.get("calibration") or {}
+    return ({k: cal.get(k) for k in ("slope", "intercept")},
+            dict((results.get("options") or {}).get("calibration_params") or {}))
 
 
 def _find_referencing(volume_node: Any, class_name: str, kind: str | None = None) -> Any:

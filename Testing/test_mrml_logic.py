@@ -199,3 +199,30 @@ def test_background_job_cancel(case, tmp_path):
     assert job.wait(60) != 0 and job.cancelled
     job.cleanup()
     assert not tmp_path.exists()
+
+
+def test_recompute_redoes_the_hip_when_only_the_psoas_fat_changed(tmp_path):
+    """Under an in-scan pad the psoas fat moves the hip's anchor, not the line: Recompute must still redo
+    the hip (not keep the last Analyze's numbers without a note)."""
+    from OpportunisticBMDLib.cli import main
+
+    out = tmp_path / "dp"
+    assert main(["phantom", "--seed", "502", "--fov-levels", "T12", "femur", "--calibration-pad",
+                 "--spacing-mm", "2", "2", "2.5", "--out", str(out)]) == 0
+    mrml_scene.create_headless_scene()
+    ct_node = mrml_scene.load_volume(out / "ct.nii.gz", name="dp")
+    ct = read_ct(out / "ct.nii.gz")
+    seg = br.labels_to_segmentation(read_labels(out / "labels.nii.gz", like=ct), ct_node, name="dp labels")
+    logic = BMDLogic()
+    first = logic.analyze(ct_node, seg)
+    before = br.table_to_results(first.table_node)
+    assert before["calibration"]["method"] == "inscan"
+    given = {"calibration_params": {"psoas_fat_fraction": 0.12}}
+    again = logic.recompute(ct_node, first.roi_segmentation_node, seg, given, table_node=first.table_node)
+    after = again.result.results
+    assert after["calibration"]["slope"] == pytest.approx(before["calibration"]["slope"])  # the line did not move
+    for side in ("left", "right"):
+        anchor = after["hip"][side]["calibration"]["pad_anchor"]
+        assert anchor["psoas_fat_source"] == "user" and anchor["psoas_fat_fraction"] == 0.12
+        assert after["hip"][side]["neck"]["abmd_g_cm2"] != pytest.approx(before["hip"][side]["neck"]["abmd_g_cm2"],
+                                                                        rel=1e-6)
