@@ -285,12 +285,9 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setSourceVolumeNode(p.inputVolume)
         self._watchEdits(outputs.roi_segmentation_node, outputs.markups_node)
         self.ui.progressBar.value = 100
-        summary = outputs.result.results.get("spine", {}).get("summary", {})
-        sd = summary.get("vbmd_calibration_sd_mg_cm3")  # the calibration's stated 1 SD, when it gives one
-        self.ui.statusLabel.text = "vBMD {}{} mg/cm³ ({}): {}".format(
-            _fmt(summary.get("vbmd_mg_cm3")), f" ± {sd:.1f}" if sd is not None else "",
-            ", ".join(summary.get("levels_used") or []), summary.get("category", "")
-        )
+        from OpportunisticBMDLib.validity import headline
+
+        self.ui.statusLabel.text = headline(outputs.result.results)  # the category only where backed
         slicer.util.setSliceViewerLayers(background=p.inputVolume, fit=True)
         self._checkCanApply()
 
@@ -360,13 +357,6 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.inputVolume = volumeNode
             self._parameterNode.inputSegmentation = segNode
             slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
-
-
-def _fmt(value):
-    try:
-        return f"{float(value):.1f}"
-    except (TypeError, ValueError):
-        return "n/a"
 
 
 class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):

@@ -26,6 +26,7 @@ import vtk
 
 from .io import DICOM_TAGS, HEADER_KEYS, volume_from_sitk
 from .labels import LABEL_NAMES, LABELS, TOTALSEG_TO_OURS
+from .validity import category_text
 from .volume import SourceGeometry, Volume
 
 TAG_KEY = "OBMD.Key"
@@ -720,7 +721,7 @@ def results_to_table(results: dict, table_node: Any = None, name: str = "BMD res
     level_col.InsertNextValue("Summary (" + "-".join(used) + ")" if used else "Summary")
     for arr, (_, key, *_rest) in zip(num_cols, SPINE_COLUMNS, strict=True):
         arr.InsertNextValue(_num(summary.get(key)))
-    category_col.InsertNextValue(str(summary.get("category", "")))
+    category_col.InsertNextValue(category_text(summary) if summary else "")
     for arr in [level_col, *num_cols, category_col]:
         table.AddColumn(arr)
     table_node.SetColumnDescription("Level", "Vertebral level (summary: mean of the levels used)")
@@ -733,6 +734,7 @@ def results_to_table(results: dict, table_node: Any = None, name: str = "BMD res
         if isinstance(value, (int, float, str)):
             table_node.SetAttribute(f"OBMD.calibration.{key}", str(value))
     table_node.SetAttribute(ATTR_RESULTS, json.dumps(results, default=_json_default))
+    table_node.SetAttribute("OBMD.Status", str(results.get("status", "")))
     table_node.SetAttribute("OBMD.TableKind", "spine")
     table_node.SetUseColumnTitleAsColumnHeader(True)
     table_node.Modified()
@@ -780,8 +782,10 @@ def hip_results_to_table(results: dict, table_node: Any = None, name: str = "Hip
             values = block.get(region, {}) if region else {}
             for arr, (_, key, *_rest) in zip(num_cols, HIP_COLUMNS, strict=True):
                 arr.InsertNextValue(_num(values.get(key)))
+            withheld = "; ".join(r["code"] for r in block.get("category_withheld_reasons") or [])
             category_col.InsertNextValue(
-                str(block.get("category") or "") if region else str(block.get("excluded_reason") or "")
+                (str(block.get("category") or f"not measurable ({withheld})")) if region
+                else str(block.get("excluded_reason") or "")
             )
     for arr in [side_col, region_col, *num_cols, category_col]:
         table_node.GetTable().AddColumn(arr)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import qc, spine
+from . import qc, spine, validity
 from . import rois as tissue_rois
 from .calibration import calibrate, check_options
 from .errors import ModelError, SegmentationError
@@ -219,6 +219,7 @@ def measure(
             flags.append(qc.flag("muscle_not_psoas", "info",
                                  f"muscle reference is {source} muscle, not psoas (psoas absent or too small here)"))
     flags += qc.calibration_flags(cal, thickness)
+    flags += qc.line_tissue_flags(cal)
     flags += qc.contrast_flags(ct, labels)
     flags += qc.metal_flags(near_metal)
     tissues = {
@@ -235,7 +236,7 @@ def measure(
         options={**asdict(options), "label_margin_mm": margin_mm},
         tissues=tissues,
     )
-    return AnalysisResult(results=results, rois=rois, labels=labels)
+    return AnalysisResult(results=validity.finalize(results), rois=rois, labels=labels)
 
 
 def _segment(ct: Volume, options: AnalysisOptions, progress: Progress) -> tuple[Volume, dict[str, Any]]:
@@ -286,6 +287,7 @@ def analyze(
     if femur_in_view(labels):
         progress(0.9, "Hip: DXA-like projection of the femurs")
         add_hip_results(result, ct, labels, options)
+    validity.finalize(result.results)  # the model's naming flags and the hip join the status
     progress(1.0, "Done")
     return result
 

@@ -33,13 +33,23 @@ METAL_NEAR_MM = 20.0
 # 158:588 (2013): L1 mean ~ 150-250 HU in young adults, < 110 HU in osteoporosis); a trabecular ROI mean
 # above 400 HU means cortex, sclerosis (metastasis, Paget, fusion) or a wrong segmentation.
 MAX_TRABECULAR_HU = 400.0
+# ... and below -50 HU the ROI holds fat or air, not bone: even wholly fatty marrow with little bone stays
+# above ~0 HU at the lowest densities QCT reports (design choice, with margin for noise).
+MIN_TRABECULAR_HU = -50.0
+# Trabecular vBMD of adult lumbar vertebrae: the ACR-SPR-SSR QCT practice parameter (2018) calls > 120 mg/cm3
+# normal and < 80 osteoporosis; young adults read under ~250. Outside -50..400 mg/cm3 the calibration line or
+# the ROI is wrong, not the bone (design choice with a wide margin either side).
+VBMD_PLAUSIBLE_MG_CM3 = (-50.0, 400.0)
 # Adult T12-L5 vertebral bodies hold 20-60 cm3 (TotalSegmentator's report on the shared example: 34-39 ml);
 # a whole (not cut) body under 10 cm3 is an incomplete segmentation (design choice).
 MIN_BODY_VOLUME_MM3 = 10000.0
 # Level flags that keep a level out of the summary when other levels are usable (ISCD/ACR: exclude
 # fractured vertebrae and those with focal lesions or artefacts from the vBMD mean).
 EXCLUDING_CODES = frozenset({"roi_empty", "roi_too_small", "height_loss", "trabecular_hu_implausible",
-                             "body_small", "metal_near_roi"})
+                             "vbmd_implausible", "body_small", "metal_near_roi"})
+# Scan-level flags that withhold the spine's summary vBMD and ACR category whatever the levels show
+# (validity.spine_blockers; the per-level numbers stay in results.json for review).
+SUMMARY_BLOCKING_CODES: frozenset[str] = frozenset()
 
 
 def flag(code: str, severity: str, message: str) -> dict[str, str]:
@@ -64,6 +74,16 @@ def level_flags(level: str, measurement: dict[str, Any]) -> list[dict[str, str]]
         flags.append(flag("trabecular_hu_implausible", "warning",
                           f"{level}: trabecular mean {mean_hu:.0f} HU (> {MAX_TRABECULAR_HU:.0f}): cortex, sclerosis "
                           "or a segmentation error in the ROI; level left out of the summary"))
+    elif mean_hu is not None and mean_hu < MIN_TRABECULAR_HU:
+        flags.append(flag("trabecular_hu_implausible", "warning",
+                          f"{level}: trabecular mean {mean_hu:.0f} HU (< {MIN_TRABECULAR_HU:.0f}): fat or air, not "
+                          "bone, in the ROI (a segmentation or orientation error); level left out of the summary"))
+    vbmd = measurement.get("vbmd_mg_cm3")
+    low, high = VBMD_PLAUSIBLE_MG_CM3
+    if vbmd is not None and not low <= vbmd <= high:
+        flags.append(flag("vbmd_implausible", "warning",
+                          f"{level}: vBMD {vbmd:.0f} mg/cm3 is outside {low:.0f}..{high:.0f}: the calibration line or "
+                          "the ROI is wrong; level left out of the summary"))
     body_mm3 = measurement.get("body_volume_mm3")
     if body_mm3 is not None and not measurement.get("cut_by_fov") and 0 < body_mm3 < MIN_BODY_VOLUME_MM3:
         flags.append(flag("body_small", "warning",
@@ -112,6 +132,36 @@ def calibration_flags(calibration: dict[str, Any], fat_thickness_mm: float | Non
                           f"anterior subcutaneous fat is only {fat_thickness_mm:.1f} mm thick "
                           f"(< {MIN_FAT_THICKNESS_MM:.0f} mm): the fat reference is unreliable"))
     return flags
+
+
+# A line from outside the patient (a phantom's, a pad's) must still put the patient's own psoas and fat near
+# their HA-equivalent densities (calibration.muscle_fat_densities: about +40 and -60 mg/cm3 at 120 kVp). The
+# patient's composition moves them by ~10 mg/cm3 (psoas fat SD 2.9 %, Sollmann 2020; fat -80..-120 HU under a
+# ~0.7 slope); more than 50 mg/cm3 off means a mistyped line or a wrong phantom file (design choice).
+LINE_TISSUE_TOLERANCE_MG_CM3 = 50.0
+EXTERNAL_LINE_METHODS = ("phantom", "inscan")
+
+
+def line_tissue_flags(calibration: dict[str, Any]) -> list[dict[str, str]]:
+    """``calibration_line_implausible`` when a phantom or pad line reads the patient's muscle or fat far from
+    what those tissues are."""
+    from .calibration import REFERENCE_KVP, muscle_fat_densities
+
+    slope, intercept = calibration.get("slope"), calibration.get("intercept")
+    muscle_hu, fat_hu = calibration.get("muscle_hu"), calibration.get("fat_hu")
+    if calibration.get("method") not in EXTERNAL_LINE_METHODS or None in (slope, intercept, muscle_hu, fat_hu):
+        return []
+    kvp = (calibration.get("details") or {}).get("kvp") or REFERENCE_KVP
+    expected = muscle_fat_densities(round(float(kvp), 1))
+    read = (intercept + slope * muscle_hu, intercept + slope * fat_hu)
+    off = [f"{name} reads {got:.0f} mg/cm3 (expected about {want:.0f})"
+           for name, got, want in zip(("psoas", "fat"), read, expected, strict=True)
+           if abs(got - want) > LINE_TISSUE_TOLERANCE_MG_CM3]
+    if not off:
+        return []
+    return [flag("calibration_line_implausible", "warning",
+                 f"the {calibration['method']} line (vBMD = {intercept:.1f} + {slope:.3f} x HU) does not fit this "
+                 f"patient: {'; '.join(off)}; check the slope/intercept or the calibration file")]
 
 
 def contrast_flags(ct: Volume, labels: Volume | None) -> list[dict[str, str]]:

@@ -41,51 +41,6 @@ def acr_category(vbmd_mg_cm3: float | None) -> str | None:
     return "osteoporosis"
 
 
-def _usable(level: dict[str, Any]) -> bool:
-    return bool(level.get("voxel_count")) and not level.get("cut_by_fov") and not level.get("excluded")
-
-
-def summarize(levels: dict[str, dict[str, Any]], calibrated: bool,
-              calibration: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``spine.summary``: mean of L1-L2 when both are usable, else of the two best available levels.
-    With a calibration that states its slope's relative SD (``details.slope_relative_sd``), also the
-    vBMD's calibration SD ``vbmd_calibration_sd_mg_cm3``: the slope's (the line pivots on its fat point) and
-    the marrow's fat (``details.marrow_fat.mg_cm3_sd``) in quadrature."""
-    usable = [lvl for lvl in PREFERRED_LEVELS if lvl in levels and _usable(levels[lvl])]
-    fallback = not usable
-    if fallback:  # nothing whole and unflagged: fall back to any measured level, said so
-        usable = [lvl for lvl in PREFERRED_LEVELS if lvl in levels and levels[lvl].get("voxel_count")]
-    used = usable[:2]
-    summary: dict[str, Any] = {"vbmd_mg_cm3": None, "trabecular_hu_mean": None, "levels_used": used,
-                               "category": None, "category_system": ACR_SOURCE}
-    if not used:
-        summary["note"] = "no vertebral level could be measured"
-        return summary
-    summary["trabecular_hu_mean"] = float(np.mean([levels[lvl]["trabecular_hu_mean"] for lvl in used]))
-    if used == ["L1", "L2"]:
-        note = "mean of L1 and L2 (clinical QCT convention)"
-    else:
-        note = f"mean of {' and '.join(used)}: L1-L2 not both usable, the two best available levels were used"
-        if len(used) == 1:
-            note = f"only {used[0]} was usable: a single level, less precise than the two-level mean"
-    if fallback:
-        note += " (no level was whole in the scan and free of QC exclusions: interpret with caution)"
-    if calibrated:
-        summary["vbmd_mg_cm3"] = float(np.mean([levels[lvl]["vbmd_mg_cm3"] for lvl in used]))
-        summary["category"] = acr_category(summary["vbmd_mg_cm3"])
-        details = (calibration or {}).get("details") or {}
-        rel = details.get("slope_relative_sd")
-        fat_d = (calibration or {}).get("fat_density_mg_cm3")
-        if rel is not None and fat_d is not None:
-            # the marrow's fat is additive (the whole marrow base reads off), in quadrature with the slope's
-            marrow_sd = (details.get("marrow_fat") or {}).get("mg_cm3_sd") or 0.0
-            summary["vbmd_calibration_sd_mg_cm3"] = float(np.hypot(rel * (summary["vbmd_mg_cm3"] - fat_d), marrow_sd))
-    else:
-        note += "; not calibrated: HU only, no vBMD category (HU thresholds are not ACR vBMD categories)"
-    summary["note"] = note
-    return summary
-
-
 def _clean(value: Any) -> Any:
     """JSON-safe: numpy scalars to Python, NaN/inf to None, containers recursively."""
     if isinstance(value, dict):
@@ -112,13 +67,12 @@ def build_results(
     tissues: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The results.json dict (keys documented in docs/results-contract.md)."""
-    calibrated = calibration.get("slope") is not None
     return _clean({
         "schema_version": SCHEMA_VERSION,
         "input": input_info,
         "software": {"name": "OpportunisticBMD", "version": __version__, "models": models or {}},
         "options": options,
-        "spine": {"levels": levels, "summary": summarize(levels, calibrated, calibration)},
+        "spine": {"levels": levels, "summary": {}},  # validity.finalize fills it, with the status
         "calibration": calibration,
         "tissues": tissues or {},
         "qc": qc,
@@ -133,6 +87,8 @@ def csv_row(results: dict[str, Any]) -> dict[str, Any]:
     inp = results.get("input", {})
     row: dict[str, Any] = {
         "ct": inp.get("ct"),
+        "status": results.get("status"),
+        "status_reasons": ";".join(r.get("code", "") for r in results.get("status_reasons") or []),
         "summary_vbmd_mg_cm3": summary.get("vbmd_mg_cm3"),
         "summary_trabecular_hu_mean": summary.get("trabecular_hu_mean"),
         "summary_levels_used": "-".join(summary.get("levels_used") or []),
@@ -150,6 +106,7 @@ def csv_row(results: dict[str, Any]) -> dict[str, Any]:
             row[f"{level}_{key}"] = values.get(key)
     for side, regions in (results.get("hip") or {}).items():
         if isinstance(regions, dict):
+            row[f"hip_{side}_category"] = regions.get("category")
             for region, values in regions.items():
                 if isinstance(values, dict):
                     for key in ("abmd_g_cm2", "t_score"):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import mrml_bridge as bridge
+from . import validity
 from .io import write_like
 from .labels import LABELS, VERTEBRA_LEVELS, looks_like_totalseg, totalseg_to_ours, vertebra_label
 from .progress import Progress, no_progress
@@ -293,11 +294,15 @@ def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: 
     if not previous or not previous.get("hip"):
         return
     result.results["hip"] = previous["hip"]
+    # the hip's own QC travels with its numbers (a kept T-score without its warnings would read as clean)
+    result.results.setdefault("qc", []).extend(
+        q for block in previous["hip"].values() if isinstance(block, dict) for q in block.get("qc") or [])
     if changed:
-        result.results.setdefault("qc", []).append({
+        result.results["qc"].append({
             "code": "hip_not_recomputed", "severity": "info",
             "message": "Hip aBMD is from the last Analyze, before the calibration changed: Analyze again to update it.",
         })
+    validity.finalize(result.results)
 
 
 def _calibration_inputs(results: dict) -> tuple[dict, dict]:

@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 BACKENDS = ("obmd", "totalsegmentator")
+# Exit status when the analysis ran but nothing could be backed (results.json status "not_measurable");
+# 0 for complete and partial, 2 for input errors (cli.py).
+EXIT_NOT_MEASURABLE = 3
 CALIBRATION_HELP = ("auto (default: the in-scan calibration pad when one is found in the CT, else muscle-fat), "
                     "inscan (the pad's rods; --pad-densities), muscle-fat (psoas + anterior subcutaneous fat), "
                     "internal-multi (several tissues, Michalski 2020), phantom (--slope/--intercept or "
@@ -130,7 +133,7 @@ def print_report(results: dict, stream=None) -> None:
               f"{_fmt(v.get('vbmd_mg_cm3')):>13}{_fmt(v.get('roi_volume_mm3'), '.0f'):>10}  {', '.join(notes)}",
               file=stream)
     s = results["spine"]["summary"]
-    category = s.get("category") or "no category"
+    category = s.get("category") or ("not measurable" if s.get("vbmd_mg_cm3") is None else "no category")
     sd = s.get("vbmd_calibration_sd_mg_cm3")
     vbmd = _fmt(s.get("vbmd_mg_cm3")) + (f" +-{sd:.1f} (calibration, 1 SD)" if sd is not None else "")
     print(f"summary: vBMD {vbmd} mg/cm3 ({category}); HU {_fmt(s.get('trabecular_hu_mean'))}"
@@ -161,6 +164,13 @@ def print_report(results: dict, stream=None) -> None:
         print(hip_line, file=stream)
     for q in results.get("qc", []):
         print(f"qc {q['severity']}: [{q['code']}] {q['message']}", file=stream)
+    print(status_line(results), file=stream)
+
+
+def status_line(results: dict) -> str:
+    """``status: complete`` or ``status: partial | not_measurable`` with its reasons (validity.py)."""
+    reasons = results.get("status_reasons") or []
+    return f"status: {results.get('status')}" + "".join(f"\n  - [{r['code']}] {r['message']}" for r in reasons)
 
 
 def check_backend(args: argparse.Namespace) -> None:
@@ -184,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import analyze, write_outputs
     from ..progress import TerminalProgress, no_progress
     from ..results import write_json
+    from ..validity import STATUS_NOT_MEASURABLE
 
     start = time.perf_counter()
     check_backend(args)
@@ -203,4 +214,4 @@ def run(args: argparse.Namespace) -> int:
     n_masks = sum(1 for k in written if k.startswith("masks/"))
     print(f"wrote {out / 'results.json'}" + (f", results.csv and {n_masks} masks" if n_masks else "")
           + f" in {time.perf_counter() - start:.1f} s")
-    return 0
+    return EXIT_NOT_MEASURABLE if result.results.get("status") == STATUS_NOT_MEASURABLE else 0

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import validity
 from ..calibration import Calibration
 from ..io import age_years
 from ..labels import LABELS
@@ -29,6 +30,7 @@ def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> No
         reason = "no density calibration (HU only): areal BMD needs mg/cm3; choose a calibration method"
         result.results["hip"] = {side: _empty_side(reason) for side, lab in FEMUR_LABELS.items()
                                  if (labels.array == lab).any()}
+        validity.finalize(result.results)
         return
     details = cal.get("details") or {}
     method = cal.get("method", "unknown")
@@ -58,6 +60,7 @@ def add_hip_results(result: Any, ct: Volume, labels: Volume, options: Any) -> No
     result.results["hip"] = hip
     for side in ("left", "right"):
         result.results.setdefault("qc", []).extend(hip.get(side, {}).get("qc") or [])
+    validity.finalize(result.results)  # WHO categories only where backed; the status counts the hip
     result.rois.update(rois)
     result.pictures.update({f"hip_{side}": pic for side, pic in pictures.items()})
 

@@ -1,0 +1,158 @@
+"""The inputs of ``obmd bench robustness``: each case builds real files from the shared CT and says what
+``obmd analyze`` must do with them (refuse, report no category, or a backed category). The tests run the
+same table (Testing/test_bench_robustness.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+SHARED = Path("../shared/data/totalseg-example")
+SHARED_CT = SHARED / "ct.nii.gz"
+SHARED_LABELS = SHARED / "ct_seg_total.nii.gz"
+# TotalSegmentator "total" ids on the shared CT (shared/data/README.md): k = 0 is the most inferior slice
+TS_L1 = 31
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """``refused``: exit 2 and ``message`` in the error line; ``no_category``: no ACR/WHO category anywhere;
+    ``category``: a backed spine category (a valid scan). ``flags``: QC codes that must be in results.json."""
+
+    outcome: str
+    message: str = ""
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaseInput:
+    argv: list[str]  # obmd analyze arguments (with --out)
+    inputs: list[Path]  # files whose bytes must not change
+    second_argv: list[str] | None = None  # a second run into the same --out
+
+
+@dataclass(frozen=True)
+class BadInputCase:
+    name: str
+    description: str
+    build: Callable[[Path], CaseInput]
+    expect: Expectation
+    tags: tuple[str, ...] = field(default=())
+
+
+def _read(path: Path) -> tuple[sitk.Image, np.ndarray]:
+    image = sitk.ReadImage(str(path))
+    return image, sitk.GetArrayFromImage(image)
+
+
+def _write(array: np.ndarray, like: sitk.Image, path: Path, index_offset: tuple[int, int, int] = (0, 0, 0)) -> Path:
+    """``array`` (k, j, i) with ``like``'s geometry, its origin moved to voxel ``index_offset`` (k, j, i)."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(like.GetSpacing())
+    image.SetDirection(like.GetDirection())
+    image.SetOrigin(like.TransformIndexToPhysicalPoint([int(index_offset[2]), int(index_offset[1]),
+                                                        int(index_offset[0])]))
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return path
+
+
+def _shared_crop(folder: Path, k0: int, k1: int) -> tuple[Path, Path]:
+    """The shared CT and its labels, slices k0..k1-1 (the CT's own geometry kept)."""
+    image, ct = _read(SHARED_CT)
+    _, labels = _read(SHARED_LABELS)
+    ct_path = _write(ct[k0:k1], image, folder / "ct.nii.gz", (k0, 0, 0))
+    labels_path = _write(labels[k0:k1].astype(np.uint8), image, folder / "labels.nii.gz", (k0, 0, 0))
+    return ct_path, labels_path
+
+
+def _out(folder: Path) -> list[str]:
+    return ["--out", str(folder / "out")]
+
+
+def valid_shared_ct(folder: Path) -> CaseInput:
+    return CaseInput([str(SHARED_CT), "--seg", str(SHARED_LABELS), *_out(folder)], [SHARED_CT, SHARED_LABELS])
+
+
+def slab_10_slices(folder: Path) -> CaseInput:
+    """A 30 mm slab through L1: every vertebra cut by the field of view (read 174.4 'normal' before)."""
+    _, labels = _read(SHARED_LABELS)
+    ks = np.nonzero((labels == TS_L1).any(axis=(1, 2)))[0]
+    k0 = int(ks.mean()) - 5
+    ct, lab = _shared_crop(folder, k0, k0 + 10)
+    return CaseInput([str(ct), "--seg", str(lab), *_out(folder)], [ct, lab])
+
+
+def pelvis_crop(folder: Path) -> CaseInput:
+    """Sacrum and the lower half of L5 only (a 63 mm3 L5 ROI read 170.6 'normal' before)."""
+    ct, lab = _shared_crop(folder, 0, 52)
+    return CaseInput([str(ct), "--seg", str(lab), *_out(folder)], [ct, lab])
+
+
+def hip_only_cut(folder: Path) -> CaseInput:
+    """Femoral heads and necks, shaft cut: no spine, the hip's axis not in view."""
+    ct, lab = _shared_crop(folder, 4, 40)
+    return CaseInput([str(ct), "--seg", str(lab), *_out(folder)], [ct, lab])
+
+
+def wrong_phantom_line(folder: Path) -> CaseInput:
+    """A phantom line typed wrongly (3 mg/cm3 per HU): spine and hip values beyond any living bone."""
+    return CaseInput([str(SHARED_CT), "--seg", str(SHARED_LABELS), "--slope", "3.0", "--intercept", "0",
+                      *_out(folder)], [SHARED_CT, SHARED_LABELS])
+
+
+def single_small_roi(folder: Path) -> CaseInput:
+    """Labels holding one vertebra (T12) shrunk to a few voxels (a 0.35 cm3 ROI had a green 'normal')."""
+    image, labels = _read(SHARED_LABELS)
+    keep = labels == TS_L1
+    ks, js, is_ = np.nonzero(keep)
+    centre = (int(np.median(ks)), int(np.median(js)), int(np.median(is_)))
+    small = np.zeros_like(labels, dtype=np.uint8)
+    small[labels == 88] = 88  # the psoas stays: the calibration can run
+    small[labels == 89] = 89
+    small[centre[0] - 3: centre[0] + 4, centre[1] - 3: centre[1] + 4, centre[2] - 3: centre[2] + 4] = TS_L1
+    lab = _write(small, image, folder / "labels.nii.gz")
+    return CaseInput([str(SHARED_CT), "--seg", str(lab), *_out(folder)], [SHARED_CT, lab])
+
+
+def two_patients_one_folder(folder: Path) -> CaseInput:
+    """The whole shared CT (with hip pictures) and then a slab into the same --out."""
+    ct, lab = _shared_crop(folder, 30, 112)
+    first = [str(SHARED_CT), "--seg", str(SHARED_LABELS), *_out(folder)]
+    second = [str(ct), "--seg", str(lab), *_out(folder)]
+    return CaseInput(first, [SHARED_CT, SHARED_LABELS, ct, lab], second_argv=second)
+
+
+def scaled_non_hu(folder: Path) -> CaseInput:
+    """Values halved (a non-HU export that still has negative air) with internal-multi (a traceback before)."""
+    image, ct = _read(SHARED_CT)
+    path = _write((ct.astype(np.float32) * 0.5).astype(np.int16), image, folder / "ct.nii.gz")
+    return CaseInput([str(path), "--seg", str(SHARED_LABELS), "--calibration", "internal-multi", *_out(folder)],
+                     [path, SHARED_LABELS])
+
+
+def model_on_slab(folder: Path) -> CaseInput:
+    """The segmentation model (no --seg) on a 30 mm slab: whatever it finds cannot back a category."""
+    made = slab_10_slices(folder)
+    return CaseInput([made.argv[0], *_out(folder)], made.inputs)
+
+
+CASES: dict[str, BadInputCase] = {c.name: c for c in (
+    BadInputCase("valid_shared_ct", "the shared CT with its labels (control: L1-L2 backed)", valid_shared_ct,
+                 Expectation("category")),
+    BadInputCase("slab_10_slices", "10-slice slab through L1", slab_10_slices, Expectation("no_category")),
+    BadInputCase("pelvis_crop", "pelvis crop, L5 cut", pelvis_crop, Expectation("no_category")),
+    BadInputCase("hip_only_cut", "femoral heads, shaft cut by the field of view", hip_only_cut,
+                 Expectation("no_category")),
+    BadInputCase("wrong_phantom_line", "phantom line 3 mg/cm3 per HU", wrong_phantom_line,
+                 Expectation("no_category")),
+    BadInputCase("single_small_roi", "one 0.3 cm3 vertebra", single_small_roi, Expectation("no_category")),
+    BadInputCase("two_patients_one_folder", "two patients into one --out", two_patients_one_folder,
+                 Expectation("no_category")),
+    BadInputCase("scaled_non_hu", "values halved, internal-multi", scaled_non_hu, Expectation("no_category")),
+    BadInputCase("model_on_slab", "the model on a 30 mm slab", model_on_slab, Expectation("no_category"),
+                 tags=("model",)),
+)}
