@@ -19,6 +19,13 @@ MUSCLE_HU_RANGE = (20.0, 80.0)
 # Clin Nutr 48:1351 (1988)); a mean outside -150..-60 HU means noise, partial volume with skin/muscle or a
 # wrong region (range: design choice).
 FAT_HU_RANGE = (-150.0, -60.0)
+# Beyond these the ROI is not the tissue at all (a psoas ROI below 0 HU is mostly fat; above 100 HU it holds
+# bone or contrast; a fat ROI outside the adipose window -190..-30 HU of Kvist 1988 is not fat): the line
+# through them is not a calibration, so its vBMD and categories are withheld (validity.py). Inside them and
+# outside the ranges above is a warning only: a fatty psoas at 18 HU on a digital patient at 3 mm still
+# read L1-L2 within 6 mg/cm3 of truth (seed 3; design choice).
+MUSCLE_HU_USABLE = (0.0, 100.0)
+FAT_HU_USABLE = (-190.0, -30.0)
 # Very thin subcutaneous fat made the reference study fail (Radiologic Practice 2024,
 # doi:10.13609/j.cnki.1000-0313.2024.02.019); below ~5 mm (two voxels of a 2.5 mm reconstruction)
 # partial volume with skin and muscle dominates the layer's mean HU (design choice).
@@ -122,6 +129,14 @@ def calibration_flags(calibration: dict[str, Any], fat_thickness_mm: float | Non
     if fat is not None and not FAT_HU_RANGE[0] <= fat <= FAT_HU_RANGE[1]:
         flags.append(flag("fat_hu_implausible", "warning",
                           f"fat ROI mean {fat:.0f} HU is outside {FAT_HU_RANGE[0]:.0f}..{FAT_HU_RANGE[1]:.0f} HU"))
+    if muscle is not None and not MUSCLE_HU_USABLE[0] <= muscle <= MUSCLE_HU_USABLE[1]:
+        flags.append(flag("muscle_hu_unusable", "error",
+                          f"muscle ROI mean {muscle:.0f} HU is outside {MUSCLE_HU_USABLE[0]:.0f}.."
+                          f"{MUSCLE_HU_USABLE[1]:.0f} HU: not muscle (fat, bone or contrast in the ROI)"))
+    if fat is not None and not FAT_HU_USABLE[0] <= fat <= FAT_HU_USABLE[1]:
+        flags.append(flag("fat_hu_unusable", "error",
+                          f"fat ROI mean {fat:.0f} HU is outside the adipose window {FAT_HU_USABLE[0]:.0f}.."
+                          f"{FAT_HU_USABLE[1]:.0f} HU: not fat"))
     details = calibration.get("details") or {}
     if details.get("kvp_source") == "assumed":
         flags.append(flag("kvp_assumed", "info",

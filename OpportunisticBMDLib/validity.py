@@ -32,7 +32,7 @@ NAMING_UNCERTAIN_CODES = frozenset({"level_naming_uncertain", "level_naming_disa
                                     "no_vertebrae"})
 # Lines whose two points are the patient's own muscle and fat: an implausible tissue HU breaks the line.
 TISSUE_LINE_METHODS = ("muscle-fat", "internal-multi")
-TISSUE_LINE_CODES = frozenset({"muscle_hu_implausible", "fat_hu_implausible"})
+TISSUE_LINE_CODES = frozenset({"muscle_hu_unusable", "fat_hu_unusable"})
 # Any line that reads the patient's own tissues far from what they are (qc.line_tissue_flags).
 LINE_CODES = frozenset({"calibration_line_implausible"})
 # Hip flags that withhold the side's WHO category (the numbers stay, for review): the femur or its axis is

@@ -51,10 +51,10 @@ def test_hip_region_uncertainty_arithmetic():
 
 
 def test_spine_summary_carries_the_sd():
-    """results.summarize: vBMD SD = rel * (vBMD - FAT_d) for muscle-fat, absent without a stated SD."""
-    from OpportunisticBMDLib.results import summarize
+    """validity.summarize: vBMD SD = rel * (vBMD - FAT_d) for muscle-fat, absent without a stated SD."""
+    from OpportunisticBMDLib.validity import summarize
 
-    levels = {lvl: {"voxel_count": 500, "trabecular_hu_mean": 150.0, "vbmd_mg_cm3": v}
+    levels = {lvl: {"voxel_count": 500, "trabecular_hu_mean": 150.0, "vbmd_mg_cm3": v, "valid": True}
               for lvl, v in (("L1", 100.0), ("L2", 120.0))}
     calibration = {"fat_density_mg_cm3": -59.1, "details": {"slope_relative_sd": 0.03}}
     s = summarize(levels, True, calibration)

@@ -11,9 +11,24 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-SHARED = Path("../shared/data/totalseg-example")
-SHARED_CT = SHARED / "ct.nii.gz"
-SHARED_LABELS = SHARED / "ct_seg_total.nii.gz"
+# the shared real CT (shared/data/README.md), relative to the project root as CI lays it out
+DEFAULT_SHARED = Path("../shared/data/totalseg-example")
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Where the shared real CT lies."""
+
+    folder: Path = DEFAULT_SHARED
+
+    @property
+    def ct(self) -> Path:
+        return self.folder / "ct.nii.gz"
+
+    @property
+    def labels(self) -> Path:
+        return self.folder / "ct_seg_total.nii.gz"
+
 # TotalSegmentator "total" ids on the shared CT (shared/data/README.md): k = 0 is the most inferior slice
 TS_L1 = 31
 
@@ -39,7 +54,7 @@ class CaseInput:
 class BadInputCase:
     name: str
     description: str
-    build: Callable[[Path], CaseInput]
+    build: Callable[[Path, Shared], CaseInput]
     expect: Expectation
     tags: tuple[str, ...] = field(default=())
 
@@ -60,10 +75,10 @@ def _write(array: np.ndarray, like: sitk.Image, path: Path, index_offset: tuple[
     return path
 
 
-def _shared_crop(folder: Path, k0: int, k1: int) -> tuple[Path, Path]:
+def _shared_crop(folder: Path, shared: Shared, k0: int, k1: int) -> tuple[Path, Path]:
     """The shared CT and its labels, slices k0..k1-1 (the CT's own geometry kept)."""
-    image, ct = _read(SHARED_CT)
-    _, labels = _read(SHARED_LABELS)
+    image, ct = _read(shared.ct)
+    _, labels = _read(shared.labels)
     ct_path = _write(ct[k0:k1], image, folder / "ct.nii.gz", (k0, 0, 0))
     labels_path = _write(labels[k0:k1].astype(np.uint8), image, folder / "labels.nii.gz", (k0, 0, 0))
     return ct_path, labels_path
@@ -73,40 +88,40 @@ def _out(folder: Path) -> list[str]:
     return ["--out", str(folder / "out")]
 
 
-def valid_shared_ct(folder: Path) -> CaseInput:
-    return CaseInput([str(SHARED_CT), "--seg", str(SHARED_LABELS), *_out(folder)], [SHARED_CT, SHARED_LABELS])
+def valid_shared_ct(folder: Path, shared: Shared) -> CaseInput:
+    return CaseInput([str(shared.ct), "--seg", str(shared.labels), *_out(folder)], [shared.ct, shared.labels])
 
 
-def slab_10_slices(folder: Path) -> CaseInput:
+def slab_10_slices(folder: Path, shared: Shared) -> CaseInput:
     """A 30 mm slab through L1: every vertebra cut by the field of view (read 174.4 'normal' before)."""
-    _, labels = _read(SHARED_LABELS)
+    _, labels = _read(shared.labels)
     ks = np.nonzero((labels == TS_L1).any(axis=(1, 2)))[0]
     k0 = int(ks.mean()) - 5
-    ct, lab = _shared_crop(folder, k0, k0 + 10)
+    ct, lab = _shared_crop(folder, shared, k0, k0 + 10)
     return CaseInput([str(ct), "--seg", str(lab), *_out(folder)], [ct, lab])
 
 
-def pelvis_crop(folder: Path) -> CaseInput:
+def pelvis_crop(folder: Path, shared: Shared) -> CaseInput:
     """Sacrum and the lower half of L5 only (a 63 mm3 L5 ROI read 170.6 'normal' before)."""
-    ct, lab = _shared_crop(folder, 0, 52)
+    ct, lab = _shared_crop(folder, shared, 0, 52)
     return CaseInput([str(ct), "--seg", str(lab), *_out(folder)], [ct, lab])
 
 
-def hip_only_cut(folder: Path) -> CaseInput:
+def hip_only_cut(folder: Path, shared: Shared) -> CaseInput:
     """Femoral heads and necks, shaft cut: no spine, the hip's axis not in view."""
-    ct, lab = _shared_crop(folder, 4, 40)
+    ct, lab = _shared_crop(folder, shared, 4, 40)
     return CaseInput([str(ct), "--seg", str(lab), *_out(folder)], [ct, lab])
 
 
-def wrong_phantom_line(folder: Path) -> CaseInput:
+def wrong_phantom_line(folder: Path, shared: Shared) -> CaseInput:
     """A phantom line typed wrongly (3 mg/cm3 per HU): spine and hip values beyond any living bone."""
-    return CaseInput([str(SHARED_CT), "--seg", str(SHARED_LABELS), "--slope", "3.0", "--intercept", "0",
-                      *_out(folder)], [SHARED_CT, SHARED_LABELS])
+    return CaseInput([str(shared.ct), "--seg", str(shared.labels), "--slope", "3.0", "--intercept", "0",
+                      *_out(folder)], [shared.ct, shared.labels])
 
 
-def single_small_roi(folder: Path) -> CaseInput:
+def single_small_roi(folder: Path, shared: Shared) -> CaseInput:
     """Labels holding one vertebra (T12) shrunk to a few voxels (a 0.35 cm3 ROI had a green 'normal')."""
-    image, labels = _read(SHARED_LABELS)
+    image, labels = _read(shared.labels)
     keep = labels == TS_L1
     ks, js, is_ = np.nonzero(keep)
     centre = (int(np.median(ks)), int(np.median(js)), int(np.median(is_)))
@@ -115,28 +130,28 @@ def single_small_roi(folder: Path) -> CaseInput:
     small[labels == 89] = 89
     small[centre[0] - 3: centre[0] + 4, centre[1] - 3: centre[1] + 4, centre[2] - 3: centre[2] + 4] = TS_L1
     lab = _write(small, image, folder / "labels.nii.gz")
-    return CaseInput([str(SHARED_CT), "--seg", str(lab), *_out(folder)], [SHARED_CT, lab])
+    return CaseInput([str(shared.ct), "--seg", str(lab), *_out(folder)], [shared.ct, lab])
 
 
-def two_patients_one_folder(folder: Path) -> CaseInput:
+def two_patients_one_folder(folder: Path, shared: Shared) -> CaseInput:
     """The whole shared CT (with hip pictures) and then a slab into the same --out."""
-    ct, lab = _shared_crop(folder, 30, 112)
-    first = [str(SHARED_CT), "--seg", str(SHARED_LABELS), *_out(folder)]
+    ct, lab = _shared_crop(folder, shared, 30, 112)
+    first = [str(shared.ct), "--seg", str(shared.labels), *_out(folder)]
     second = [str(ct), "--seg", str(lab), *_out(folder)]
-    return CaseInput(first, [SHARED_CT, SHARED_LABELS, ct, lab], second_argv=second)
+    return CaseInput(first, [shared.ct, shared.labels, ct, lab], second_argv=second)
 
 
-def scaled_non_hu(folder: Path) -> CaseInput:
+def scaled_non_hu(folder: Path, shared: Shared) -> CaseInput:
     """Values halved (a non-HU export that still has negative air) with internal-multi (a traceback before)."""
-    image, ct = _read(SHARED_CT)
+    image, ct = _read(shared.ct)
     path = _write((ct.astype(np.float32) * 0.5).astype(np.int16), image, folder / "ct.nii.gz")
-    return CaseInput([str(path), "--seg", str(SHARED_LABELS), "--calibration", "internal-multi", *_out(folder)],
-                     [path, SHARED_LABELS])
+    return CaseInput([str(path), "--seg", str(shared.labels), "--calibration", "internal-multi", *_out(folder)],
+                     [path, shared.labels])
 
 
-def model_on_slab(folder: Path) -> CaseInput:
+def model_on_slab(folder: Path, shared: Shared) -> CaseInput:
     """The segmentation model (no --seg) on a 30 mm slab: whatever it finds cannot back a category."""
-    made = slab_10_slices(folder)
+    made = slab_10_slices(folder, shared)
     return CaseInput([made.argv[0], *_out(folder)], made.inputs)
 
 

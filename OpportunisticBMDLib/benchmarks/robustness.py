@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._bad_inputs import CASES, SHARED_CT, SHARED_LABELS, BadInputCase
+from ._bad_inputs import CASES, DEFAULT_SHARED, BadInputCase, Shared
 from .common import add_json_option, write_json
 
 # Input errors must be refused before any heavy work (issue #13 target).
@@ -84,11 +84,11 @@ def run_analyze(argv: list[str], timeout_s: float) -> tuple[int, str, str, float
     return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start
 
 
-def run_case(case: BadInputCase, work: Path, timeout_s: float = 600.0) -> CaseResult:
+def run_case(case: BadInputCase, work: Path, shared: Shared, timeout_s: float = 600.0) -> CaseResult:
     """Build ``case`` in ``work/<name>``, run it (twice for a case with a second run) and judge it."""
     folder = work / case.name
     folder.mkdir(parents=True, exist_ok=True)
-    made = case.build(folder)
+    made = case.build(folder, shared)
     before = _hashes(made.inputs)
     out_dir = Path(made.argv[made.argv.index("--out") + 1])
     code, _out, err, seconds = run_analyze(made.argv, timeout_s)
@@ -131,6 +131,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "wrong category", description=__doc__.split("\n\n")[0])
     p.add_argument("--case", action="append", choices=sorted(CASES), help="run only these cases")
     p.add_argument("--work", metavar="DIR", help="scratch folder (default: a temporary one)")
+    p.add_argument("--shared", metavar="DIR", default=str(DEFAULT_SHARED),
+                   help=f"the shared real CT's folder (default {DEFAULT_SHARED})")
     add_json_option(p)
     p.set_defaults(func=run)
 
@@ -138,14 +140,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
 
-    if not SHARED_CT.is_file() or not SHARED_LABELS.is_file():
-        raise InputError(f"the shared CT is needed: {SHARED_CT} (run from the project root, ../shared beside it)")
+    shared = Shared(Path(args.shared))
+    if not shared.ct.is_file() or not shared.labels.is_file():
+        raise InputError(f"the shared CT is needed: {shared.ct} (run from the project root, ../shared beside it)")
     names = args.case or list(CASES)
     rows: list[CaseResult] = []
     with tempfile.TemporaryDirectory(prefix="obmd-robust-") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         for name in names:
-            row = run_case(CASES[name], work)
+            row = run_case(CASES[name], work, shared)
             rows.append(row)
             print(_row_text(row), flush=True)
     totals = summarize_rows(rows)
