@@ -167,7 +167,8 @@ def summarize_rows(rows: list[CaseResult]) -> dict[str, Any]:
         "tracebacks": sum(r.traceback for r in rows),
         "inputs_changed": sum(bool(r.inputs_changed) for r in rows),
         "mixed_outputs": sum(bool(r.mixed_outputs) for r in rows),
-        "slowest_refusal_s": max([r.seconds for r in rows if r.outcome == "refused"], default=0.0),
+        "slowest_refusal_s": max([r.seconds for r in rows if CASES[r.name].expect.outcome == "refused"],
+                                 default=0.0),
     }
 
 
