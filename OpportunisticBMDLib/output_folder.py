@@ -202,7 +202,8 @@ def acquire_lock(resolved: Path, target: Path) -> Path:
         except FileExistsError:
             if not _is_stale(lock):
                 pid, host = _lock_owner(lock)
-                owner = f"pid {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
+                owner = (f"pid {pid}" if pid else "starting") + (
+                    f" on {host}" if host and host != socket.gethostname() else "")
                 raise InputError(f"{_label(target)} is being written by another obmd run ({owner}); wait for it "
                                  f"or choose another folder (if no run is going on, delete {lock})") from None
             stale_pid, _host = _lock_owner(lock)

@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "without it the segmentation models run")
     parser.add_argument("--body-seg", metavar="VERTEBRAE_BODY",
                         help="optional TotalSegmentator 'vertebrae_body' mask (1 = bodies) to isolate the bodies")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder: new, empty or an earlier obmd result (replaced whole); "
+                        "not the inputs' folder")
     parser.add_argument("--calibration", default="auto", metavar="METHOD", help=CALIBRATION_HELP)
     parser.add_argument("--pad-densities", type=float, nargs="+", metavar="MG_CM3",
                         help="inscan/auto: the calibration pad rods' HA densities (mg/cm3; the base is 0), "
