@@ -340,7 +340,11 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ report, export, sample
     def onSaveReportButton(self):
         with slicer.util.tryWithErrorDisplay("Saving the report failed.", waitCursor=True):
-            files = self.logic.bmd.save_report(*self._lastResult, self.ui.reportDirectoryButton.directory)
+            from OpportunisticBMDLib.output_folder import new_report_folder
+
+            volume = self._parameterNode.inputVolume
+            folder = new_report_folder(self.ui.reportDirectoryButton.directory, volume.GetName() if volume else "case")
+            files = self.logic.bmd.save_report(*self._lastResult, folder)
             self._log("Report written: " + ", ".join(str(f) for f in files.values()))
 
     def onExportTrainingCaseButton(self):

@@ -243,10 +243,15 @@ class BMDLogic:
         return files
 
     def save_report(self, result: Any, ct: Volume, out_dir: str | Path) -> dict[str, Path]:
-        """The files ``obmd analyze`` writes (results.json, results.csv, masks/*.nii.gz)."""
+        """The files ``obmd analyze`` writes (results.json, results.csv, masks/*.nii.gz), in a new or earlier
+        report folder replaced whole (:mod:`.output_folder`: a folder holding anything else is refused)."""
+        from .output_folder import staged_output
         from .pipeline import write_outputs
 
-        return write_outputs(result, ct, Path(out_dir))
+        out_dir = Path(out_dir)
+        with staged_output(out_dir) as staging:
+            written = write_outputs(result, ct, staging)
+        return {key: out_dir / path.relative_to(staging) for key, path in written.items()}
 
     def export_training_case(
         self,

@@ -115,7 +115,7 @@ def test_body_mask_option_and_json_only(shared_data, tmp_path, capsys):
                "--body-seg", str(shared_data / "ct_seg_vertebrae_body.nii.gz"), "--out", str(tmp_path),
                "--json-only", "--quiet", "--calibration", "hu"])
     assert rc == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".obmd-output", "results.json"]  # and the marker
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["input"]["vertebral_body_mask"].endswith("ct_seg_vertebrae_body.nii.gz")
     assert res["spine"]["levels"]["L1"]["vbmd_mg_cm3"] is None

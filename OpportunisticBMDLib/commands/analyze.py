@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "without it the segmentation models run")
     parser.add_argument("--body-seg", metavar="VERTEBRAE_BODY",
                         help="optional TotalSegmentator 'vertebrae_body' mask (1 = bodies) to isolate the bodies")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder: new, empty or an earlier obmd result (replaced whole); "
+                        "not the inputs' folder")
     parser.add_argument("--calibration", default="auto", metavar="METHOD", help=CALIBRATION_HELP)
     parser.add_argument("--pad-densities", type=float, nargs="+", metavar="MG_CM3",
                         help="inscan/auto: the calibration pad rods' HA densities (mg/cm3; the base is 0), "
@@ -191,6 +193,7 @@ def check_backend(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..io import read_ct, read_labels
+    from ..output_folder import staged_output
     from ..pipeline import analyze, write_outputs
     from ..progress import TerminalProgress, no_progress
     from ..results import write_json
@@ -198,18 +201,22 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     check_backend(args)
-    progress = no_progress if args.quiet else TerminalProgress()
-    progress(0.0, f"Reading {args.ct}")
-    ct = read_ct(args.ct)
-    labels = read_labels(args.seg, like=ct) if args.seg else None
-    body = read_labels(args.body_seg, like=ct) if args.body_seg else None
-    options = build_options(args)
-    result = analyze(ct, labels, options, progress=progress, body_mask=body)
     out = Path(args.out)
-    if args.json_only:
-        written = {"results.json": write_json(result.results, out / "results.json")}
-    else:
-        written = write_outputs(result, ct, out)
+    # --out is checked and locked before the CT is read; the results go to a fresh folder beside it that
+    # replaces it whole at the end (output_folder.py): never next to an input, never two cases mixed
+    inputs = [args.ct, args.seg, args.body_seg, args.calibration_file, args.z_reference]
+    with staged_output(out, inputs) as staging:
+        progress = no_progress if args.quiet else TerminalProgress()
+        progress(0.0, f"Reading {args.ct}")
+        ct = read_ct(args.ct)
+        labels = read_labels(args.seg, like=ct) if args.seg else None
+        body = read_labels(args.body_seg, like=ct) if args.body_seg else None
+        options = build_options(args)
+        result = analyze(ct, labels, options, progress=progress, body_mask=body)
+        if args.json_only:
+            written = {"results.json": write_json(result.results, staging / "results.json")}
+        else:
+            written = write_outputs(result, ct, staging)
     print_report(result.results)
     n_masks = sum(1 for k in written if k.startswith("masks/"))
     print(f"wrote {out / 'results.json'}" + (f", results.csv and {n_masks} masks" if n_masks else "")

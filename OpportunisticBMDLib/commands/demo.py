@@ -71,14 +71,24 @@ def _category(vbmd: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..output_folder import staged_output
+
+    out = Path(args.out)
+    with staged_output(out) as staging:  # a fresh folder that replaces DIR whole (an earlier demo's included)
+        lines = _run_into(args, out, staging)
+    for path in lines:
+        print(f"    {out / path.relative_to(staging)}")
+    return 0
+
+
+def _run_into(args: argparse.Namespace, out: Path, staging: Path) -> list[Path]:
+    """The demo written into ``staging`` (printed as ``out``); returns the files to list."""
     from ..benchmarks import _cohort
     from ..pipeline import analyze, write_outputs
     from ..progress import TerminalProgress
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     print(f"1/4 building digital patient (seed {args.seed}) -> {out / 'phantom'}")
-    scan = _cohort.generate(args.seed, out / "phantom", region="torso")
+    scan = _cohort.generate(args.seed, staging / "phantom", region="torso")
     kvp = _cohort.scanner_kvp(scan.truth)
     print(f"    {scan.ct.array.shape[0]} slices, spacing {tuple(round(s, 2) for s in scan.ct.spacing_mm)} mm"
           + (f", {kvp:g} kVp" if kvp else ""))
@@ -111,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             label_source = f"the phantom's own labels (models' Dice {mean_dice:.2f} < {MIN_MODEL_DICE})"
             result = analyze(scan.ct, scan.labels, options, progress=TerminalProgress())
     print(f"3/4 writing results -> {out / 'results'} (segmentation: {label_source})")
-    written = write_outputs(result, scan.ct, out / "results")
+    written = write_outputs(result, scan.ct, staging / "results")
 
     truth_levels = _cohort.true_levels(scan.truth)
     measured = _cohort.measured_levels(result.results)
@@ -138,10 +148,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  QC {q.get('severity', '')}: {q.get('code', '')} {q.get('message', '')}")
 
     print(f"4/4 pictures -> {out}")
-    pictures = draw_pictures(scan, result, out, truth_levels)
-    for path in [*written.values(), *pictures] if isinstance(written, dict) else pictures:
-        print(f"    {path}")
-    return 0
+    pictures = draw_pictures(scan, result, staging, truth_levels)
+    return [*written.values(), *pictures]
 
 
 def hip_truth_lines(results: dict, truth: dict) -> list[str]:

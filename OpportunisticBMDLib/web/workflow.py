@@ -12,7 +12,6 @@ pure-numpy pipeline on a :class:`..volume.Volume` copy; nodes are created once i
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import hashlib
 import threading
 import traceback
@@ -360,8 +359,9 @@ class Workflow:
             return None
         if self.state.obmd_stale:
             self.recompute()
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out_dir = self.out_dir / f"{_safe(case.name)}-{stamp}"
+        from ..output_folder import new_report_folder
+
+        out_dir = new_report_folder(self.out_dir, case.name)
         try:
             files = self.logic.save_report(case.outputs.result, case.outputs.ct or case.ct, out_dir)
         except Exception as exc:
@@ -442,7 +442,3 @@ def calibration_methods() -> list[dict[str, str]]:
         "hu": "hu (HU only, no vBMD)",
     }
     return [{"value": name, "title": titles.get(name, name)} for name in CALIBRATIONS if name != "phantom"]
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "case"
