@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, SegmentationError
-from .labels import LABEL_NAMES, MEASURED_LEVELS, TOTALSEG_TOTAL_IDS, VERTEBRA_LEVELS, vertebra_label
+from .labels import LABEL_NAMES, LABELS, MEASURED_LEVELS, TOTALSEG_TOTAL_IDS, VERTEBRA_LEVELS, vertebra_label
 from .volume import AXIS_POSTERIOR, Volume
 
 # -- files ---------------------------------------------------------------------------------------------
@@ -271,9 +271,17 @@ def orientation_flags(ct: Volume) -> list[dict[str, str]]:
                         "about +10 % at 20 degrees)"}]
 
 
-# A-P check: the vertebrae's centroid lies 31-42 mm posterior of the body's centroid on the slices they
-# span (measured: shared CT +31, its DICOM series +35, its T12-L2 crop +42, digital patient 7 +34 mm;
-# the A-P-flipped shared CT -31 mm). Refusing below -10 mm leaves room for an odd crop (design choice).
+# A-P check, first by the back muscles: the paraspinal (erector spinae) muscles' centroid lies posterior of
+# the vertebrae's on the slices the vertebrae span (measured: shared CT +48 mm, its DICOM series +43, its
+# T12-L2 crop +48 with TotalSegmentator's autochthon labels; digital patients +36 to +39 mm, with and without
+# a calibration pad; the A-P-flipped shared CT -48 mm). Refusing below -10 mm is a design choice.
+MIN_PARASPINAL_POSTERIOR_MM = -10.0
+MIN_PARASPINAL_MM3 = 5000.0  # fewer labelled back muscle (a few slices, a crop): use the body outline instead
+PARASPINAL_IDS = (LABELS["paraspinal_left"], LABELS["paraspinal_right"])
+# Without back muscles, by the body: the vertebrae's centroid lies 31-42 mm posterior of the body's on their
+# slices (measured: shared CT +31, its DICOM series +35, its crop +42, digital patient 7 +34 mm; only +4 to
+# +6 mm over a calibration pad, which the body outline includes; the A-P-flipped shared CT -31 mm).
+# Refusing below -10 mm leaves room for a pad, a table or an odd crop (design choice).
 MIN_VERTEBRA_POSTERIOR_MM = -10.0
 # Body on more than this fraction of the front and of the back edge of the field of view: it is cut there
 # (design choice: above a table's or streak's few voxels; the shared CT's table touches 7 % of its back edge).
@@ -308,7 +316,8 @@ def check_vertebrae_present(labels: Volume, predicted: bool) -> None:
 
 def check_anatomy(ct: Volume, labels: Volume, predicted: bool) -> None:
     """Refuse when the labels (our schema, on the CT grid) contradict the image's orientation: no vertebra,
-    vertebrae anterior to the body's centre (A-P swapped), or running upside down (S-I swapped)."""
+    vertebrae running upside down (S-I swapped), or the back muscles anterior to the vertebrae (A-P swapped;
+    without labelled back muscles: the vertebrae anterior to the body's centre)."""
     check_vertebrae_present(labels, predicted)
     who = "the segmentation model's labels" if predicted else str(labels.metadata.get("path", "the label map"))
     vertebrae, centroids = _vertebra_voxels(labels.array)
@@ -319,23 +328,39 @@ def check_anatomy(ct: Volume, labels: Volume, predicted: bool) -> None:
         raise InputError(
             f"{who}: the vertebrae run upside down ({levels[-1]} lies superior to {levels[0]} along the image's "
             "head-foot axis): the image's direction matrix probably swaps superior/inferior")
-    offset_mm = _vertebra_posterior_offset_mm(ct, vertebrae)
+    ks = np.nonzero(vertebrae.any(axis=(AXIS_POSTERIOR, 2)))[0]
+    slab = slice(int(ks.min()), int(ks.max()) + 1)  # the slices the vertebrae span
+    back_mm = _paraspinal_posterior_offset_mm(labels, vertebrae, slab)
+    if back_mm is not None:
+        if back_mm < MIN_PARASPINAL_POSTERIOR_MM:
+            raise InputError(
+                f"{who}: the paraspinal (back) muscles lie {-back_mm:.0f} mm anterior to the vertebrae: the image's "
+                "direction matrix probably swaps anterior/posterior")
+        return
+    offset_mm = _vertebra_posterior_offset_mm(ct, vertebrae, slab)
     if offset_mm is not None and offset_mm < MIN_VERTEBRA_POSTERIOR_MM:
         raise InputError(
             f"{who}: the vertebrae lie {-offset_mm:.0f} mm anterior to the body centre: the image's direction "
             "matrix probably swaps anterior/posterior")
 
 
-def _vertebra_posterior_offset_mm(ct: Volume, vertebrae: np.ndarray) -> float | None:
-    """How far (mm) the vertebrae's centroid lies posterior of the body's centroid on their slices; None
-    when the field of view cuts the body front and back (its centre is then not the body's)."""
-    ks = np.nonzero(vertebrae.any(axis=(AXIS_POSTERIOR, 2)))[0]
-    slab = slice(int(ks.min()), int(ks.max()) + 1)
+def _paraspinal_posterior_offset_mm(labels: Volume, vertebrae: np.ndarray, slab: slice) -> float | None:
+    """How far (mm) the paraspinal muscles' centroid lies posterior of the vertebrae's on ``slab``; None
+    with too little of them labelled there."""
+    back = np.isin(labels.array[slab], PARASPINAL_IDS)
+    if np.count_nonzero(back) * labels.voxel_volume_mm3 < MIN_PARASPINAL_MM3:
+        return None
+    j_back = float(np.nonzero(back)[AXIS_POSTERIOR].mean())
+    j_vertebrae = float(np.nonzero(vertebrae[slab])[AXIS_POSTERIOR].mean())
+    return (j_back - j_vertebrae) * labels.spacing_mm[AXIS_POSTERIOR]
+
+
+def _vertebra_posterior_offset_mm(ct: Volume, vertebrae: np.ndarray, slab: slice) -> float | None:
+    """How far (mm) the vertebrae's centroid lies posterior of the body's centroid on ``slab``; None when
+    the field of view cuts the body front and back (its centre is then not the body's)."""
     body = ct.array[slab] > BODY_HU
-    if body[:, 0, :].mean() > FOV_CUT_FRACTION and body[:, -1, :].mean() > FOV_CUT_FRACTION:
+    if not body.any() or (body[:, 0, :].mean() > FOV_CUT_FRACTION and body[:, -1, :].mean() > FOV_CUT_FRACTION):
         return None
-    j_body = float(np.nonzero(body)[AXIS_POSTERIOR].mean()) if body.any() else None
-    if j_body is None:
-        return None
+    j_body = float(np.nonzero(body)[AXIS_POSTERIOR].mean())
     j_vertebrae = float(np.nonzero(vertebrae[slab])[AXIS_POSTERIOR].mean())
     return (j_vertebrae - j_body) * ct.spacing_mm[AXIS_POSTERIOR]

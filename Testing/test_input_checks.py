@@ -60,8 +60,8 @@ def test_messages_name_the_cause(sources, tmp_path, capsys):
     _, err, _ = _analyze(bad.make_nan_nifti(*sources, tmp_path / "nan"), tmp_path / "o1", capsys)
     assert f"{l1_voxels} voxels are NaN" in err and "0 HU" in err
     _, err, _ = _analyze(bad.make_ap_flipped(*sources, tmp_path / "ap"), tmp_path / "o2", capsys)
-    mm = float(re.search(r"lie (\d+) mm anterior", err).group(1))
-    assert 20 <= mm <= 45  # the shared CT's vertebrae lie 31 mm posterior of its body centre
+    mm = float(re.search(r"paraspinal \(back\) muscles lie (\d+) mm anterior to the vertebrae", err).group(1))
+    assert 35 <= mm <= 60  # the shared CT's back muscles lie 48 mm posterior of its vertebrae
     _, err, _ = _analyze(bad.make_si_flipped(*sources, tmp_path / "si"), tmp_path / "o3", capsys)
     assert "L5 lies superior to T11" in err
 
@@ -127,8 +127,8 @@ def test_oblique_angle_and_refusal():
 
 
 def test_anatomy_check_on_a_synthetic_body():
-    """A body outline with two vertebrae behind its centre passes; the same mirrored front-back or
-    head-foot is refused; no vertebra at all is named by who lacks it."""
+    """No back muscles labelled: a body outline with two vertebrae behind its centre passes; the same
+    mirrored front-back or head-foot is refused; no vertebra at all is named by who lacks it."""
     shape = (20, 60, 40)
     ct = np.full(shape, -1000.0, np.float32)
     ct[:, 10:50, 5:35] = 40.0
