@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from . import input_checks
 from .errors import InputError, SegmentationError
 from .volume import SourceGeometry, Volume
 
@@ -170,17 +171,28 @@ def _check_dicom_slice_spacing(reader: sitk.ImageSeriesReader, n: int, path: Pat
         )
 
 
-def read_image(path: str | os.PathLike[str]) -> tuple[sitk.Image, dict[str, Any]]:
-    """Read a file or DICOM folder as a SimpleITK image plus metadata; no checks on content."""
+def _itk_reason(exc: RuntimeError) -> str:
+    """The most specific line of an ITK exception (its last), without the reader's tags."""
+    lines = [line.strip() for line in str(exc.args[0] if exc.args else exc).splitlines() if line.strip()]
+    reason = lines[-1] if lines else "unknown error"
+    return re.sub(r"^(\[\w+\]\s*)+", "", reason)[:160]
+
+
+def read_image(path: str | os.PathLike[str], what: str = "image") -> tuple[sitk.Image, dict[str, Any]]:
+    """Read a file or DICOM folder as a SimpleITK image plus metadata. Only the file's integrity is checked
+    here (a truncated or corrupt NIfTI, NaN in a NIfTI: SimpleITK reads both as zeros); ``what`` names
+    the image in those messages ("image" or "label map")."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     if _is_dicom_dir(path):
         return _read_dicom_series(path)
+    input_checks.check_file_integrity(path, what)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(f"{path}: not a readable image ({exc.args[0].splitlines()[0][:120]})") from exc
+        raise InputError(f"{path}: not a readable image: truncated, corrupt or not an image file "
+                         f"({_itk_reason(exc)})") from exc
     meta: dict[str, Any] = {"format": "".join(path.suffixes[-2:]) or path.suffix}
     if image.HasMetaDataKey("pixdim[1]"):
         meta["nifti_pixdim"] = [image.GetMetaData(f"pixdim[{a}]") for a in (1, 2, 3)]
@@ -211,6 +223,7 @@ def _check_geometry(image: sitk.Image, meta: dict[str, Any], path: Path) -> None
     size = image.GetSize()
     if min(size) < MIN_SLICES:
         raise InputError(f"{path}: only {min(size)} slices; a vertebra needs at least {MIN_SLICES}")
+    input_checks.check_oblique(image.GetDirection(), path)
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     z_axis = int(np.argmax(np.abs(direction[2, :])))  # image axis closest to patient S-I
     z_extent = size[z_axis] * spacing[z_axis]
@@ -223,9 +236,7 @@ def _check_geometry(image: sitk.Image, meta: dict[str, Any], path: Path) -> None
 def _check_hu(array: np.ndarray, path: Path) -> None:
     if not np.issubdtype(array.dtype, np.number):
         raise InputError(f"{path}: voxel type {array.dtype} is not numeric")
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise InputError(f"{path}: image contains NaN or infinite values")
+    input_checks.check_finite(array, path, "image")
     lo, hi = float(array.min()), float(array.max())
     if lo >= 0 and hi <= 255:
         raise InputError(f"{path}: values {lo:.0f}..{hi:.0f} look like an 8-bit picture, not CT in HU")
@@ -278,13 +289,13 @@ def read_ct(path: str | os.PathLike[str]) -> Volume:
 def read_labels(path: str | os.PathLike[str], like: Volume | None = None) -> Volume:
     """Read an integer label map; with ``like`` it must lie on the same grid as that CT."""
     path = Path(path)
-    image, meta = read_image(path)
+    if like is not None:
+        input_checks.check_not_the_ct(path, like.metadata.get("path"))
+    image, meta = read_image(path, "label map")
     image = _squeeze_to_3d(image, path)
     labels = volume_from_sitk(image, meta)
     values = labels.array
-    if np.issubdtype(values.dtype, np.floating):
-        if not np.allclose(values, np.round(values)):
-            raise SegmentationError(f"{path}: label map holds non-integer values")
+    input_checks.check_label_values(values, path)
     labels.array = values.astype(np.int16, copy=False)
     labels.metadata["path"] = str(path)
     if like is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import qc, spine, validity
+from . import input_checks, qc, spine, validity
 from . import rois as tissue_rois
 from .calibration import calibrate, check_options
 from .errors import ModelError, SegmentationError
@@ -222,6 +222,7 @@ def measure(
     flags += qc.line_tissue_flags(cal)
     flags += qc.contrast_flags(ct, labels)
     flags += qc.metal_flags(near_metal)
+    flags += input_checks.orientation_flags(ct)
     tissues = {
         "fat_thickness_mm": thickness,
         "muscle_roi_voxels": int(rois["muscle_roi"].sum()) if "muscle_roi" in rois else 0,
@@ -259,6 +260,7 @@ def analyze(
     check_options(options)
     # files are checked on reading; a Slicer node's header (DICOM database, attributes) here
     check_ct_modality(ct.metadata.get("modality"), f"{ct.metadata.get('name') or 'the volume'}: its header says")
+    input_checks.check_patient_ct(ct)  # finite, and CT of a body (a fat peak), before any model runs
     keypoints: dict[str, Any] = {}
     model_info: dict[str, Any] = {}
     predicted = labels is None
@@ -272,6 +274,7 @@ def analyze(
         model_qc = []
     progress(0.6, "Isolating vertebral bodies and reference tissues")
     labels = prepare_labels(labels, ct)
+    input_checks.check_anatomy(ct, labels, predicted)
     geometry: dict = {}
     rois = derive_rois(ct, labels, options, body_mask, geometry_out=geometry)
     progress(0.8, "Calibrating and measuring")

@@ -21,5 +21,5 @@ def test_bad_input_case(name: str, shared_data: Path, tmp_path: Path) -> None:
     assert row.expectation_met, row
     if CASES[name].expect.outcome != "category":
         assert not row.category_reported, row
-    if CASES[name].expect.outcome == "refused":  # an input error: refused before any heavy work
+    if CASES[name].expect.outcome == "refused" and CASES[name].expect.before_model:  # before any heavy work
         assert row.seconds <= MAX_REFUSAL_S, row

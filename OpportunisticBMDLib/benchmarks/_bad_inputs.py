@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ._input_cases import CASES as INPUT_CASES
+from ._input_cases import Builder as InputBuilder
+
 # the shared real CT (shared/data/README.md), relative to the project root as CI lays it out
 DEFAULT_SHARED = Path("../shared/data/totalseg-example")
 
@@ -35,12 +38,15 @@ TS_L1 = 31
 
 @dataclass(frozen=True)
 class Expectation:
-    """``refused``: exit 2 and ``message`` in the error line; ``no_category``: no ACR/WHO category anywhere;
-    ``category``: a backed spine category (a valid scan). ``flags``: QC codes that must be in results.json."""
+    """``refused``: exit 2 and the regular expression ``message`` found in the error line (within 3 s when
+    ``before_model``: an input error is refused before any heavy work); ``no_category``: no ACR/WHO category
+    anywhere; ``category``: a backed spine category (a valid scan). ``flags``: QC codes that must be in
+    results.json."""
 
     outcome: str
     message: str = ""
     flags: tuple[str, ...] = ()
+    before_model: bool = True
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,23 @@ def model_on_slab(folder: Path, shared: Shared) -> CaseInput:
     return CaseInput([made.argv[0], *_out(folder)], made.inputs)
 
 
-CASES: dict[str, BadInputCase] = {c.name: c for c in (
+def _input_case(make: InputBuilder) -> Callable[[Path, Shared], CaseInput]:
+    """A builder of input_cases (CT and labels made from the shared CT) as a robustness case."""
+    def build(folder: Path, shared: Shared) -> CaseInput:
+        made = make(shared.ct, shared.labels, folder)
+        seg = ["--seg", str(made["seg"])] if made.get("seg") else []
+        inputs = [p for p in (made["ct"], made.get("seg"), shared.ct, shared.labels) if p]
+        return CaseInput([str(made["ct"]), *seg, *_out(folder)], inputs)
+    return build
+
+
+INPUT_ERROR_CASES = tuple(
+    BadInputCase(name, (make.__doc__ or name).split("\n")[0], _input_case(make),
+                 Expectation("refused", message, before_model=name != "no_spine_model"),
+                 tags=("model",) if name == "no_spine_model" else ())
+    for name, (make, message) in INPUT_CASES.items())
+
+CASES: dict[str, BadInputCase] = {c.name: c for c in (*INPUT_ERROR_CASES,
     BadInputCase("valid_shared_ct", "the shared CT with its labels (control: L1-L2 backed)", valid_shared_ct,
                  Expectation("category")),
     BadInputCase("slab_10_slices", "10-slice slab through L1", slab_10_slices, Expectation("no_category")),
@@ -167,7 +189,8 @@ CASES: dict[str, BadInputCase] = {c.name: c for c in (
     BadInputCase("single_small_roi", "one 0.3 cm3 vertebra", single_small_roi, Expectation("no_category")),
     BadInputCase("two_patients_one_folder", "two patients into one --out (the second is valid)",
                  two_patients_one_folder, Expectation("category")),
-    BadInputCase("scaled_non_hu", "values halved, internal-multi", scaled_non_hu, Expectation("no_category")),
+    BadInputCase("scaled_non_hu", "values halved, internal-multi", scaled_non_hu,
+                 Expectation("refused", "not in HU")),
     BadInputCase("model_on_slab", "the model on a 30 mm slab", model_on_slab, Expectation("no_category"),
                  tags=("model",)),
 )}

@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -111,8 +112,8 @@ def run_case(case: BadInputCase, work: Path, shared: Shared, timeout_s: float = 
     error_line = err.strip().splitlines()[-1] if err.strip() else ""
     expect = case.expect
     if expect.outcome == "refused":
-        met = (code == EXIT_INPUT_ERROR and expect.message.lower() in error_line.lower()
-               and seconds <= MAX_REFUSAL_S)
+        met = (code == EXIT_INPUT_ERROR and re.search(expect.message, error_line) is not None
+               and (seconds <= MAX_REFUSAL_S or not expect.before_model))
     elif expect.outcome == "no_category":
         met = code in (0, EXIT_NOT_MEASURABLE, EXIT_INPUT_ERROR) and not categories
     else:
@@ -167,8 +168,8 @@ def summarize_rows(rows: list[CaseResult]) -> dict[str, Any]:
         "tracebacks": sum(r.traceback for r in rows),
         "inputs_changed": sum(bool(r.inputs_changed) for r in rows),
         "mixed_outputs": sum(bool(r.mixed_outputs) for r in rows),
-        "slowest_refusal_s": max([r.seconds for r in rows if CASES[r.name].expect.outcome == "refused"],
-                                 default=0.0),
+        "slowest_refusal_s": max([r.seconds for r in rows if CASES[r.name].expect.outcome == "refused"
+                                  and CASES[r.name].expect.before_model], default=0.0),
     }
 
 
