@@ -215,9 +215,8 @@ def measure(
     source = tissue_rois.muscle_source(rois["muscle_roi"], labels) if "muscle_roi" in rois else None
     if source is not None:
         cal["muscle_roi_source"] = source
-        if source != "psoas":
-            flags.append(qc.flag("muscle_not_psoas", "info",
-                                 f"muscle reference is {source} muscle, not psoas (psoas absent or too small here)"))
+    flags += qc.muscle_reference_flags(source, cal.get("method"))
+    flags += qc.slice_thickness_flags(ct, radius_mm)
     flags += qc.calibration_flags(cal, thickness)
     flags += qc.line_tissue_flags(cal)
     flags += qc.contrast_flags(ct, labels)

@@ -58,6 +58,47 @@ EXCLUDING_CODES = frozenset({"roi_empty", "roi_too_small", "height_loss", "trabe
 # (validity.spine_blockers; the per-level numbers stay in results.json for review).
 SUMMARY_BLOCKING_CODES: frozenset[str] = frozenset()
 
+# Slice thickness and spacing. Measured with ``obmd bench thickness --seeds 3000 3001 3002 3003 3004
+# --thickness-mm 1 2 3 4 5 6 8 10 --modes contiguous overlap gap --real-ct ../shared/data/totalseg-example/ct.nii.gz
+# --real-seg ../shared/data/totalseg-example/ct_seg_total.nii.gz``: 1 mm digital patients thickened by a boxcar
+# (a thick slice is the mean of the thin ones it covers), labels by majority; L1-L2 vBMD thick minus thin of
+# the same scan, mean over 5 patients x 3 slab positions (mg/cm3); the summary's stated SD is 7.3-8.4. Two effects:
+# 1. Slices farther apart than the cortex-removal radius (3.2 mm with given labels, 5.7 with the model's): a
+#    voxel one slice inside the body lies a whole spacing from outside, so the erosion keeps the body's
+#    outermost slice, which holds the endplate: contiguous 4 / 5 / 6 / 8 / 10 mm +33.5 / +32.0 / +30.6 / +28.8
+#    / +27.4 (single scans +20 to +50, or ~0 when a slab straddling the endplate is labelled disc); 1 mm slices
+#    4-10 mm apart +28 to +40; the shared real CT (3 mm) made 6 mm +10.5 / +14.1 and 9 mm +7.9 to +13.2. With
+#    ``--erosion-radius-mm 5.7 --thickness-mm 1 3 4 5 6 8``: 4 and 5 mm +1.1 / +1.2, 6 and 8 mm +29.3 / +27.7.
+# 2. Spacing within the radius: the outermost kept slice reaches towards the endplate by half its thickness:
+#    3 mm +1.2 to +1.7; 4 mm +7.7 (2 mm apart) / +2.1 (3 mm apart), 5 mm +11.4 / +2.7, 6 mm +15.9 / +7.9, 8 mm
+#    +21.1 / +15.4, 10 mm +23.8 / +20.4: least squares +1.8 + 3.0 per mm above 3 mm (used: +1 + 3 per mm; it
+#    overstates thick slices spaced more than 2 mm apart and the model labels' wider erosion).
+# Mid-vertebral ROIs do not depend on the thickness (Bae et al., Am J Vet Res 2014;75:642: the same BMD from
+# 2.4, 4.8 and 9.6 mm slices); single-slice QCT used ~10 mm slices placed between the endplates. So: up to
+# 3 mm nothing; above, a warning with the expected bias; withheld (summary category) where the expected bias
+# exceeds the stated SD: thicker than 5 mm (+1 + 3 x 2 = +7 at 5 mm, about the SD), or slices farther apart
+# than the erosion radius (+31).
+SLICE_THICKNESS_WARN_MM = 3.0
+SLICE_THICKNESS_WITHHOLD_MM = 5.0
+THICK_SLICE_BIAS_AT_WARN_MG_CM3 = 1.0  # expected bias at SLICE_THICKNESS_WARN_MM (measured, above)
+THICK_SLICE_BIAS_PER_MM_MG_CM3 = 3.0  # expected bias per mm of thickness above it (least squares, above)
+ENDPLATE_SLICE_BIAS_MG_CM3 = 31.0  # spacing beyond the erosion radius: digital patients' mean, 4-10 mm
+ENDPLATE_SLICE_BIAS_REAL_MG_CM3 = (8.0, 14.0)  # the same on the shared real CT made 6 and 9 mm
+# Paraspinal instead of psoas muscle (no iliopsoas label at the measured levels). Measured (``obmd bench
+# muscle-substitution --real-ct ../shared/data/totalseg-example/ct.nii.gz --real-seg
+# ../shared/data/totalseg-example/ct_seg_total.nii.gz``: the same labels with and without the iliopsoas; 10
+# digital patients, seeds 3000-3009): muscle-fat +7.2 +- 6.4
+# mg/cm3 (-7.4 to +14.7; their paraspinals hold 1.5 x the psoas fat + 3 %, a modelling assumption), the real CT
+# +19.3 (paraspinal 21 HU vs psoas 36 HU: real paraspinals are fattier); internal-multi, which weights the
+# muscle least, +0.3 +- 0.3 (real CT +1.2). The stated SD is ~7 mg/cm3: the real CT's bias is ~3 SD, the
+# digital patients' about 1 SD, so the muscle-fat category is withheld. The stated figure is the real CT's
+# (real anatomy; the digital patients' paraspinal fat is assumed, not measured).
+PARASPINAL_BIAS_MG_CM3 = {"muscle-fat": 19.0, "internal-multi": 1.0}
+PARASPINAL_BIAS_PHANTOM_MG_CM3 = {"muscle-fat": (7.0, -7.0, 15.0), "internal-multi": (0.3, -0.4, 0.6)}  # mean, min, max
+# Scan-level codes that withhold the spine summary's category (the value is still reported): their
+# expected bias exceeds the summary's stated SD (measurements above).
+SUMMARY_BLOCKING_CODES = frozenset({"slice_too_thick", "muscle_not_psoas"})
+
 
 def flag(code: str, severity: str, message: str) -> dict[str, str]:
     assert severity in ("info", "warning", "error")
@@ -230,3 +271,63 @@ def metal_flags(near: list[str] | None) -> list[dict[str, str]]:
                      f"metal (> {METAL_HU:.0f} HU) within {METAL_NEAR_MM:.0f} mm of the ROI of {', '.join(near)}: "
                      "streak artefacts may bias HU; these levels are left out of the summary")]
     return [flag("metal_in_scan", "info", f"metal (> {METAL_HU:.0f} HU) in the scan, away from the spine ROIs")]
+
+
+def slice_thickness_mm(ct: Volume) -> float:
+    """The CT's slice thickness: DICOM SliceThickness (metadata ``slice_thickness_mm``) when known and
+    positive, else the slice spacing."""
+    try:
+        value = float(ct.metadata.get("slice_thickness_mm"))
+    except (TypeError, ValueError):
+        value = 0.0
+    return value if np.isfinite(value) and value > 0 else float(ct.spacing_mm[0])
+
+
+def _with_bias(item: dict[str, str], bias_mg_cm3: float) -> dict[str, Any]:
+    return {**item, "expected_bias_mg_cm3": round(float(bias_mg_cm3), 1)}
+
+
+def slice_thickness_flags(ct: Volume, erosion_radius_mm: float) -> list[dict[str, Any]]:
+    """Thick or widely spaced slices bias vBMD upward (endplate partial volume; measurements at
+    :data:`SLICE_THICKNESS_WARN_MM`). ``erosion_radius_mm``: the cortex removal used for the ROIs."""
+    thickness, spacing = slice_thickness_mm(ct), float(ct.spacing_mm[0])
+    what = f"slices {thickness:g} mm thick, {spacing:g} mm apart"
+    if spacing > erosion_radius_mm + 1e-6:
+        low, high = ENDPLATE_SLICE_BIAS_REAL_MG_CM3
+        return [_with_bias(flag("slice_too_thick", "warning",
+                                f"{what}: farther apart than the {erosion_radius_mm:.1f} mm cortex removal, so the "
+                                "ROI keeps the slice holding the endplate; expected vBMD bias "
+                                f"+{ENDPLATE_SLICE_BIAS_MG_CM3:.0f} mg/cm3 (digital patients; +{low:.0f} to "
+                                f"+{high:.0f} on a real CT), above the stated SD: category withheld; use slices "
+                                "<= 3 mm"),
+                           ENDPLATE_SLICE_BIAS_MG_CM3)]
+    if thickness <= SLICE_THICKNESS_WARN_MM + 1e-6:
+        return []
+    bias = THICK_SLICE_BIAS_AT_WARN_MG_CM3 + THICK_SLICE_BIAS_PER_MM_MG_CM3 * (thickness - SLICE_THICKNESS_WARN_MM)
+    if thickness > SLICE_THICKNESS_WITHHOLD_MM + 1e-6:
+        return [_with_bias(flag("slice_too_thick", "warning",
+                                f"{what}: endplate partial volume; expected vBMD bias +{bias:.0f} mg/cm3, above the "
+                                "stated SD: category withheld; use slices <= 3 mm"), bias)]
+    return [_with_bias(flag("slice_thick", "warning",
+                            f"{what}: endplate partial volume; expected vBMD bias +{bias:.0f} mg/cm3 "
+                            "(slices <= 3 mm: about +1)"), bias)]
+
+
+def muscle_reference_flags(source: str | None, method: str | None) -> list[dict[str, Any]]:
+    """The muscle ROI is not psoas (``source`` from :func:`rois.muscle_source`): a warning stating the
+    expected bias, blocking the category for ``muscle-fat`` (see :data:`PARASPINAL_BIAS_MG_CM3`)."""
+    if source is None or source == "psoas":
+        return []
+    what = f"muscle reference is {source} muscle, not psoas (psoas absent or too small here)"
+    if method not in PARASPINAL_BIAS_MG_CM3:
+        return [flag("muscle_not_psoas_unused", "info", f"{what}; the {method} calibration does not use it")]
+    bias = PARASPINAL_BIAS_MG_CM3[method]
+    mean, low, high = PARASPINAL_BIAS_PHANTOM_MG_CM3[method]
+    measured = (f"expected vBMD bias {bias:+.0f} mg/cm3 (measured with paraspinal muscle: a real CT; digital "
+                f"patients {mean:+.0f}, {low:+.0f} to {high:+.0f})")
+    if method == "muscle-fat":
+        return [_with_bias(flag("muscle_not_psoas", "warning",
+                                f"{what}: it holds more fat than the psoas the line assumes; {measured}, above the "
+                                "stated SD: category withheld"), bias)]
+    return [_with_bias(flag("muscle_not_psoas_weighted", "info",
+                            f"{what}; {method} weights the muscle least: {measured}"), bias)]
