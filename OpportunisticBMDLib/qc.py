@@ -95,8 +95,9 @@ ENDPLATE_SLICE_BIAS_REAL_MG_CM3 = (8.0, 14.0)  # the same on the shared real CT 
 # (real anatomy; the digital patients' paraspinal fat is assumed, not measured).
 PARASPINAL_BIAS_MG_CM3 = {"muscle-fat": 19.0, "internal-multi": 1.0}
 PARASPINAL_BIAS_PHANTOM_MG_CM3 = {"muscle-fat": (7.0, -7.0, 15.0), "internal-multi": (0.3, -0.4, 0.6)}  # mean, min, max
-# Scan-level codes that withhold the spine summary's category (the value is still reported): their
-# expected bias exceeds the summary's stated SD (measurements above).
+# Scan-level codes that withhold the spine summary's vBMD and ACR category (validity.spine_blockers; the
+# per-level numbers stay in results.json for review): their expected bias exceeds the summary's stated SD
+# (measurements above).
 SUMMARY_BLOCKING_CODES = frozenset({"slice_too_thick", "muscle_not_psoas"})
 
 
