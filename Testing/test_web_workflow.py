@@ -69,7 +69,7 @@ def test_edit_is_noticed_only_when_voxels_change_then_recompute(app) -> None:
     slicer.util.updateSegmentBinaryLabelmapFromArray(kept.astype(np.uint8), seg, "muscle_roi", case.volume_node)
     assert workflow.check_edit("muscle_roi")
     assert state.obmd_stale and state.obmd_edited == ["muscle_roi"] and bridge.is_edited(seg, "muscle_roi")
-    app.recompute()
+    asyncio.run(app.recompute())
     assert not state.obmd_stale and state.obmd_error == ""
     muscle_after = _calibration(state)["muscle_hu"]
     expected = float(case.ct.array[bridge.node_array_to_ours(kept, case.volume_node)].mean())
@@ -80,10 +80,10 @@ def test_edit_is_noticed_only_when_voxels_change_then_recompute(app) -> None:
 def test_calibration_selector_recomputes(app) -> None:
     state = app.state
     summary_muscle_fat = state.obmd_view["summary"]["vbmd_mg_cm3"]
-    app.set_calibration("internal-multi")
+    asyncio.run(app.set_calibration("internal-multi"))
     assert _calibration(state)["method"] == "internal-multi" and state.obmd_error == ""
     assert state.obmd_view["summary"]["vbmd_mg_cm3"] != pytest.approx(summary_muscle_fat)
-    app.set_calibration("muscle-fat")
+    asyncio.run(app.set_calibration("muscle-fat"))
     assert state.obmd_view["summary"]["vbmd_mg_cm3"] == pytest.approx(summary_muscle_fat)
 
 
@@ -99,7 +99,7 @@ def test_composition_fields_recompute(app) -> None:
         return hip["neck"]["abmd_g_cm2"]
 
     neck_typical = right_neck()
-    app.set_composition("", "75")
+    asyncio.run(app.set_composition("", "75"))
     given = _calibration(state)
     assert given["marrow_fat_fraction"] == pytest.approx(0.75) and state.obmd_error == ""
     # fattier marrow than assumed: the same HU is more mineral (QCT's fat error, now corrected for)
@@ -107,9 +107,9 @@ def test_composition_fields_recompute(app) -> None:
     # the hip is redone with the new calibration (not the last Analyze's numbers with a stale note)
     assert right_neck() > neck_typical
     assert "hip_not_recomputed" not in {q["code"] for q in app.workflow.case.outputs.result.results["qc"]}
-    app.set_composition("120", "")  # refused with the reason, nothing changed
+    asyncio.run(app.set_composition("120", ""))  # refused with the reason, nothing changed
     assert "Psoas fat '120'" in state.obmd_error and _calibration(state)["marrow_fat_fraction"] == pytest.approx(0.75)
-    app.set_composition("", "")
+    asyncio.run(app.set_composition("", ""))
     assert _calibration(state)["marrow_fat_fraction"] == pytest.approx(typical["marrow_fat_fraction"])
     assert state.obmd_view["summary"]["vbmd_mg_cm3"] == pytest.approx(summary_typical)
     assert right_neck() == pytest.approx(neck_typical)
@@ -118,7 +118,7 @@ def test_composition_fields_recompute(app) -> None:
 def test_save_report_and_export(app) -> None:
     import json
 
-    report = app.workflow.save_report()
+    report = asyncio.run(app.workflow.save_report())
     saved = json.loads((report / "results.json").read_text())
     assert saved["spine"]["summary"]["vbmd_mg_cm3"] == pytest.approx(app.state.obmd_view["summary"]["vbmd_mg_cm3"])
     files = app.workflow.export_training_case()
