@@ -21,6 +21,7 @@ from web_harness import ARTIFACTS, REPO, browser_page, chromium_or_skip, free_po
 
 from OpportunisticBMDLib.commands.web import exposure_warning
 from OpportunisticBMDLib.web.origin import is_loopback, origin_allowed
+from OpportunisticBMDLib.web.results_view import results_view
 
 SHOTS = ARTIFACTS / "safety"
 ANALYZE_TIMEOUT_MS = 240_000
@@ -248,6 +249,25 @@ def test_category_chip_and_calibration_methods(web) -> None:
     _pick_method(page, "muscle-fat")
     assert chip.inner_text().strip() == category
 
+    # results with the scan status (the pipeline's contract): shown as the page would get them from Analyze
+    contract = {"status": "not_measurable",
+                "status_reasons": [{"code": "roi_too_small", "message": "T12: trabecular ROI 0.35 cm³"}],
+                "spine": {"levels": {"T12": {"vbmd_mg_cm3": 160.0, "roi_volume_mm3": 350.0, "valid": False,
+                                             "invalid_reasons": ["roi_too_small"]}},
+                          "summary": {"vbmd_mg_cm3": 160.0, "levels_used": [], "category": None}}}
+    shown = page.evaluate("(v) => { const old = window.trame.state.get('obmd_view');"
+                          " window.trame.state.set('obmd_view', v); return old; }", results_view(contract))
+    status = page.locator('[data-testid="status"]')
+    status.wait_for(state="visible")
+    assert status.get_attribute("data-status") == "not_measurable"
+    assert "not measurable" in status.inner_text() and "T12: trabecular ROI 0.35 cm³" in status.inner_text()
+    assert chip.inner_text().strip() == "not measurable" and chip.get_attribute("data-known") == "false"
+    assert "T12 (not in summary: roi_too_small)" in page.locator('[data-testid="level-row"]').first.inner_text()
+    page.locator('[data-testid="summary"]').screenshot(path=SHOTS / "03-status-not-measurable.png")
+    page.evaluate("(v) => window.trame.state.set('obmd_view', v)", shown)
+    page.wait_for_function("(c) => document.querySelector('[data-testid=category]').innerText.trim() === c",
+                           arg=category)
+
 
 @pytest.mark.browser
 @pytest.mark.slow
@@ -291,7 +311,7 @@ def test_delete_asks_marks_edited_keeps_hip_qc_and_undo_clears(web) -> None:
     assert hip_codes <= {q["code"] for q in report["json"]["qc"]}
     assert hip_codes <= set(report["csv"]["qc_codes"].split(";"))
     assert any(k.startswith("hip_") and k.endswith("_t_score") for k in report["csv"])
-    page.screenshot(path=SHOTS / "03-deleted-recomputed.png")
+    page.screenshot(path=SHOTS / "04-deleted-recomputed.png")
 
     page.locator("button:has(.mdi-undo)").first.click()  # the segment editor's Undo: L4 is back
     page.locator('[data-testid="edit-trabecular_L4"]').wait_for(state="visible", timeout=10_000)

@@ -124,3 +124,26 @@ def test_save_report_and_export(app) -> None:
     files = app.workflow.export_training_case()
     data = json.loads(files["dataset_json"].read_text())
     assert files["image"].exists() and files["label"].exists() and data["numTraining"] == 1
+
+
+def test_delete_is_asked_marks_edited_and_undo_clears(app) -> None:
+    """The trash icon only asks; a confirmed delete marks the segment edited (deleted) and the numbers out of
+    date; the editor's Undo back to what Analyze wrote clears both the mark and the segment's edited tag."""
+    from OpportunisticBMDLib import mrml_bridge as bridge
+
+    state, workflow = app.state, app.workflow
+    seg = workflow.case.outputs.roi_segmentation_node
+    edited_before = list(state.obmd_edited)
+    app.ask_delete_segment("trabecular_L3")
+    assert state.obmd_confirm_delete["id"] == "trabecular_L3" and seg.GetSegmentation().GetSegment("trabecular_L3")
+    workflow.cancel_delete_segment()
+    assert state.obmd_confirm_delete is None and seg.GetSegmentation().GetSegment("trabecular_L3") is not None
+    app.ask_delete_segment("trabecular_L3")
+    app.confirm_delete_segment()
+    assert seg.GetSegmentation().GetSegment("trabecular_L3") is None
+    assert "trabecular_L3" in state.obmd_edited and state.obmd_deleted == ["trabecular_L3"] and state.obmd_stale
+    app.editor_logic._undo_stack.undo()  # what the editor's Undo button does
+    workflow.refresh_edits()
+    assert seg.GetSegmentation().GetSegment("trabecular_L3") is not None
+    assert state.obmd_edited == edited_before and state.obmd_deleted == [] and not state.obmd_stale
+    assert not bridge.is_edited(seg, "trabecular_L3")

@@ -177,6 +177,8 @@ class WorkflowUI:
             VCardTitle("Spine summary (levels {{ obmd_view.summary.levels }})", classes="text-subtitle-1")
             with VCardText(classes="d-flex align-center flex-wrap pb-1"):
                 html.Span("{{ obmd_view.summary.vbmd }}", classes="obmd-big mr-2",
+                          # a number the results call not measurable must not read as a finding
+                          style=("obmd_view.status.status === 'not_measurable' ? 'opacity: 0.45' : ''",),
                           raw_attrs=[*_testid("summary-vbmd"), ':data-value="obmd_view.summary.vbmd_mg_cm3"'])
                 html.Span("{{ obmd_view.summary.sd }}", classes="mr-3",
                           style=("obmd_view.summary.sd_mg_cm3 === null ? 'opacity: 0.7; font-size: 12px' : "
@@ -186,7 +188,9 @@ class WorkflowUI:
                       variant=("obmd_view.summary.category_known ? 'flat' : 'outlined'",),
                       prepend_icon=("obmd_view.summary.category_known ? undefined : 'mdi-help-circle-outline'",),
                       raw_attrs=[*_testid("category"), ':data-known="obmd_view.summary.category_known"'])
-            with html.Ul(v_if=("obmd_view.summary.category_reasons.length",), classes="text-caption ml-8 mb-1",
+            # the reasons, unless the status below already lists them
+            with html.Ul(v_if=("obmd_view.summary.category_reasons.length && !obmd_view.status.reasons.length",),
+                         classes="text-caption ml-8 mb-1",
                          raw_attrs=_testid("category-reasons")):
                 html.Li("{{ reason }}", v_for="(reason, i) in obmd_view.summary.category_reasons", key="i")
             VCardText("{{ obmd_view.summary.note }}", classes="text-caption pt-0")
