@@ -41,6 +41,33 @@ class AnalysisOutputs:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class RecomputeJob:
+    """What :meth:`BMDLogic.prepare_recompute` read from the scene; :meth:`measure` touches no MRML object
+    (numpy only), so it may run in a worker thread."""
+
+    ct: Volume
+    rois: dict[str, np.ndarray]
+    labels: Volume | None
+    options: Any
+    previous: dict | None  # the results the table held (the last Analyze or Recompute)
+    recompute_hip: bool | None
+    volume_node: Any
+    table_node: Any
+    roi_segmentation_node: Any
+    labels_segmentation_node: Any
+    hip_recomputed: bool = False
+
+    def measure(self) -> Any:
+        """``pipeline.measure`` on the ROIs, then the hip (redone or carried over with its QC)."""
+        from . import pipeline
+
+        result = pipeline.measure(self.ct, self.rois, self.options, labels=self.labels)
+        self.hip_recomputed = _hip_after_measure(result, self.previous, self.ct, self.options,
+                                                 recompute=self.recompute_hip)
+        return result
+
+
 def make_options(options: Any) -> Any:
     """``pipeline.AnalysisOptions`` from None (defaults), a dict of its fields, or itself."""
     from .pipeline import AnalysisOptions
@@ -185,10 +212,31 @@ class BMDLogic:
         """Measure again from the ROI segments as they are now (user edits included), without models.
         The hip (seconds) is redone when the calibration line changed (an edited muscle or fat ROI, another
         method or composition) or with ``recompute_hip=True``; ``False`` keeps the last Analyze's hip
-        results, with a QC note when the calibration has changed since.
+        results (with their QC flags), with a QC note when the calibration has changed since.
 
         With ``rederive_rois`` the ROIs are derived again from the (possibly edited) label
-        segmentation first; segments tagged edited are still kept unless ``overwrite_edited``."""
+        segmentation first; segments tagged edited are still kept unless ``overwrite_edited``.
+
+        Three steps, so that a caller with an event loop (the browser app) can run the middle one, the
+        slow and MRML-free one, in a worker thread: :meth:`prepare_recompute`, :meth:`RecomputeJob.measure`,
+        :meth:`finish_recompute`."""
+        job = self.prepare_recompute(volume_node, roi_segmentation_node, labels_segmentation_node, options,
+                                     table_node, rederive_rois, overwrite_edited, recompute_hip)
+        return self.finish_recompute(job, job.measure())
+
+    def prepare_recompute(
+        self,
+        volume_node: Any,
+        roi_segmentation_node: Any,
+        labels_segmentation_node: Any = None,
+        options: Any = None,
+        table_node: Any = None,
+        rederive_rois: bool = False,
+        overwrite_edited: bool = False,
+        recompute_hip: bool | None = None,
+    ) -> RecomputeJob:
+        """Recompute's first step (MRML reads, on the scene's thread): the CT, ROIs, labels and the previous
+        results as library objects. Arguments as :meth:`recompute`."""
         from . import pipeline
 
         options = _options(options)
@@ -216,17 +264,26 @@ class BMDLogic:
                 overwrite_edited=overwrite_edited,
             )
         rois, _edited = bridge.read_rois(roi_segmentation_node, volume_node, ct)
-        result = pipeline.measure(ct, rois, options, labels=labels)
-        _hip_after_measure(result, previous, ct, options, recompute=recompute_hip)
-        table_node = bridge.results_to_table(result.results, table_node, name=f"{volume_node.GetName()} BMD results")
+        return RecomputeJob(ct=ct, rois=rois, labels=labels, options=options, previous=previous,
+                            recompute_hip=recompute_hip, volume_node=volume_node, table_node=table_node,
+                            roi_segmentation_node=roi_segmentation_node,
+                            labels_segmentation_node=labels_segmentation_node)
+
+    def finish_recompute(self, job: RecomputeJob, result: Any) -> AnalysisOutputs:
+        """Recompute's last step (MRML writes, on the scene's thread): ``result`` of :meth:`RecomputeJob.measure`
+        into the results tables. ``outputs.extra["hip_recomputed"]`` says whether the hip was measured again."""
+        volume_node = job.volume_node
+        table_node = bridge.results_to_table(result.results, job.table_node,
+                                             name=f"{volume_node.GetName()} BMD results")
         hip_table_node = _find_referencing(volume_node, "vtkMRMLTableNode", kind="hip")
         if result.results.get("hip"):  # else the hip table of the last Analyze stays as it is
             hip_table_node = bridge.hip_results_to_table(
                 result.results, hip_table_node, name=f"{volume_node.GetName()} hip BMD results"
             )
         outputs = AnalysisOutputs(
-            table_node=table_node, hip_table_node=hip_table_node, roi_segmentation_node=roi_segmentation_node,
-            labels_segmentation_node=labels_segmentation_node, result=result, ct=ct,
+            table_node=table_node, hip_table_node=hip_table_node, roi_segmentation_node=job.roi_segmentation_node,
+            labels_segmentation_node=job.labels_segmentation_node, result=result, ct=job.ct,
+            extra={"hip_recomputed": job.hip_recomputed},
         )
         self._link(volume_node, outputs)
         return outputs
@@ -283,10 +340,11 @@ class BMDLogic:
         return {"image": image_path, "label": label_path, "dataset_json": dataset_json}
 
 
-def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: Any, recompute: bool | None) -> None:
+def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: Any, recompute: bool | None) -> bool:
     """``pipeline.measure`` does no hip: redo it (``recompute``; None: when the calibration changed since the
     previous results -- its line or the compositions given, which under a pad move the hip's anchor and
-    not the line -- or there are none) or carry the previous hip results over."""
+    not the line -- or there are none) or carry the previous hip results over, their QC flags with them
+    (a T-score must never lose the warnings that qualify it). True when the hip was measured again."""
     changed = _calibration_inputs(previous or {}) != _calibration_inputs(result.results)
     if recompute is None:
         recompute = not previous or changed
@@ -295,19 +353,21 @@ def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: 
 
         if femur_in_view(result.labels):
             add_hip_results(result, ct, result.labels, options)
-            return
+            return True
     if not previous or not previous.get("hip"):
-        return
+        return False
     result.results["hip"] = previous["hip"]
-    # the hip's own QC travels with its numbers (a kept T-score without its warnings would read as clean)
-    result.results.setdefault("qc", []).extend(
-        q for block in previous["hip"].values() if isinstance(block, dict) for q in block.get("qc") or [])
+    qc = result.results.setdefault("qc", [])
+    for block in previous["hip"].values():  # add_hip_results put each side's flags in the scan's QC list too
+        if isinstance(block, dict):
+            qc.extend(block.get("qc") or [])
     if changed:
-        result.results["qc"].append({
+        qc.append({
             "code": "hip_not_recomputed", "severity": "info",
             "message": "Hip aBMD is from the last Analyze, before the calibration changed: Analyze again to update it.",
         })
     validity.finalize(result.results)
+    return False
 
 
 def _calibration_inputs(results: dict) -> tuple[dict, dict]:

@@ -115,6 +115,9 @@ def test_edit_muscle_roi_then_recompute_changes_vbmd_as_the_formula_says(case):
         kept_results = br.table_to_results(kept.table_node)  # asked not to: kept, and said so
         assert kept_results["hip"] == after["hip"]
         assert "hip_not_recomputed" in {flag["code"] for flag in kept_results["qc"]}
+        # the kept hip keeps its QC flags in the scan's list (a T-score never loses the warnings that qualify it)
+        hip_flags = [flag for block in after["hip"].values() if isinstance(block, dict) for flag in block["qc"]]
+        assert hip_flags and all(flag in kept_results["qc"] for flag in hip_flags) and not kept.extra["hip_recomputed"]
         logic.recompute(ct_node, seg, table_node=outputs.table_node)  # back to muscle-fat for what follows
 
     # Analyze again: the edited segment is kept and the numbers come from it.

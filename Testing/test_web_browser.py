@@ -139,7 +139,8 @@ def test_web_digital_patient_edit_recompute_export(tmp_path: Path) -> None:
             "--dataset", str(dataset)]
     with obmd_web(args, ARTIFACTS / "digital-patient" / "server.log") as url, browser_page(chromium) as page:
         result = _run_edit_recompute_export(page, url, tmp_path, "digital-patient")
-        assert page.locator('[data-testid="case-name"]').inner_text().strip() == "digital-patient-003"
+        # the muscle ROI was erased: the case says it is edited
+        assert page.locator('[data-testid="case-name"]').inner_text().strip() == "digital-patient-003 (edited)"
         # The page's own "new digital patient" button: next seed, results cleared, ready to analyze.
         page.locator('[data-testid="digital-patient"]').click()
         page.wait_for_function(
@@ -147,6 +148,7 @@ def test_web_digital_patient_edit_recompute_export(tmp_path: Path) -> None:
             timeout=120_000,
         )
         assert page.locator('[data-testid="level-row"]').count() == 0
+        assert "(edited)" not in page.locator('[data-testid="case-name"]').inner_text()
         page.wait_for_function("() => !document.querySelector('[data-testid=analyze]').disabled")
     image = sorted((dataset / "imagesTr").glob("*_0000.nii.gz"))[0]
     import SimpleITK as sitk

@@ -69,7 +69,7 @@ def test_edit_is_noticed_only_when_voxels_change_then_recompute(app) -> None:
     slicer.util.updateSegmentBinaryLabelmapFromArray(kept.astype(np.uint8), seg, "muscle_roi", case.volume_node)
     assert workflow.check_edit("muscle_roi")
     assert state.obmd_stale and state.obmd_edited == ["muscle_roi"] and bridge.is_edited(seg, "muscle_roi")
-    app.recompute()
+    asyncio.run(app.recompute())
     assert not state.obmd_stale and state.obmd_error == ""
     muscle_after = _calibration(state)["muscle_hu"]
     expected = float(case.ct.array[bridge.node_array_to_ours(kept, case.volume_node)].mean())
@@ -80,10 +80,10 @@ def test_edit_is_noticed_only_when_voxels_change_then_recompute(app) -> None:
 def test_calibration_selector_recomputes(app) -> None:
     state = app.state
     summary_muscle_fat = state.obmd_view["summary"]["vbmd_mg_cm3"]
-    app.set_calibration("internal-multi")
+    asyncio.run(app.set_calibration("internal-multi"))
     assert _calibration(state)["method"] == "internal-multi" and state.obmd_error == ""
     assert state.obmd_view["summary"]["vbmd_mg_cm3"] != pytest.approx(summary_muscle_fat)
-    app.set_calibration("muscle-fat")
+    asyncio.run(app.set_calibration("muscle-fat"))
     assert state.obmd_view["summary"]["vbmd_mg_cm3"] == pytest.approx(summary_muscle_fat)
 
 
@@ -99,7 +99,7 @@ def test_composition_fields_recompute(app) -> None:
         return hip["neck"]["abmd_g_cm2"]
 
     neck_typical = right_neck()
-    app.set_composition("", "75")
+    asyncio.run(app.set_composition("", "75"))
     given = _calibration(state)
     assert given["marrow_fat_fraction"] == pytest.approx(0.75) and state.obmd_error == ""
     # fattier marrow than assumed: the same HU is more mineral (QCT's fat error, now corrected for)
@@ -107,9 +107,9 @@ def test_composition_fields_recompute(app) -> None:
     # the hip is redone with the new calibration (not the last Analyze's numbers with a stale note)
     assert right_neck() > neck_typical
     assert "hip_not_recomputed" not in {q["code"] for q in app.workflow.case.outputs.result.results["qc"]}
-    app.set_composition("120", "")  # refused with the reason, nothing changed
+    asyncio.run(app.set_composition("120", ""))  # refused with the reason, nothing changed
     assert "Psoas fat '120'" in state.obmd_error and _calibration(state)["marrow_fat_fraction"] == pytest.approx(0.75)
-    app.set_composition("", "")
+    asyncio.run(app.set_composition("", ""))
     assert _calibration(state)["marrow_fat_fraction"] == pytest.approx(typical["marrow_fat_fraction"])
     assert state.obmd_view["summary"]["vbmd_mg_cm3"] == pytest.approx(summary_typical)
     assert right_neck() == pytest.approx(neck_typical)
@@ -118,9 +118,32 @@ def test_composition_fields_recompute(app) -> None:
 def test_save_report_and_export(app) -> None:
     import json
 
-    report = app.workflow.save_report()
+    report = asyncio.run(app.workflow.save_report())
     saved = json.loads((report / "results.json").read_text())
     assert saved["spine"]["summary"]["vbmd_mg_cm3"] == pytest.approx(app.state.obmd_view["summary"]["vbmd_mg_cm3"])
     files = app.workflow.export_training_case()
     data = json.loads(files["dataset_json"].read_text())
     assert files["image"].exists() and files["label"].exists() and data["numTraining"] == 1
+
+
+def test_delete_is_asked_marks_edited_and_undo_clears(app) -> None:
+    """The trash icon only asks; a confirmed delete marks the segment edited (deleted) and the numbers out of
+    date; the editor's Undo back to what Analyze wrote clears both the mark and the segment's edited tag."""
+    from OpportunisticBMDLib import mrml_bridge as bridge
+
+    state, workflow = app.state, app.workflow
+    seg = workflow.case.outputs.roi_segmentation_node
+    edited_before = list(state.obmd_edited)
+    app.ask_delete_segment("trabecular_L3")
+    assert state.obmd_confirm_delete["id"] == "trabecular_L3" and seg.GetSegmentation().GetSegment("trabecular_L3")
+    workflow.cancel_delete_segment()
+    assert state.obmd_confirm_delete is None and seg.GetSegmentation().GetSegment("trabecular_L3") is not None
+    app.ask_delete_segment("trabecular_L3")
+    app.confirm_delete_segment()
+    assert seg.GetSegmentation().GetSegment("trabecular_L3") is None
+    assert "trabecular_L3" in state.obmd_edited and state.obmd_deleted == ["trabecular_L3"] and state.obmd_stale
+    app.editor_logic._undo_stack.undo()  # what the editor's Undo button does
+    workflow.refresh_edits()
+    assert seg.GetSegmentation().GetSegment("trabecular_L3") is not None
+    assert state.obmd_edited == edited_before and state.obmd_deleted == [] and not state.obmd_stale
+    assert not bridge.is_edited(seg, "trabecular_L3")

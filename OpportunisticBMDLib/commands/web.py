@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--phantom-spacing", type=float, default=None,
                         help="digital patient voxel size in mm (default: the generator's)")
     parser.add_argument("--port", type=int, default=8080, help="port (0: any free port; default 8080)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1); the app has "
+                        "no authentication: any other host exposes the patient's images to the network")
     parser.add_argument("--out", default="obmd-web-out", help="folder for saved reports (default ./obmd-web-out)")
     parser.add_argument("--dataset", help="nnU-Net v2 raw dataset folder for exported training cases "
                         "(default OUT/nnUNet_raw/Dataset901_OBMD)")
@@ -33,7 +34,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def exposure_warning(host: str) -> str | None:
+    """The warning printed when the app is served beyond this machine (any non-loopback ``--host``)."""
+    from ..web.origin import is_loopback
+
+    if is_loopback(host):
+        return None
+    bar = "!" * 78
+    return (f"{bar}\n"
+            f"!! WARNING: obmd web is listening on {host}, not only on this machine (127.0.0.1).\n"
+            "!! The app has NO AUTHENTICATION: anyone who can reach this port on the network can open it,\n"
+            "!! read the patient's images and results, and run analyses. Use it only on a trusted network,\n"
+            "!! or keep the default --host 127.0.0.1 and reach it through an SSH tunnel.\n"
+            f"{bar}")
+
+
 def run(args: argparse.Namespace) -> int:
+    warning = exposure_warning(args.host)
+    if warning:  # first, before the (slow) loading: nobody misses it
+        print(warning, file=sys.stderr, flush=True)
     from ..web.offscreen import configure_offscreen_rendering
 
     configure_offscreen_rendering()  # before vtk is imported
@@ -54,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.analyze if args.analyze is not None else not args.ct:
         server.controller.on_server_ready.add(lambda **_: server.state.flush() or _schedule(app.workflow.analyze))
     print(f"obmd web: serving {name} on http://{args.host}:{args.port}/", flush=True)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     # trame reads sys.argv itself: give it only what we decided (no browser opening, our host/port).
     sys.argv = [sys.argv[0], "--server"]
     server.start(port=args.port, host=args.host, open_browser=False, show_connection_info=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from trame_slicer.app.ui import ViewerLayoutState
 from trame_slicer.core import SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
+from .origin import install_origin_check
 from .ui import WorkflowUI
 from .workflow import LoadedCase, Workflow, bind_scene_globals
 
@@ -34,6 +36,7 @@ class OBMDWebApp(TrameApp):
         self._anatomy_3d: Any = None
         self.phantom_spacing_mm = phantom_spacing_mm
         self.server.enable_module(trame_slicer_module)
+        self.server.controller.on_server_bind.add(install_origin_check)  # /ws: this app's own pages only
         self.state.trame__title = "OpportunisticBMD"
         self.slicer_app = SlicerApp()
         bind_scene_globals(self.slicer_app)
@@ -51,26 +54,52 @@ class OBMDWebApp(TrameApp):
             self.server,
             self.layout_logic.layout_manager,
             actions={
-                "analyze": self.workflow.analyze,
-                "recompute": self.recompute,
-                "save_report": self.workflow.save_report,
+                "analyze": self.in_background(self.workflow.analyze),
+                "cancel_analysis": self.workflow.cancel_analysis,
+                "recompute": self.in_background(self.recompute),
+                "save_report": self.in_background(self.workflow.save_report),
                 "export": self.workflow.export_training_case,
                 "edit_segment": self.edit_segment,
                 "toggle_editor": self.toggle_editor,
                 "window": self.set_window,
-                "digital_patient": self.new_digital_patient,
-                "calibration": self.set_calibration,
-                "composition": self.set_composition,
+                "digital_patient": self.in_background(self.new_digital_patient),
+                "calibration": self.in_background(self.set_calibration),
+                "composition": self.in_background(self.set_composition),
+                "confirm_delete": self.confirm_delete_segment,
+                "cancel_delete": self.workflow.cancel_delete_segment,
             },
         )
         self.editor_logic.set_ui(self.ui.segment_editor_ui)
+        # the editor's trash icon deletes at once: ask first (the removal itself stays the editor's, undoable)
+        delete_clicked = self.ui.segment_editor_ui.delete_segment_clicked
+        delete_clicked.disconnect(self.editor_logic._on_delete_segment_clicked)
+        delete_clicked.connect(self.ask_delete_segment)
         self.layout_logic.set_ui(self.ui.layout_button)
         self.load_logic.set_ui(self.ui.load_volume_ui)
         self.load_logic.volume_loaded.connect(self.workflow.use_volume_node)
         self._edit_check: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_segmentation_modified)
 
     # ------------------------------------------------------------------------------------------
+    def in_background(self, coroutine_function: Callable[..., Awaitable[Any]]) -> Callable[..., None]:
+        """A page action that starts ``coroutine_function`` as a task and returns at once: wslink waits for an
+        awaited action before reading the page's next message, so Cancel, the views and the editor would
+        freeze until an Analyze or Recompute ended."""
+
+        async def run(*args: Any, **kwargs: Any) -> None:
+            try:
+                await coroutine_function(*args, **kwargs)
+            finally:
+                self.state.flush()  # outside the trigger's own `with state`: send what changed
+
+        def start(*args: Any, **kwargs: Any) -> None:
+            task = asyncio.get_running_loop().create_task(run(*args, **kwargs))
+            self._tasks.add(task)  # the loop keeps weak references only
+            task.add_done_callback(self._tasks.discard)
+
+        return start
+
     def show_case(self, case: LoadedCase) -> None:
         """Show the CT and whatever the analysis made (segments in 2D and 3D, keypoints)."""
         display = self.slicer_app.display_manager
@@ -151,12 +180,12 @@ class OBMDWebApp(TrameApp):
         self._phantom_seed += 1
         await self.workflow.load_digital_patient(self._phantom_seed, self.phantom_spacing_mm)
 
-    def set_calibration(self, method: str) -> None:
-        self.workflow.set_calibration(method)
+    async def set_calibration(self, method: str) -> None:
+        await self.workflow.set_calibration(method)
         self.state.flush()
 
-    def set_composition(self, psoas_fat_percent=None, marrow_fat_percent=None) -> None:
-        self.workflow.set_composition(psoas_fat_percent, marrow_fat_percent)
+    async def set_composition(self, psoas_fat_percent=None, marrow_fat_percent=None) -> None:
+        await self.workflow.set_composition(psoas_fat_percent, marrow_fat_percent)
         self.state.flush()
 
     def set_window(self, name: str) -> None:
@@ -183,22 +212,30 @@ class OBMDWebApp(TrameApp):
         self.viewer.data.active_tool = "SegmentEditorUI"
         self.centre_views_on(segment_id)
 
+    def ask_delete_segment(self, segment_id: str) -> None:
+        self.workflow.ask_delete_segment(segment_id)
+        self.state.flush()
+
+    def confirm_delete_segment(self) -> None:
+        self.workflow.confirm_delete_segment(self.slicer_app.segmentation_editor.remove_segment)
+        self.state.flush()
+
     def _on_segmentation_modified(self, *_: Any) -> None:
-        """The editor changed the ROI segmentation (fires many times per stroke): check once it settles."""
+        """The editor changed the ROI segmentation (fires many times per stroke; also on delete and undo):
+        compare the segments once it settles."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
         if self._edit_check is not None:
             self._edit_check.cancel()
-        self._edit_check = loop.call_later(0.3, self._check_active_segment)
+        self._edit_check = loop.call_later(0.3, self._refresh_edits)
 
-    def _check_active_segment(self) -> None:
+    def _refresh_edits(self) -> None:
         self._edit_check = None
-        segment_id = self.slicer_app.segmentation_editor.get_active_segment_id()
-        if segment_id and self.workflow.check_edit(segment_id):
+        if self.workflow.refresh_edits():
             self.state.flush()
 
-    def recompute(self) -> None:
-        self.workflow.recompute()
+    async def recompute(self) -> None:
+        await self.workflow.recompute()
         self.state.flush()

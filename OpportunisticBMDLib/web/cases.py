@@ -15,6 +15,29 @@ def case_name(path: Path) -> str:
     return name or "CT"
 
 
+def header_of_file(path: str | Path) -> dict[str, str]:
+    """The CT header fields (:data:`..io.HEADER_KEYS`) of an uploaded image file: a DICOM file's tags (the
+    slice trame-slicer loaded the series from), else the JSON sidecar beside it (``ct.json`` uploaded with
+    ``ct.nii.gz``) -- what ``obmd analyze`` reads from a DICOM folder or a sidecar. Empty when there is none."""
+    import SimpleITK as sitk
+
+    from ..io import DICOM_TAGS, HEADER_KEYS, read_sidecar
+
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.LoadPrivateTagsOff()
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return {}
+    header = {key: reader.GetMetaData(tag).strip() for key, tag in DICOM_TAGS.items()
+              if key in HEADER_KEYS and reader.HasMetaDataKey(tag) and reader.GetMetaData(tag).strip()}
+    if header:
+        return header
+    return {key: value for key, value in read_sidecar(path).items() if key in HEADER_KEYS}
+
+
 def load_ct_case(ct_path: str | Path, labels_path: str | Path | None = None) -> tuple[Volume, Volume | None, str]:
     """A CT (any format :func:`..io.read_ct` reads) and, if given, its label map mapped to our schema."""
     from ..io import read_ct, read_labels

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..validity import category_text
+
 DASH = "–"
 
 # ACR–SPR–SSR Practice Parameter for the Performance of Quantitative CT Bone Densitometry (2018):
@@ -53,10 +55,13 @@ def level_rows(results: dict) -> list[dict[str, Any]]:
     rows = []
     for level, values in levels.items():
         volume_mm3 = _number(values.get("roi_volume_mm3"))
+        reasons = values.get("invalid_reasons") or values.get("exclusion_reasons") or []
         rows.append(
             {
                 "level": level,
                 "used": level in used,
+                "valid": values.get("valid") is not False,  # absent: results older than the validity flag
+                "reasons": ", ".join(str(r) for r in reasons),
                 "vbmd_mg_cm3": _number(values.get("vbmd_mg_cm3")),
                 "hu_mean": _number(values.get("trabecular_hu_mean")),
                 "vbmd": fmt(values.get("vbmd_mg_cm3"), 1),
@@ -69,18 +74,63 @@ def level_rows(results: dict) -> list[dict[str, Any]]:
     return rows
 
 
+# Words for the results' top-level ``status`` (docs/results-contract.md); unknown words are shown as they are.
+STATUS_TITLES = {"complete": "complete", "partial": "partial: some parts could not be measured",
+                 "not_measurable": "not measurable"}
+
+
+def status_view(results: dict) -> dict[str, Any]:
+    """The scan's ``status`` and ``status_reasons`` ([{code, message}]); both may be absent (older results)."""
+    status = results.get("status")
+    reasons = []
+    for item in results.get("status_reasons") or []:
+        if isinstance(item, dict):
+            code = str(item.get("code") or "")
+            reasons.append({"code": code, "message": str(item.get("message") or code)})
+        elif item:
+            reasons.append({"code": "", "message": str(item)})
+    return {"status": None if status in (None, "") else str(status),
+            "title": STATUS_TITLES.get(str(status), str(status)) if status else "", "reasons": reasons}
+
+
 def summary_view(results: dict) -> dict[str, Any]:
+    """The spine summary. A category is shown only when the results give one (``spine.summary.category``
+    non-null: backed by valid levels); otherwise "not measurable" with the reasons the results give."""
     summary = (results.get("spine") or {}).get("summary") or {}
     used = summary.get("levels_used") or []
+    category = summary.get("category")
+    measurable = category not in (None, "")
+    sd = _number(summary.get("vbmd_calibration_sd_mg_cm3"))
+    method = (results.get("calibration") or {}).get("method")
+    if sd is not None:
+        sd_text = f"± {sd:.1f} mg/cm³ (calibration, 1 SD)"
+    elif _number(summary.get("vbmd_mg_cm3")) is not None:
+        sd_text = f"no ± stated by the {method} calibration" if method else "no ± stated"
+    else:
+        sd_text = ""
     return {
         "vbmd_mg_cm3": _number(summary.get("vbmd_mg_cm3")),
-        "vbmd": fmt(summary.get("vbmd_mg_cm3"), 1, "mg/cm³") + (
-            f" (± {summary['vbmd_calibration_sd_mg_cm3']:.1f} calibration, 1 SD)"
-            if _number(summary.get("vbmd_calibration_sd_mg_cm3")) is not None else ""),
+        "vbmd": fmt(summary.get("vbmd_mg_cm3"), 1, "mg/cm³"),
+        "sd_mg_cm3": sd,
+        "sd": sd_text,
         "levels": "–".join([used[0], used[-1]]) if len(used) > 1 else (used[0] if used else DASH),
-        "category": str(summary.get("category") or DASH),
+        "category": category_text(summary),  # the same words as the CLI and Slicer
+        "category_known": measurable,
+        "category_reasons": [] if measurable else _no_category_reasons(results, summary),
         "note": ACR_NOTE,
     }
+
+
+def _no_category_reasons(results: dict, summary: dict) -> list[str]:
+    """Why the summary has no category: the results' own reasons, else what can be read off them."""
+    reasons = [r["message"] for r in status_view(results)["reasons"]]
+    if reasons:
+        return reasons
+    if (results.get("calibration") or {}).get("method") == "hu":
+        return ["HU-only calibration: no vBMD, so no category"]
+    if _number(summary.get("vbmd_mg_cm3")) is None:
+        return ["no vertebral level could be measured"]
+    return ["the results give no category for these levels"]
 
 
 def calibration_rows(results: dict) -> list[dict[str, Any]]:
@@ -93,6 +143,16 @@ def calibration_rows(results: dict) -> list[dict[str, Any]]:
             {"label": label, "key": key, "value": fmt(calibration[key], decimals, unit), "raw": calibration[key]}
         )
     details = calibration.get("details") or {}
+    kvp = _number(calibration.get("kvp", details.get("kvp")))
+    if kvp is not None:  # from the CT's header, or assumed (QC flag kvp_assumed)
+        source = calibration.get("kvp_source", details.get("kvp_source"))
+        rows.append({"label": "Tube voltage", "key": "kvp", "raw": kvp,
+                     "value": f"{kvp:g} kV" + (f" ({source})" if source else "")})
+    options = results.get("options") or {}
+    age, sex = _number(options.get("patient_age")), options.get("patient_sex")
+    rows.append({"label": "Patient age, sex (header or given)", "key": "patient",
+                 "raw": f"{'' if age is None else f'{age:g}'} {sex or ''}".strip(),
+                 "value": f"{DASH if age is None else f'{age:g} y'}, {sex or DASH}"})
     marrow = details.get("marrow_fat") or {}
     if _number(marrow.get("base_fraction")) is not None:  # the compositions assumed (or given): what +- holds
         sd = _number(marrow.get("sd_fraction")) or 0.0
@@ -152,6 +212,7 @@ def results_view(results: dict | None) -> dict[str, Any]:
     return {
         "levels": level_rows(results),
         "summary": summary_view(results),
+        "status": status_view(results),
         "calibration": calibration_rows(results),
         "qc": qc_rows(results),
         "hip": hip_rows(results),

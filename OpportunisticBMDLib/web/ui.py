@@ -13,9 +13,11 @@ from trame.widgets.vuetify3 import (
     VAlert,
     VBtn,
     VCard,
+    VCardActions,
     VCardText,
     VCardTitle,
     VChip,
+    VDialog,
     VDivider,
     VNavigationDrawer,
     VProgressLinear,
@@ -35,10 +37,15 @@ PANEL_CSS = """
 .obmd-excluded { opacity: 0.55; }
 """
 
-# Category -> chip color (ACR wording as results.json gives it; unknown words stay grey).
+# Category -> chip color (ACR wording as results.json gives it; unknown words stay grey). No category in the
+# results (not measurable, HU only): grey, never a colour that reads as a finding.
 CATEGORY_COLOR_JS = (
-    "({'normal': 'green', 'osteopenia': 'orange', 'low bone mass': 'orange', 'osteoporosis': 'red'})"
-    "[String(obmd_view.summary.category).toLowerCase()] || 'grey'"
+    "obmd_view.summary.category_known ? (({'normal': 'green', 'osteopenia': 'orange', 'low bone mass': 'orange', "
+    "'osteoporosis': 'red'})[String(obmd_view.summary.category).toLowerCase()] || 'grey') : 'grey'"
+)
+# results.json "status" -> alert type (absent in results older than the status: no alert)
+STATUS_TYPE_JS = (
+    "({'complete': 'success', 'partial': 'warning', 'not_measurable': 'error'})[obmd_view.status.status] || 'info'"
 )
 
 
@@ -83,11 +90,14 @@ class WorkflowUI:
             with self.layout.appbar:
                 self._action_buttons()
                 with Template(v_slot_extension=True, v_if=("obmd_busy",)):
+                    # Analyze reports its progress; Recompute and a new digital patient only that they run
                     with VProgressLinear(
                         model_value=("obmd_progress",), color="light-blue", height=18, striped=True,
-                        raw_attrs=_testid("progress"),
+                        indeterminate=("obmd_busy_task !== 'analyze'",),
+                        raw_attrs=[*_testid("progress"), ':data-task="obmd_busy_task"'],
                     ):
-                        html.Small("{{ obmd_progress_message }} ({{ Math.round(obmd_progress) }} %)")
+                        html.Small("{{ obmd_progress_message }}{{ obmd_busy_task === 'analyze' ? ' ('"
+                                   " + Math.round(obmd_progress) + ' %)' : '…' }}")
             with self.layout.drawer:
                 active_id = TypedState(server.state, SegmentEditorState).name.segment_list.active_segment_id
                 html.Div(
@@ -115,19 +125,24 @@ class WorkflowUI:
                 SegmentEditorUndoRedoUI(editor_ui=self.segment_editor_ui, v_if=(v.is_drawer_visible,))
             with self.layout.content:
                 layout_manager.initialize_layout_grid(self.layout)
+                self._confirm_delete_dialog()
             with VNavigationDrawer(location="right", permanent=True, width=470, classes="obmd-panel"):
                 self._results_panel()
 
     # ------------------------------------------------------------------------------------------
     def _action_buttons(self) -> None:
         a = self.actions
-        VChip("{{ obmd_case_name }}", v_if=("obmd_case_name",), variant="outlined", classes="mr-4",
-              prepend_icon="mdi-account-box-outline", raw_attrs=_testid("case-name"))
+        VChip("{{ obmd_case_name }}{{ obmd_edited.length ? ' (edited)' : '' }}", v_if=("obmd_case_name",),
+              variant="outlined", classes="mr-4", prepend_icon="mdi-account-box-outline",
+              color=("obmd_edited.length ? 'warning' : undefined",), raw_attrs=_testid("case-name"))
         VBtn("Analyze", click=a["analyze"], color="primary", variant="flat", prepend_icon="mdi-play",
-             disabled=("!obmd_case_name || obmd_busy",), loading=("obmd_busy",), classes="mr-2",
-             raw_attrs=_testid("analyze"))
+             disabled=("!obmd_case_name || obmd_busy || obmd_cancelling",),
+             loading=("obmd_busy_task === 'analyze'",), classes="mr-2", raw_attrs=_testid("analyze"))
+        VBtn("Cancel", click=a["cancel_analysis"], v_if=("obmd_busy_task === 'analyze'",), color="error",
+             variant="tonal", prepend_icon="mdi-stop", classes="mr-2", raw_attrs=_testid("cancel"))
         VBtn("Recompute", click=a["recompute"], prepend_icon="mdi-refresh",
              color=("obmd_stale ? 'warning' : undefined",), variant=("obmd_stale ? 'flat' : 'tonal'",),
+             loading=("obmd_busy_task === 'recompute'",),
              disabled=("!obmd_has_results || obmd_busy",), classes="mr-2", raw_attrs=_testid("recompute"))
         VBtn("Save report", click=a["save_report"], prepend_icon="mdi-content-save", variant="tonal",
              disabled=("!obmd_has_results || obmd_busy",), classes="mr-2", raw_attrs=_testid("save-report"))
@@ -160,12 +175,29 @@ class WorkflowUI:
     def _summary_card(self) -> None:
         with VCard(variant="tonal", classes="mb-2", raw_attrs=_testid("summary")):
             VCardTitle("Spine summary (levels {{ obmd_view.summary.levels }})", classes="text-subtitle-1")
-            with VCardText(classes="d-flex align-center"):
-                html.Span("{{ obmd_view.summary.vbmd }}", classes="obmd-big mr-3",
+            with VCardText(classes="d-flex align-center flex-wrap pb-1"):
+                html.Span("{{ obmd_view.summary.vbmd }}", classes="obmd-big mr-2",
+                          # a number the results call not measurable must not read as a finding
+                          style=("obmd_view.status.status === 'not_measurable' ? 'opacity: 0.45' : ''",),
                           raw_attrs=[*_testid("summary-vbmd"), ':data-value="obmd_view.summary.vbmd_mg_cm3"'])
-                VChip("{{ obmd_view.summary.category }}", color=(CATEGORY_COLOR_JS,), variant="flat",
-                      raw_attrs=_testid("category"))
+                html.Span("{{ obmd_view.summary.sd }}", classes="mr-3",
+                          style=("obmd_view.summary.sd_mg_cm3 === null ? 'opacity: 0.7; font-size: 12px' : "
+                                 "'font-size: 15px; font-weight: 600'",),
+                          raw_attrs=[*_testid("summary-sd"), ':data-value="obmd_view.summary.sd_mg_cm3"'])
+                VChip("{{ obmd_view.summary.category }}", color=(CATEGORY_COLOR_JS,),
+                      variant=("obmd_view.summary.category_known ? 'flat' : 'outlined'",),
+                      prepend_icon=("obmd_view.summary.category_known ? undefined : 'mdi-help-circle-outline'",),
+                      raw_attrs=[*_testid("category"), ':data-known="obmd_view.summary.category_known"'])
+            # the reasons, unless the status below already lists them
+            with html.Ul(v_if=("obmd_view.summary.category_reasons.length && !obmd_view.status.reasons.length",),
+                         classes="text-caption ml-8 mb-1",
+                         raw_attrs=_testid("category-reasons")):
+                html.Li("{{ reason }}", v_for="(reason, i) in obmd_view.summary.category_reasons", key="i")
             VCardText("{{ obmd_view.summary.note }}", classes="text-caption pt-0")
+            VAlert(v_if=("obmd_view.status.status",), type=(STATUS_TYPE_JS,), density="compact", variant="tonal",
+                   classes="mx-2 mb-2", raw_attrs=[*_testid("status"), ':data-status="obmd_view.status.status"'],
+                   text=("'Status: ' + obmd_view.status.title + (obmd_view.status.reasons.length ? ' — ' + "
+                         "obmd_view.status.reasons.map(r => r.message).join('; ') : '')",))
             VChip("out of date: press Recompute", v_if=("obmd_stale",), color="warning", size="small",
                   classes="ml-4 mb-2", prepend_icon="mdi-alert", raw_attrs=_testid("stale"))
 
@@ -190,7 +222,8 @@ class WorkflowUI:
                     raw_attrs=[*_testid("level-row"), ':data-level="row.level"', ':data-vbmd="row.vbmd_mg_cm3"',
                                ':data-hu="row.hu_mean"'],
                 ):
-                    html.Td("{{ row.level }}{{ row.used ? '' : ' (not in summary)' }}")
+                    html.Td("{{ row.level }}{{ row.used ? '' : ' (not in summary' + (row.reasons ? ': ' "
+                            "+ row.reasons : '') + ')' }}")
                     html.Td("{{ row.vbmd }}", classes="obmd-num")
                     html.Td("{{ row.hu }}", classes="obmd-num")
                     html.Td("{{ row.hu_sd }}", classes="obmd-num")
@@ -198,12 +231,17 @@ class WorkflowUI:
 
     def _calibration_table(self) -> None:
         html.Div("Calibration (patient's own tissues)", classes="text-subtitle-2 mt-2")
+        method = "obmd_view.calibration.find(r => r.key === 'method')?.raw"
         VSelect(
-            label="Calibration method", items=("obmd_calibration_methods",),
-            model_value=("obmd_view.calibration.find(r => r.key === 'method')?.raw",),
+            label="Calibration method", items=("obmd_calibration_methods",), item_props=True,
+            model_value=(method,),
             update_modelValue=(self.actions["calibration"], "[$event]"),
             density="compact", hide_details=True, disabled=("obmd_busy",), classes="my-1",
             raw_attrs=_testid("calibration-method"),
+        )
+        html.Div(  # how the chosen method is validated: a category can flip from one method to the next
+            "{{ (obmd_calibration_methods.find(m => m.value === " + method + ") || {subtitle: ''}).subtitle }}",
+            classes="text-caption mb-1", raw_attrs=_testid("calibration-validation"),
         )
         with html.Div(classes="d-flex align-center ga-1 my-1"):
             # the patient's composition when known (water-fat MRI); blank: typical for the age
@@ -230,7 +268,8 @@ class WorkflowUI:
                 with html.Thead(), html.Tr():
                     for title in ("Side", "Region", "aBMD g/cm²", "T-score", "Area cm²"):
                         html.Th(title)
-                with html.Tbody(), html.Tr(v_for="(row, i) in obmd_view.hip", key="i"):
+                with html.Tbody(), html.Tr(v_for="(row, i) in obmd_view.hip", key="i",
+                                           raw_attrs=[*_testid("hip-row"), ':data-t="row.t_score"']):
                     html.Td("{{ row.side }}")
                     html.Td("{{ row.region }}")
                     html.Td("{{ row.abmd }}", classes="obmd-num")
@@ -243,8 +282,21 @@ class WorkflowUI:
             VAlert(
                 v_for="(item, i) in obmd_view.qc", key="i", density="compact", variant="tonal", classes="mb-1",
                 type=("item.severity === 'error' ? 'error' : (item.severity === 'warning' ? 'warning' : 'info')",),
-                text=("item.message",),
+                text=("item.message",), raw_attrs=[':data-code="item.code"'],
             )
+
+    def _confirm_delete_dialog(self) -> None:
+        """Asked before the segment editor's trash icon deletes a ROI (the numbers would lose it)."""
+        a = self.actions
+        with VDialog(model_value=("!!obmd_confirm_delete",), max_width=460, persistent=True), VCard(
+                raw_attrs=_testid("confirm-delete")):
+            VCardTitle("Delete ROI {{ obmd_confirm_delete?.name }}?", classes="text-subtitle-1")
+            VCardText("Its voxels leave the measurement: Recompute then measures without it, and the case is "
+                      "marked edited. Undo in the segment editor brings it back.")
+            with VCardActions():
+                VBtn("Cancel", click=a["cancel_delete"], variant="text", raw_attrs=_testid("delete-cancel"))
+                VBtn("Delete", click=a["confirm_delete"], color="error", variant="flat",
+                     raw_attrs=_testid("delete-confirm"))
 
     def _edit_list(self, a: dict[str, Any]) -> None:
         VDivider(classes="my-2")
@@ -257,6 +309,8 @@ class WorkflowUI:
                 click=(a["edit_segment"], "[item.id]"),
                 raw_attrs=[':data-testid="`edit-${item.id}`"'],
             )
+        html.Div("Deleted since Analyze: {{ obmd_deleted.join(', ') }} (Undo in the segment editor restores)",
+                 v_if=("obmd_deleted.length",), classes="text-caption", raw_attrs=_testid("deleted"))
         html.Div(
             "Saved: {{ obmd_last_report }}", v_if=("obmd_last_report",), classes="text-caption mt-2",
             raw_attrs=_testid("last-report"),

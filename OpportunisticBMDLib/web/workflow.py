@@ -1,12 +1,12 @@
 """The browser app's workflow on trame-slicer's MRML scene, through the module's own Logic.
 
 Every step calls :class:`..slicer_logic.BMDLogic` (the same class desktop Slicer's module wraps) and
-:mod:`..mrml_bridge`; this file only adds what a web page needs: a worker thread for the slow part of
-Analyze (progress polled into the page), state for the page, and view housekeeping (which segmentation
-the segment editor edits, slices centred on a segment).
+:mod:`..mrml_bridge`; this file only adds what a web page needs: worker threads for the slow parts of
+Analyze and Recompute (progress polled into the page, Analyze cancellable), state for the page, edit
+tracking (what differs from the last Analyze and from the last measurement), and view housekeeping.
 
-Threading: VTK/MRML objects are touched on the server's event loop only. The worker thread runs the
-pure-numpy pipeline on a :class:`..volume.Volume` copy; nodes are created once it returns.
+Threading: VTK/MRML objects are touched on the server's event loop only. The worker threads run the
+pure-numpy pipeline on :class:`..volume.Volume` copies; nodes are created or updated once they return.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from .results_view import results_view
 
 # Segments the page offers to edit first (keys of AnalysisResult.rois), in this order.
 EDITABLE_ROI_ORDER = ("muscle_roi", "fat_roi")
+# Seconds between progress reads while a worker runs (the page's bar; also how soon Cancel is answered).
+POLL_S = 0.25
 
 
 @dataclass
@@ -45,20 +47,36 @@ class LoadedCase:
     edited_segments: set[str] = field(default_factory=set)
 
 
+class AnalysisCancelled(Exception):
+    """Raised in the analysis' worker thread at its next progress report after Cancel."""
+
+
 class ProgressBox:
-    """Latest (fraction, message) written by the worker thread, read by the event loop."""
+    """Latest (fraction, message) written by the worker thread, read by the event loop; :meth:`cancel`
+    makes the worker's next report raise :class:`AnalysisCancelled` (the pipeline reports between steps;
+    a step already running, e.g. the models' inference, finishes first)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.fraction, self.message = 0.0, ""
+        self._cancelled = threading.Event()
 
     def __call__(self, fraction: float, message: str = "") -> None:
+        if self._cancelled.is_set():
+            raise AnalysisCancelled
         with self._lock:
             self.fraction, self.message = float(fraction), str(message)
 
     def read(self) -> tuple[float, str]:
         with self._lock:
             return self.fraction, self.message
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
 
 
 def bind_scene_globals(slicer_app: Any) -> None:
@@ -110,8 +128,13 @@ class Workflow:
         self.options = options
         self.logic = BMDLogic()
         self.case: LoadedCase | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obmd-analyze")
-        self._snapshot: dict[str, str] = {}
+        # digital patients and Recompute; an analysis gets a thread of its own (a cancelled one may still
+        # be finishing its current step while the page goes on)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obmd-work")
+        self._analysis: ProgressBox | None = None
+        self._analyzed: dict[str, str] = {}  # segment id -> voxel digest as the last Analyze wrote it
+        self._measured: dict[str, str] = {}  # ... as the numbers on the page were measured from
+        self._digest_cache: dict[str, tuple[Any, str]] = {}
         self.reset_state()
 
     # ----------------------------------------------------------------------------- page state
@@ -119,11 +142,15 @@ class Workflow:
         s = self.state
         s.obmd_case_name = ""
         s.obmd_busy = False
+        s.obmd_busy_task = ""  # "analyze" | "recompute" | "patient" while obmd_busy
+        s.obmd_cancelling = False
         s.obmd_progress = 0.0
         s.obmd_progress_message = ""
         s.obmd_has_results = False
         s.obmd_stale = False
         s.obmd_edited = []
+        s.obmd_deleted = []
+        s.obmd_confirm_delete = None
         s.obmd_view = results_view(None)
         s.obmd_message = "Load a CT, then press Analyze."
         s.obmd_error = ""
@@ -140,12 +167,23 @@ class Workflow:
         self.state.obmd_error = ""
         self.state.obmd_message = text
 
+    def _set_busy(self, task: str, message: str = "") -> None:
+        self.state.obmd_busy = bool(task)
+        self.state.obmd_busy_task = task
+        self.state.obmd_progress, self.state.obmd_progress_message = 0.0, message
+
+    async def _show_busy(self, task: str, message: str) -> None:
+        """Busy state to the page before a step that may hold the event loop (MRML reads and writes)."""
+        self._set_busy(task, message)
+        self.state.flush()
+        await asyncio.sleep(0.05)  # let the websocket carry the state out first
+
     # ----------------------------------------------------------------------------- loading
     def load_volume(self, ct: Volume, name: str, labels: Volume | None = None) -> LoadedCase:
         """Put a CT (and optional label map of our schema on its grid) into a fresh scene."""
-        self._stop_watching_edits()
+        self._forget_edits()
         self.slicer_app.scene.Clear(False)
-        volume_node = bridge.node_from_volume(ct, name=name)
+        volume_node = bridge.node_from_volume(ct, name=name)  # its header (kVp, age, sex) as node attributes
         labels_node = None
         if labels is not None:
             labels_node = bridge.labels_to_segmentation(labels, volume_node, name=f"{name} labels")
@@ -158,10 +196,14 @@ class Workflow:
         return self.case
 
     def use_volume_node(self, volume_node: Any) -> LoadedCase:
-        """A CT the page loaded itself (file upload through trame-slicer's loader)."""
-        self._stop_watching_edits()
-        from .cases import case_name
+        """A CT the page loaded itself (file upload through trame-slicer's loader): its header is read from
+        the uploaded file (DICOM tags, or a JSON sidecar uploaded with it) as ``obmd analyze`` reads it."""
+        self._forget_edits()
+        from .cases import case_name, header_of_file
 
+        storage = volume_node.GetStorageNode()
+        if storage is not None and storage.GetFileName():
+            bridge.set_header_attributes(volume_node, header_of_file(storage.GetFileName()))
         name = case_name(Path(volume_node.GetName()))
         volume_node.SetName(name)
         self.case = LoadedCase(name=name, volume_node=volume_node, ct=bridge.volume_from_node(volume_node))
@@ -177,8 +219,7 @@ class Workflow:
             return
         from .cases import load_phantom_case
 
-        self.state.obmd_busy = True
-        self.state.obmd_progress, self.state.obmd_progress_message = 0.0, f"Generating digital patient {seed}"
+        self._set_busy("patient", f"Generating digital patient {seed}")
         self.state.flush()
         try:
             loop = asyncio.get_running_loop()
@@ -191,112 +232,217 @@ class Workflow:
             self._error(f"Generating the digital patient failed: {exc}")
         finally:
             with self.state:
-                self.state.obmd_busy = False
+                self._set_busy("")
 
     # ----------------------------------------------------------------------------- analyze
     async def analyze(self) -> None:
-        """Full analysis: the pipeline in a worker thread, progress polled into the page, then nodes."""
+        """Full analysis: the pipeline in a worker thread, progress polled into the page, then nodes.
+        :meth:`cancel_analysis` stops waiting at once; nothing of a cancelled analysis is shown."""
         case = self.case
         if case is None:
             self._error("No CT loaded.")
             return
-        if self.state.obmd_busy:
+        if self.state.obmd_busy or self.state.obmd_cancelling:
             return
         from .. import pipeline
         from ..slicer_logic import make_options
 
         options = make_options(self.options)
-        box = ProgressBox()
-        self.state.obmd_busy = True
-        self.state.obmd_progress, self.state.obmd_progress_message = 0.0, "Starting"
+        box = self._analysis = ProgressBox()
+        self._set_busy("analyze", "Starting")
         self._info("Analyzing…")
         self.state.flush()
+        future: asyncio.Future | None = None
         try:
             labels = None
             if case.labels_node is not None:
                 labels = self.logic.labels_from_node(case.labels_node, case.volume_node, case.ct)
-            ct = case.ct.like(case.ct.array.copy())
+            # the header travels with the copy (kVp, age, sex): pipeline.analyze applies it as for `obmd analyze`
+            ct = case.ct.like(case.ct.array.copy(), **case.ct.metadata)
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._executor, pipeline.analyze, ct, labels, options, box)
-            while not future.done():
-                await asyncio.sleep(0.25)
+            future = loop.run_in_executor(None, pipeline.analyze, ct, labels, options, box)
+            while not future.done() and not box.cancelled:
+                await asyncio.sleep(POLL_S)
                 fraction, message = box.read()
                 with self.state:
                     self.state.obmd_progress = round(100.0 * fraction, 1)
                     self.state.obmd_progress_message = message
+            if box.cancelled:
+                self._after_cancel(future)
+                return
             result = await future
-            self._stop_watching_edits()
+            if self.case is not case:
+                return  # another CT was loaded meanwhile
+            self._forget_edits()
             case.outputs = self.logic.analyze(
                 case.volume_node, case.labels_node, options, outputs=case.outputs, result=result
             )
             case.labels_node = case.labels_node or case.outputs.labels_segmentation_node
-            self._watch_edits()
+            self._start_tracking_edits()
             self._publish(case.outputs.result.results, stale=False)
             self._info("Analysis done. Edit the ROIs if needed, then Recompute.")
             self.on_outputs(case)
+        except AnalysisCancelled:
+            self._after_cancel(future)
         except OBMDError as exc:
             self._error(str(exc))
         except Exception as exc:  # the page must say what failed, the server must keep running
             traceback.print_exc()
             self._error(f"Analysis failed: {exc}")
         finally:
+            if self._analysis is box:
+                self._analysis = None
             with self.state:
-                self.state.obmd_busy = False
+                self._set_busy("")
                 self.state.obmd_progress = 100.0 if self.state.obmd_has_results else 0.0
 
-    # ----------------------------------------------------------------------------- edits
-    # Edits are noticed by comparing the edited segment's voxels with a snapshot taken when the numbers
-    # were last measured (the app calls check_edit after trame-slicer's editor modified the segmentation).
-    # bridge.watch_edits is not used here: its VTK_STRING call-data observer crashes when trame-slicer's
-    # editor toggles closed surfaces (SegmentModified then carries no string).
-    def _watch_edits(self) -> None:
-        self._snapshot = {}
-        seg_node = self.case.outputs.roi_segmentation_node if self.case and self.case.outputs else None
-        if seg_node is None:
+    def cancel_analysis(self) -> None:
+        """Stop the running analysis: the page is usable at once, its worker stops at its next step."""
+        if self._analysis is not None:
+            self._analysis.cancel()
+
+    def _after_cancel(self, future: asyncio.Future | None) -> None:
+        """The analysis was cancelled: say so; Analyze stays off until its worker has really stopped."""
+        kept = " The results shown are from the previous analysis." if self.state.obmd_has_results else ""
+        self._info("Analysis cancelled: nothing from it is shown." + kept)
+        if future is None or future.done():
             return
-        for segment_id in seg_node.GetSegmentation().GetSegmentIDs():
-            self._snapshot[segment_id] = self._digest(segment_id)
+        self.state.obmd_cancelling = True
 
-    def _stop_watching_edits(self) -> None:
-        self._snapshot = {}
+        def stopped(done: asyncio.Future) -> None:
+            if not done.cancelled():
+                done.exception()  # AnalysisCancelled (or a late error): read so asyncio does not log it
+            with self.state:
+                self.state.obmd_cancelling = False
 
-    def _digest(self, segment_id: str) -> str:
-        mask = bridge.segment_mask(self.case.outputs.roi_segmentation_node, segment_id, self.case.volume_node)
-        return hashlib.sha1(np.packbits(mask).tobytes()).hexdigest()
+        future.add_done_callback(stopped)
+
+    # ----------------------------------------------------------------------------- edits
+    # An edit is noticed by comparing every ROI segment's voxels (a digest) with two snapshots: what the
+    # last Analyze wrote ("edited", shown on the case and the segment; back to it by Undo: not edited) and
+    # what the numbers on the page were measured from ("out of date"). A deleted segment counts as edited.
+    # The app calls refresh_edits once trame-slicer's editor has settled after a change (strokes, delete,
+    # undo). bridge.watch_edits is not used here: its VTK_STRING call-data observer crashes when
+    # trame-slicer's editor toggles closed surfaces (SegmentModified then carries no string).
+    def _start_tracking_edits(self) -> None:
+        """After Analyze: segments the user had edited and Analyze kept stay edited; the rest is the base."""
+        current = self._digests()
+        seg_node = self._roi_node()
+        self._analyzed = {s: d for s, d in current.items() if not bridge.is_edited(seg_node, s)}
+        self._measured = dict(current)
+        self._update_edit_state(current)
+
+    def _forget_edits(self) -> None:
+        self._analyzed, self._measured, self._digest_cache = {}, {}, {}
+
+    def _roi_node(self) -> Any:
+        case = self.case
+        return case.outputs.roi_segmentation_node if case is not None and case.outputs is not None else None
+
+    def _digests(self) -> dict[str, str]:
+        """Voxel digest of every segment of the ROI segmentation (cached while its labelmap is unchanged)."""
+        seg_node = self._roi_node()
+        if seg_node is None:
+            return {}
+        from slicer import vtkSegmentationConverter
+
+        representation = vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+        segmentation = seg_node.GetSegmentation()
+        out = {}
+        for segment_id in segmentation.GetSegmentIDs():
+            segment = segmentation.GetSegment(segment_id)
+            labelmap = segment.GetRepresentation(representation)
+            key = (id(labelmap), labelmap.GetMTime() if labelmap is not None else 0, segment.GetLabelValue())
+            cached = self._digest_cache.get(segment_id)
+            if cached is None or cached[0] != key:
+                mask = bridge.segment_mask(seg_node, segment_id, self.case.volume_node)
+                cached = (key, hashlib.sha1(np.packbits(mask).tobytes()).hexdigest())
+                self._digest_cache[segment_id] = cached
+            out[segment_id] = cached[1]
+        return out
+
+    def refresh_edits(self) -> bool:
+        """Compare the ROI segments with the last Analyze and the last measurement; update the page and the
+        segments' ``OBMD.Edited`` tags. True when what the page shows changed."""
+        if self._roi_node() is None or not self._measured:
+            return False
+        before = (self.state.obmd_stale, list(self.state.obmd_edited), list(self.state.obmd_deleted))
+        self._update_edit_state(self._digests())
+        return before != (self.state.obmd_stale, list(self.state.obmd_edited), list(self.state.obmd_deleted))
+
+    def _update_edit_state(self, current: dict[str, str]) -> None:
+        seg_node = self._roi_node()
+        edited = {s for s, d in self._analyzed.items() if current.get(s) != d} | (set(current) - set(self._analyzed))
+        for segment_id in current:  # Undo back to what Analyze wrote: no longer edited
+            if bridge.is_edited(seg_node, segment_id) != (segment_id in edited):
+                bridge.set_edited(seg_node, segment_id, segment_id in edited)
+        stale = current != self._measured
+        self.case.edited_segments = edited
+        self.state.obmd_edited = sorted(edited)
+        self.state.obmd_deleted = sorted(set(self._analyzed) - set(current))
+        self.state.obmd_roi_segments = self.roi_segment_items()
+        if stale != self.state.obmd_stale and not self.state.obmd_busy:
+            self.state.obmd_stale = stale
+            if stale:
+                self._info("ROIs edited: results are out of date. Press Recompute.")
+            else:
+                self._info("ROIs as measured: the results are up to date.")
 
     def check_edit(self, segment_id: str) -> bool:
-        """True (and results marked out of date, segment tagged edited) if the segment's voxels changed."""
-        case = self.case
-        if case is None or case.outputs is None or self.state.obmd_busy or segment_id not in self._snapshot:
+        """True when ``segment_id`` differs from what the page's numbers were measured from (the page state
+        is refreshed for every segment)."""
+        if self.case is None or self.case.outputs is None or self.state.obmd_busy:
             return False
-        if self._digest(segment_id) == self._snapshot[segment_id]:
-            return False
-        bridge.set_edited(case.outputs.roi_segmentation_node, segment_id)
-        self._on_edit(segment_id)
-        return True
+        self.refresh_edits()
+        digest = self._digests().get(segment_id)
+        return segment_id in self._measured and digest != self._measured[segment_id]
 
-    def _on_edit(self, segment_id: str) -> None:
-        if self.case is None:
+    def ask_delete_segment(self, segment_id: str) -> None:
+        """The editor's trash icon: ask first (the page shows ``obmd_confirm_delete``)."""
+        seg_node = self._roi_node()
+        segment = seg_node.GetSegmentation().GetSegment(segment_id) if seg_node is not None else None
+        if segment is None or self.state.obmd_busy:
             return
-        self.case.edited_segments.add(segment_id)
-        self.state.obmd_stale = True
-        self.state.obmd_edited = sorted(self.case.edited_segments)
-        self._info("ROIs edited: results are out of date. Press Recompute.")
+        self.state.obmd_confirm_delete = {"id": segment_id, "name": segment.GetName()}
+
+    def confirm_delete_segment(self, remove: Callable[[str], None]) -> None:
+        """Delete the segment the page asked about with ``remove`` (the editor's own removal: undoable)."""
+        asked = self.state.obmd_confirm_delete
+        self.state.obmd_confirm_delete = None
+        if asked and not self.state.obmd_busy:
+            remove(asked["id"])
+            self.refresh_edits()
+
+    def cancel_delete_segment(self) -> None:
+        self.state.obmd_confirm_delete = None
 
     # ----------------------------------------------------------------------------- recompute
-    def recompute(self, recompute_hip: bool | None = None) -> None:
-        """Measure again from the ROI segments as they are now (no models, about a second); the hip too
-        (seconds) when the calibration line changed (``BMDLogic.recompute``) or ``recompute_hip``."""
+    async def recompute(self, recompute_hip: bool | None = None) -> None:
+        """Measure again from the ROI segments as they are now (no models); the hip too (seconds) when the
+        calibration line changed (``BMDLogic.recompute``) or ``recompute_hip``. The page is busy meanwhile:
+        buttons off, a progress bar; the measuring runs in a worker thread."""
         case = self.case
         if case is None or case.outputs is None:
             self._error("Analyze first.")
             return
+        if self.state.obmd_busy:
+            return
+        await self._show_busy("recompute", "Recomputing")
         try:
-            case.outputs = self.logic.recompute(
+            job = self.logic.prepare_recompute(
                 case.volume_node, case.outputs.roi_segmentation_node, case.labels_node, self.options,
                 table_node=case.outputs.table_node, recompute_hip=recompute_hip,
             )
-            self._watch_edits()
+            measured = self._digests()  # the voxels the job read (edits made while it runs stay "out of date")
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._executor, job.measure)
+            if self.case is not case:
+                return
+            previous = case.outputs.result
+            case.outputs = self.logic.finish_recompute(job, result)
+            if not job.hip_recomputed and previous is not None:  # the hip carried over: its pictures too
+                result.pictures.update({k: v for k, v in previous.pictures.items() if k.startswith("hip_")})
+            self._measured = measured
             self._publish(case.outputs.result.results, stale=False)
             self._info("Recomputed from the edited ROIs." if case.edited_segments else "Recomputed.")
         except OBMDError as exc:
@@ -304,18 +450,24 @@ class Workflow:
         except Exception as exc:
             traceback.print_exc()
             self._error(f"Recompute failed: {exc}")
+        finally:
+            with self.state:
+                self._set_busy("")
+                if self.case is case and case.outputs is not None:
+                    self._update_edit_state(self._digests())
 
-    def set_calibration(self, method: str) -> None:
+    async def set_calibration(self, method: str) -> None:
         """Calibration method for the next Analyze/Recompute; recomputes at once when results exist."""
         from ..slicer_logic import make_options
 
         options = make_options(self.options)
-        if options.calibration == method:
+        if options.calibration == method or self.state.obmd_busy:
             return
         options.calibration = method
-        self._calibration_changed(options)
+        await self._calibration_changed(options)
 
-    def set_composition(self, psoas_fat_percent: float | str | None, marrow_fat_percent: float | str | None) -> None:
+    async def set_composition(self, psoas_fat_percent: float | str | None,
+                              marrow_fat_percent: float | str | None) -> None:
         """The patient's psoas and marrow fat (percent; blank or out of range: typical for the age), e.g.
         from a water-fat MRI: the calibration uses them and their error leaves the stated SD. Recomputes
         at once when results exist."""
@@ -327,6 +479,8 @@ class Workflow:
             except (TypeError, ValueError):
                 return None
 
+        if self.state.obmd_busy:
+            return
         psoas, marrow = number(psoas_fat_percent), number(marrow_fat_percent)
         ranges = composition_ranges_percent()
         for value, given, what, (low, high) in (
@@ -342,23 +496,27 @@ class Workflow:
         if params == (options.calibration_params or {}):
             return
         options.calibration_params = params
-        self._calibration_changed(options)
+        await self._calibration_changed(options)
 
-    def _calibration_changed(self, options: Any) -> None:
+    async def _calibration_changed(self, options: Any) -> None:
         """Use ``options`` from now on; with results on the page, recompute them, the hip included (another
         psoas fat under a pad moves the hip's anchor, not the line)."""
         self.options = options
-        if self.case is not None and self.case.outputs is not None and not self.state.obmd_busy:
-            self.recompute(recompute_hip=True)
+        if self.case is not None and self.case.outputs is not None:
+            await self.recompute(recompute_hip=True)
 
     # ----------------------------------------------------------------------------- outputs
-    def save_report(self) -> Path | None:
+    async def save_report(self) -> Path | None:
         case = self.case
         if case is None or case.outputs is None:
             self._error("Analyze first.")
             return None
+        if self.state.obmd_busy:
+            return None
         if self.state.obmd_stale:
-            self.recompute()
+            await self.recompute()
+            if self.state.obmd_stale or self.state.obmd_error:
+                return None  # never a report of numbers the page calls out of date
         from ..output_folder import new_report_folder
 
         out_dir = new_report_folder(self.out_dir, case.name)
@@ -377,6 +535,8 @@ class Workflow:
         case = self.case
         if case is None or case.labels_node is None:
             self._error("Analyze first: the export needs the label segmentation.")
+            return None
+        if self.state.obmd_busy:
             return None
         try:
             files = self.logic.export_training_case(case.volume_node, case.labels_node, self.dataset_dir)
@@ -418,6 +578,8 @@ class Workflow:
         case = self.case
         if case is None or case.outputs is None:
             return None
+        if case.outputs.roi_segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+            return None
         mask = bridge.segment_mask(case.outputs.roi_segmentation_node, segment_id, case.volume_node)
         idx = np.argwhere(mask)
         if not len(idx):
@@ -430,15 +592,34 @@ class Workflow:
         return np.array(ijk_to_ras.MultiplyPoint((float(i), float(j), float(k), 1.0))[:3])
 
 
+# method -> (title, what its numbers rest on). The list of methods is calibration.CALIBRATIONS; this says
+# how each is validated, for the user choosing between them (a category can flip with the method).
+# Figures: README "Calibration methods and the accuracy benchmark" and docs/calibration.md (obmd bench
+# accuracy --n 200: digital patients at 80-140 kVp, bias and 95 % limits of agreement; no real scan with a
+# QCT or DXA reference exists for this software).
+CALIBRATION_METHOD_NOTES = {
+    "auto": ("auto (in-scan pad if found, else muscle-fat)",
+             "the pad's line when a pad is found in the CT, else muscle-fat (see each)"),
+    "inscan": ("inscan (calibration pad scanned with the patient)",
+               "validated against the pad's rods of known density (QCT practice); no ± on the spine value"),
+    "muscle-fat": ("muscle-fat (psoas + subcutaneous fat)",
+                   "phantomless, ± stated (psoas and marrow fat assumed); digital patients: bias +8.7, "
+                   "limits −36 to +54 mg/cm³"),
+    "internal-multi": ("internal-multi (several tissues, robust fit)",
+                       "phantomless, no ± stated; digital patients: bias −1.9, limits −13 to +9 mg/cm³"),
+    "hu": ("hu (HU only, no vBMD)", "no calibration: HU only, no vBMD and no category"),
+}
+
+
 def calibration_methods() -> list[dict[str, str]]:
-    """Methods the page offers ("phantom" needs a scanned phantom's slope and intercept: CLI only)."""
+    """Methods the page offers, each with a title and a word on its validation (``subtitle``, shown under
+    the title in the drop-down). "phantom" needs a scanned phantom's slope and intercept: CLI only."""
     from ..calibration import CALIBRATIONS
 
-    titles = {
-        "auto": "auto (in-scan pad if found, else muscle-fat)",
-        "inscan": "inscan (calibration pad scanned with the patient)",
-        "muscle-fat": "muscle-fat (psoas + subcutaneous fat)",
-        "internal-multi": "internal-multi (several tissues, robust fit)",
-        "hu": "hu (HU only, no vBMD)",
-    }
-    return [{"value": name, "title": titles.get(name, name)} for name in CALIBRATIONS if name != "phantom"]
+    items = []
+    for name in CALIBRATIONS:
+        if name == "phantom":
+            continue
+        title, validation = CALIBRATION_METHOD_NOTES.get(name, (name, "no validation stated"))
+        items.append({"value": name, "title": title, "subtitle": validation})
+    return items
