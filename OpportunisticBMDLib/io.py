@@ -107,6 +107,18 @@ def header_metadata(header: dict[str, Any]) -> dict[str, Any]:
     return {name: header[key] for key, name in SIDECAR_KEYWORDS.items() if header.get(key) not in (None, "")}
 
 
+def write_sidecar(metadata: dict[str, Any], image_path: str | os.PathLike[str]) -> Path | None:
+    """The header fields of ``metadata`` (Volume.metadata) as the image's JSON sidecar, under their DICOM
+    keywords, so that a copy of the CT handed to another process keeps its kVp, age and sex; None when
+    there is nothing to write."""
+    header = {key: metadata[name] for key, name in SIDECAR_KEYWORDS.items() if metadata.get(name) not in (None, "")}
+    if not header:
+        return None
+    side = sidecar_path(image_path)
+    side.write_text(json.dumps(header, indent=2, default=str) + "\n")
+    return side
+
+
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Header fields from the image's JSON sidecar, if there is one (see :data:`SIDECAR_KEYWORDS`)."""
     side = sidecar_path(path)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import mrml_bridge as bridge
 from . import validity
-from .io import write_like
+from .io import write_like, write_sidecar
 from .labels import LABELS, VERTEBRA_LEVELS, looks_like_totalseg, totalseg_to_ours, vertebra_label
 from .progress import Progress, no_progress
 from .volume import Volume
@@ -539,6 +539,8 @@ class AnalysisJob:
         ct_file = ct.like(ct.array)
         ct_file.metadata = {}
         write_like(ct.array, ct_file, work_dir / "ct.nii.gz")
+        # the node's header (kVp, age, sex) travels as the copy's sidecar: the job reads the CT as the CLI would
+        write_sidecar(ct.metadata, work_dir / "ct.nii.gz")
         python = shutil.which("PythonSlicer") or sys.executable
         argv = [python, "-m", "OpportunisticBMDLib.cli", "analyze", str(work_dir / "ct.nii.gz")]
         labels = None

@@ -229,3 +229,16 @@ def test_recompute_redoes_the_hip_when_only_the_psoas_fat_changed(tmp_path):
         assert anchor["psoas_fat_source"] == "user" and anchor["psoas_fat_fraction"] == 0.12
         assert after["hip"][side]["neck"]["abmd_g_cm2"] != pytest.approx(before["hip"][side]["neck"]["abmd_g_cm2"],
                                                                         rel=1e-6)
+
+
+def test_background_job_keeps_the_ct_header(case, tmp_path):
+    """The job's copy of the CT carries the node's header (kVp, age, sex) as its sidecar, so the child
+    `obmd analyze` calibrates with the same physics and age-typical fat as an in-process Analyze."""
+    from OpportunisticBMDLib.io import read_ct
+
+    ct = case["ct"].like(case["ct"].array, kvp=100.0, patient_age="071Y", patient_sex="F")
+    ct_node = br.node_from_volume(ct, "header ct")
+    AnalysisJob.start(ct_node, None, None, tmp_path)  # not run: the files it hands the child are checked
+    copy = read_ct(tmp_path / "ct.nii.gz")
+    assert (float(copy.metadata["kvp"]), copy.metadata["patient_age"], copy.metadata["patient_sex"]) == (
+        100.0, "071Y", "F")
