@@ -65,7 +65,7 @@ def test_category_only_when_the_results_give_one() -> None:
             "status_reasons": [{"code": "roi_too_small", "message": "T12: trabecular ROI 0.35 cm³ < 1 cm³"}],
             "spine": {"levels": {"T12": {"vbmd_mg_cm3": 160.0, "trabecular_hu_mean": 170.0, "roi_volume_mm3": 350.0,
                                          "valid": False, "invalid_reasons": ["roi_too_small"]}},
-                      "summary": {"vbmd_mg_cm3": 160.0, "levels_used": [], "category": None}},
+                      "summary": {"vbmd_mg_cm3": None, "levels_used": [], "category": None}},
             "calibration": {"method": "muscle-fat"}}
     view = results_view(tiny)
     summary = view["summary"]

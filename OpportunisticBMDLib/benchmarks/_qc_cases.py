@@ -41,7 +41,8 @@ def real_case(ct_path: str, seg_path: str) -> Case:
 
 def spine_summary(ct: Volume, labels: Volume, calibration: str = "auto",
                   erosion_radius_mm: float | None = None) -> dict[str, Any]:
-    """L1-L2 (``spine.summary``) vBMD, its stated SD, the levels' values, reference HU and the QC codes."""
+    """L1-L2 vBMD (the two levels measured, withheld or not), its stated SD, the levels' values, reference HU
+    and the QC codes."""
     from ..pipeline import AnalysisOptions, derive_rois, measure
 
     options = AnalysisOptions(calibration=calibration)
@@ -52,9 +53,15 @@ def spine_summary(ct: Volume, labels: Volume, calibration: str = "auto",
     results = measure(ct, rois, options, labels, geometry=geometry).results
     summary = results["spine"]["summary"]
     cal = results["calibration"]
+    levels = results["spine"]["levels"]
+    # the measured L1-L2 pair even where the validity rule withholds the summary (the bias is what is measured)
+    pair = [levels[lvl] for lvl in ("L1", "L2") if lvl in levels and levels[lvl].get("voxel_count")]
+    measured = len(pair) == 2 and all(v.get("vbmd_mg_cm3") is not None for v in pair)
     return {
-        "vbmd_mg_cm3": summary.get("vbmd_mg_cm3"),
-        "trabecular_hu_mean": summary.get("trabecular_hu_mean"),
+        "vbmd_mg_cm3": float(np.mean([v["vbmd_mg_cm3"] for v in pair])) if measured else summary.get("vbmd_mg_cm3"),
+        "trabecular_hu_mean": float(np.mean([v["trabecular_hu_mean"] for v in pair])) if measured
+        else summary.get("trabecular_hu_mean"),
+        "withheld_reasons": summary.get("withheld_reasons") or [],
         "stated_sd_mg_cm3": summary.get("vbmd_calibration_sd_mg_cm3"),
         "levels_used": summary.get("levels_used"),
         "category": summary.get("category"),
