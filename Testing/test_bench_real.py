@@ -203,3 +203,77 @@ def test_removed_structures_give_their_probability_to_body() -> None:
         assert torch.equal(probs[NET_INDEX[name]][~where], before[NET_INDEX[name]][~where])
     gained = sum(before[NET_INDEX[n]][where] for n in anatomy.PELVIC_CLASSES)
     assert torch.allclose(probs[NET_INDEX["body"]][where], before[NET_INDEX["body"]][where] + gained)
+
+
+def _naming(method: str, confident: bool, levels: list[str], anchors: list[int], codes: tuple[str, ...] = ()):
+    from OpportunisticBMDLib.models.naming import Naming
+
+    return Naming(np.zeros((2, 2, 2), np.int16), {lvl: np.zeros(3) for lvl in levels}, method, confident,
+                  [{"code": c, "severity": "warning", "message": ""} for c in codes],
+                  {"levels": levels, "anchor_seeds": anchors})
+
+
+def test_naming_confidence_follows_the_documented_rule() -> None:
+    from OpportunisticBMDLib.models import confidence as c
+
+    bottom_up = ["L5", "L4", "L3", "L2", "L1", "T12", "T11"]
+    both = c.naming_confidence(_naming("sacrum+ribs", True, bottom_up, [0, 5]))
+    assert all(both[lvl] == c.BOTH_ANCHORS for lvl in bottom_up[:6])  # bracketed by the two anchors
+    assert both["T11"] == pytest.approx(c.BOTH_ANCHORS * c.PER_LEVEL_FROM_ANCHOR, abs=1e-3)
+    ribs = c.naming_confidence(_naming("ribs", True, bottom_up, [5]))
+    assert ribs["T12"] == c.ONE_ANCHOR and ribs["L1"] == pytest.approx(c.ONE_ANCHOR * 0.92, abs=1e-3)
+    assert ribs["L5"] < ribs["L2"] < ribs["L1"]  # farther from the anchor, lower
+    assert c.naming_confidence(_naming("ribs", False, ["T12"], [0]))["T12"] == c.UNCONFIRMED
+    disagree = c.naming_confidence(_naming("sacrum+ribs", False, bottom_up, [0], ("level_naming_disagree",)))
+    assert disagree["L5"] == c.DISAGREE
+    merged = c.naming_confidence(_naming("sacrum", True, bottom_up[:3], [0], ("vertebra_missed",)))
+    assert merged["L5"] == c.ONE_ANCHOR * c.STRUCTURE_FLAG_FACTOR
+    assert c.naming_confidence(_naming("none", False, [], [])) == {}
+
+
+def test_level_confidence_low_makes_a_level_invalid() -> None:
+    from OpportunisticBMDLib.validity import CONFIDENCE_MINIMUMS, level_invalid_reasons
+
+    good = {"voxel_count": 900, "vbmd_mg_cm3": 100.0, "naming_confidence": 0.95, "segmentation_confidence": 0.9}
+    assert level_invalid_reasons(good, True) == []
+    assert level_invalid_reasons({**good, "naming_confidence": None, "segmentation_confidence": None}, True) == []
+    for key, low in CONFIDENCE_MINIMUMS.items():
+        assert level_invalid_reasons({**good, key: low - 0.01}, True) == ["level_confidence_low"]
+        assert level_invalid_reasons({**good, key: low}, True) == []
+
+
+def test_confidence_fields_in_results(shared_ct_run, dicom_run) -> None:
+    """The model's levels carry both confidences (naming from sacrum and ribs agreeing on the shared CT;
+    the DICOM slab's T12 from one unconfirmed rib anchor is below the minimum); the segmentation
+    confidence is the mean top softmax probability over the level's voxels (the shared CT's grid is the
+    model grid, so it is computed here again from the network's output)."""
+    import torch
+
+    from OpportunisticBMDLib.models import inference
+
+    ct, _, labels, fig = shared_ct_run
+    levels = fig["model_levels_results"]
+    for level in ("L1", "L2", "L3", "L4"):
+        assert levels[level]["naming_confidence"] == 0.95
+        assert 0.7 <= levels[level]["segmentation_confidence"] <= 1.0
+    assert levels["L1"]["valid"] and levels["L2"]["valid"]
+    net, entry = inference._cached_model(inference.DEFAULT_MODEL, None, "cpu")
+    probs, _, mshape = inference.predict_model_grid(ct, net, float(entry["input_spacing_mm"]), torch.device("cpu"))
+    assert mshape == ct.shape
+    top = probs.max(dim=0).values.numpy()
+    direct = float(top[labels.array == LABELS["vertebra_L2"]].mean())
+    assert levels["L2"]["segmentation_confidence"] == pytest.approx(direct, abs=0.01)
+    t12 = dicom_run["model_levels_results"]["T12"]
+    assert t12["naming_confidence"] == 0.45 and "level_confidence_low" in t12["invalid_reasons"]
+
+
+def test_given_labels_have_null_confidence(shared_data: Path) -> None:
+    from OpportunisticBMDLib.pipeline import AnalysisOptions, analyze
+
+    crop = shared_data / "crop_T12-L2"
+    ct = read_ct(crop / "ct.nii.gz")
+    results = analyze(ct, read_labels(crop / "ct_seg_total.nii.gz", like=ct), AnalysisOptions()).results
+    assert results["spine"]["levels"]
+    for entry in results["spine"]["levels"].values():
+        assert entry["naming_confidence"] is None and entry["segmentation_confidence"] is None
+        assert "level_confidence_low" not in entry["invalid_reasons"]

@@ -20,7 +20,7 @@ from ..errors import ModelError
 from ..labels import LABELS
 from ..progress import Progress, no_progress
 from ..volume import Volume
-from . import anatomy, naming, resample
+from . import anatomy, confidence, naming, resample
 from . import keypoints as kp
 from .classes import N_CLASSES, NET_CLASSES, NET_INDEX
 from .network import split_output
@@ -83,6 +83,7 @@ def segment(ct: Volume, device: str = "cpu", progress: Progress = no_progress, m
 
     ``keypoints`` = ``{"model", "levels": {level: {"position_lps_mm", "index_kji", "heatmap"}},
     "naming": {"method", "confident", "levels_bottom_up"}, "qc": [{code, severity, message}]}``.
+    ``labels.metadata["level_confidence"]``: ``{level: {"naming", "segmentation"}}`` (:mod:`.confidence`).
     ``backend="totalsegmentator"`` runs that package instead (when installed).
     """
     if backend == "totalsegmentator":
@@ -125,7 +126,8 @@ def segment(ct: Volume, device: str = "cpu", progress: Progress = no_progress, m
         "qc": anatomy.qc_flags(removals) + named.qc,
     }
     labels = ct.like(out, source="model", model=entry["name"], model_version=entry.get("version"),
-                     naming_qc=named.qc, naming_method=named.method, naming_confident=named.confident)
+                     naming_qc=named.qc, naming_method=named.method, naming_confident=named.confident,
+                     level_confidence=confidence.level_confidence(named, probs))
     progress(1.0, "segmentation done")
     return labels, keypoints
 
