@@ -12,7 +12,8 @@ what was removed (cm3) and why:
 - the ribs: no femur or hip bone lies mostly in slices that hold ribs;
 - a femur lies below the top of the hip bone (its head sits in the acetabulum), and with no hip bone in
   view it does not lie beside the vertebral column; a femur or hip-bone piece smaller than
-  :data:`MIN_FEMUR_CM3` / :data:`MIN_HIP_CM3` and far from any component of that size is not one;
+  :data:`MIN_FEMUR_CM3` / :data:`MIN_HIP_CM3` and far from any component of that size is not one
+  (a femur piece cut by the field of view is kept: the cap of a femoral head);
 - a sacrum lies between the hip bones and below the lowest lumbar vertebra.
 """
 
@@ -168,14 +169,18 @@ class _Checker:
             elif hip_top is None and self.spine_slices[m.any(axis=(1, 2))].mean() >= 0.5:
                 self.remove("femur", m, "lies beside the vertebral column with no hip bone in view")
 
-    def isolated_pieces(self, structure: str, min_cm3: float) -> None:
-        """Components smaller than ``min_cm3`` and far from any component of that size."""
+    def isolated_pieces(self, structure: str, min_cm3: float, keep_cut: bool = False) -> None:
+        """Components smaller than ``min_cm3`` and far from any component of that size; with ``keep_cut``, a
+        piece on the first or last slice is kept (the cap of a femoral head cut by the field of view)."""
         big = [m for m in self.components(structure) if m.sum() * self.voxel_cm3 >= min_cm3]
         near = np.zeros(self.cls.shape, bool)
         if big:
             near = ndimage.distance_transform_edt(~np.logical_or.reduce(big)) * self.spacing <= PIECE_NEAR_MM
+        last = self.cls.shape[0] - 1
         for m in self.components(structure):
-            if m.sum() * self.voxel_cm3 < min_cm3 and not (m & near).any():
+            lo, hi = _z_range(m)
+            cut = keep_cut and (lo == 0 or hi == last)
+            if m.sum() * self.voxel_cm3 < min_cm3 and not (m & near).any() and not cut:
                 self.remove(structure, m, f"is a piece smaller than {min_cm3:.0f} cm3 far from any {structure}")
 
     def sacrum(self) -> None:
@@ -201,7 +206,7 @@ def remove_invented_anatomy(cls: np.ndarray, hu: np.ndarray, spacing_mm: float) 
         check.chest_and_ribs(structure)
     check.isolated_pieces("hip", MIN_HIP_CM3)
     check.femurs()
-    check.isolated_pieces("femur", MIN_FEMUR_CM3)
+    check.isolated_pieces("femur", MIN_FEMUR_CM3, keep_cut=True)
     check.sacrum()
     return check.removed, check.removals
 
