@@ -73,11 +73,6 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
 
 
-def _z_range(mask: np.ndarray) -> tuple[int, int]:
-    ks = np.nonzero(mask.any(axis=(1, 2)))[0]
-    return int(ks.min()), int(ks.max())
-
-
 def lung_base_k(hu: np.ndarray, spacing_mm: float) -> float | None:
     """Lowest slice (k, increasing upwards) of the lungs (:data:`LUNG_MIN_CM3`, :data:`LUNG_MAX_GAS_HU`);
     None when no lung is in view."""
@@ -119,6 +114,27 @@ def _spine_slices(cls: np.ndarray, spacing_mm: float) -> np.ndarray:
     return area_cm2 >= VERTEBRA_SLICE_MIN_CM2
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """One connected component: its bounding box and its mask inside that box."""
+
+    box: tuple[slice, slice, slice]
+    mask: np.ndarray
+
+    @property
+    def voxels(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def z_range(self) -> tuple[int, int]:
+        ks = np.nonzero(self.mask.any(axis=(1, 2)))[0] + self.box[0].start
+        return int(ks.min()), int(ks.max())
+
+    def slices(self) -> np.ndarray:
+        """The k indices of the slices the piece lies in."""
+        return np.nonzero(self.mask.any(axis=(1, 2)))[0] + self.box[0].start
+
+
 class _Checker:
     def __init__(self, cls: np.ndarray, hu: np.ndarray, spacing_mm: float) -> None:
         self.cls, self.spacing = cls, spacing_mm
@@ -129,71 +145,83 @@ class _Checker:
         self.removed = np.zeros(cls.shape, bool)
         self.removals: list[Removal] = []
 
-    def remove(self, structure: str, mask: np.ndarray, reason: str) -> None:
-        self.removed |= mask
-        self.cls[mask] = NET_INDEX["body"]
-        self.removals.append(Removal(structure, reason, round(float(mask.sum()) * self.voxel_cm3, 2)))
+    def remove(self, structure: str, piece: _Piece, reason: str) -> None:
+        self.removed[piece.box] |= piece.mask
+        self.cls[piece.box][piece.mask] = NET_INDEX["body"]
+        self.removals.append(Removal(structure, reason, round(piece.voxels * self.voxel_cm3, 2)))
 
-    def components(self, structure: str) -> list[np.ndarray]:
-        comp, n = _components(self.cls == NET_INDEX[structure])
-        return [comp == c for c in range(1, n + 1)]
+    def components(self, structure: str) -> list[_Piece]:
+        comp, _ = _components(self.cls == NET_INDEX[structure])
+        return [_Piece(box, comp[box] == c) for c, box in enumerate(ndimage.find_objects(comp), start=1) if box]
 
-    def in_chest(self, mask: np.ndarray) -> bool:
+    def in_chest(self, piece: _Piece) -> bool:
         if self.lung_base is None:
             return False
-        return _z_range(mask)[1] > self.lung_base - PELVIS_BELOW_LUNG_BASE_MM / self.spacing
+        return piece.z_range[1] > self.lung_base - PELVIS_BELOW_LUNG_BASE_MM / self.spacing
 
-    def rib_fraction(self, mask: np.ndarray) -> float:
-        return float(mask[self.rib_slices].sum()) / max(int(mask.sum()), 1)
+    def rib_fraction(self, piece: _Piece) -> float:
+        in_ribs = self.rib_slices[piece.box[0]]
+        return float(piece.mask[in_ribs].sum()) / max(piece.voxels, 1)
 
     def hip_top_and_range(self) -> tuple[float | None, list[tuple[int, int]]]:
         """Top slice of the hip bones (components of hip-bone size) and each one's z range."""
-        big = [m for m in self.components("hip") if m.sum() * self.spacing**3 >= MIN_HIP_MM3]
-        ranges = [_z_range(m) for m in big]
+        ranges = [p.z_range for p in self.components("hip") if p.voxels * self.spacing**3 >= MIN_HIP_MM3]
         return (max(r[1] for r in ranges) if ranges else None), ranges
 
     def chest_and_ribs(self, structure: str) -> None:
-        for m in self.components(structure):
-            if self.in_chest(m):
-                self.remove(structure, m, f"reaches to within {PELVIS_BELOW_LUNG_BASE_MM:.0f} mm of the lung bases "
+        for p in self.components(structure):
+            if self.in_chest(p):
+                self.remove(structure, p, f"reaches to within {PELVIS_BELOW_LUNG_BASE_MM:.0f} mm of the lung bases "
                                           "(in the chest)")
-            elif structure != "sacrum" and self.rib_fraction(m) >= MAX_FRACTION_IN_RIB_SLICES:
-                self.remove(structure, m, "lies in slices that hold ribs")
+            elif structure != "sacrum" and self.rib_fraction(p) >= MAX_FRACTION_IN_RIB_SLICES:
+                self.remove(structure, p, "lies in slices that hold ribs")
 
     def femurs(self) -> None:
         hip_top, _ = self.hip_top_and_range()
-        for m in self.components("femur"):
-            top = _z_range(m)[1]
-            if hip_top is not None and top > hip_top:
-                self.remove("femur", m, "lies above the top of the hip bone (the femoral head sits in the acetabulum)")
-            elif hip_top is None and self.spine_slices[m.any(axis=(1, 2))].mean() >= 0.5:
-                self.remove("femur", m, "lies beside the vertebral column with no hip bone in view")
+        for p in self.components("femur"):
+            if hip_top is not None and p.z_range[1] > hip_top:
+                self.remove("femur", p, "lies above the top of the hip bone (the femoral head sits in the acetabulum)")
+            elif hip_top is None and self.spine_slices[p.slices()].mean() >= 0.5:
+                self.remove("femur", p, "lies beside the vertebral column with no hip bone in view")
 
     def isolated_pieces(self, structure: str, min_cm3: float, keep_cut: bool = False) -> None:
         """Components smaller than ``min_cm3`` and far from any component of that size; with ``keep_cut``, a
         piece on the first or last slice is kept (the cap of a femoral head cut by the field of view)."""
-        big = [m for m in self.components(structure) if m.sum() * self.voxel_cm3 >= min_cm3]
-        near = np.zeros(self.cls.shape, bool)
-        if big:
-            near = ndimage.distance_transform_edt(~np.logical_or.reduce(big)) * self.spacing <= PIECE_NEAR_MM
+        pieces = self.components(structure)
+        small = [p for p in pieces if p.voxels * self.voxel_cm3 < min_cm3]
+        if not small:
+            return
+        big = np.zeros(self.cls.shape, bool)
+        for p in pieces:
+            if p.voxels * self.voxel_cm3 >= min_cm3:
+                big[p.box] |= p.mask
         last = self.cls.shape[0] - 1
-        for m in self.components(structure):
-            lo, hi = _z_range(m)
-            cut = keep_cut and (lo == 0 or hi == last)
-            if m.sum() * self.voxel_cm3 < min_cm3 and not (m & near).any() and not cut:
-                self.remove(structure, m, f"is a piece smaller than {min_cm3:.0f} cm3 far from any {structure}")
+        for p in small:
+            lo, hi = p.z_range
+            if not self.near(p, big) and not (keep_cut and (lo == 0 or hi == last)):
+                self.remove(structure, p, f"is a piece smaller than {min_cm3:.0f} cm3 far from any {structure}")
+
+    def near(self, piece: _Piece, other: np.ndarray) -> bool:
+        """Whether ``piece`` lies within :data:`PIECE_NEAR_MM` of ``other`` (distances in a box around it)."""
+        r = int(np.ceil(PIECE_NEAR_MM / self.spacing))
+        box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, n in zip(piece.box, other.shape, strict=True))
+        if not other[box].any():
+            return False
+        dist = ndimage.distance_transform_edt(~other[box]) * self.spacing
+        inner = tuple(slice(b.start - e.start, b.stop - e.start) for b, e in zip(piece.box, box, strict=True))
+        return bool((dist[inner][piece.mask] <= PIECE_NEAR_MM).any())
 
     def sacrum(self) -> None:
         _, hip_ranges = self.hip_top_and_range()
         margin = SACRUM_HIP_MARGIN_MM / self.spacing
         spine_ks = np.nonzero(self.spine_slices)[0]
         lowest_vertebra = float(spine_ks.min()) if len(spine_ks) else None
-        for m in self.components("sacrum"):
-            lo, hi = _z_range(m)
+        for p in self.components("sacrum"):
+            lo, hi = p.z_range
             if not any(lo - margin <= h_hi and h_lo <= hi + margin for h_lo, h_hi in hip_ranges):
-                self.remove("sacrum", m, "has no hip bone beside it (the sacrum lies between the hip bones)")
+                self.remove("sacrum", p, "has no hip bone beside it (the sacrum lies between the hip bones)")
             elif lowest_vertebra is not None and lo > lowest_vertebra:
-                self.remove("sacrum", m, "lies above the lowest lumbar vertebra")
+                self.remove("sacrum", p, "lies above the lowest lumbar vertebra")
 
 
 def remove_invented_anatomy(cls: np.ndarray, hu: np.ndarray, spacing_mm: float) -> tuple[np.ndarray, list[Removal]]:
