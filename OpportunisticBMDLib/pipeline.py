@@ -169,6 +169,13 @@ def with_header_defaults(options: AnalysisOptions, ct: Volume) -> AnalysisOption
     return replace(options, patient_age=age, patient_sex=sex)
 
 
+def level_confidence(labels: Volume | None, level: str) -> dict[str, float | None]:
+    """``naming_confidence`` and ``segmentation_confidence`` of a level the model labelled (label metadata
+    from models/inference.py); null for labels given by the user or another tool."""
+    conf = ((labels.metadata.get("level_confidence") if labels is not None else None) or {}).get(level) or {}
+    return {"naming_confidence": conf.get("naming"), "segmentation_confidence": conf.get("segmentation")}
+
+
 def measure(
     ct: Volume,
     rois: dict[str, np.ndarray],
@@ -201,7 +208,7 @@ def measure(
         m = spine.measure_level(ct, level, trab[level], bodies.get(level), vertebra, radius_mm,
                                 radii.get(level))
         entry = {"vbmd_mg_cm3": calibration.to_mg_cm3(m.trabecular_hu_mean) if m.voxel_count else None,
-                 **m.as_dict()}
+                 **m.as_dict(), **level_confidence(labels, level)}
         level_flags = qc.level_flags(level, entry)
         codes = {f["code"] for f in level_flags} | ({"metal_near_roi"} if level in (near_metal or []) else set())
         reasons = sorted(codes & qc.EXCLUDING_CODES)

@@ -30,6 +30,11 @@ STATUS_NOT_MEASURABLE = "not_measurable"
 NAMING_UNCERTAIN_CODES = frozenset({"level_naming_uncertain", "level_naming_disagree", "level_naming_failed",
                                     "vertebra_missed", "vertebra_split", "vertebrae_from_spine_column",
                                     "no_vertebrae"})
+# Lowest per-level model confidence that backs a value (models/confidence.py; design choices: naming 0.5
+# keeps one confirmed anchor up to 5 vertebrae away and drops unconfirmed or disagreeing anchors;
+# segmentation 0.7 = the network's mean top class probability over the level's voxels, ~0.85-0.93 on
+# the shared CT's vertebrae). Below either: `level_confidence_low`.
+CONFIDENCE_MINIMUMS = {"naming_confidence": 0.5, "segmentation_confidence": 0.7}
 # Lines whose two points are the patient's own muscle and fat: an implausible tissue HU breaks the line.
 TISSUE_LINE_METHODS = ("muscle-fat", "internal-multi")
 TISSUE_LINE_CODES = frozenset({"muscle_hu_unusable", "fat_hu_unusable"})
@@ -67,6 +72,8 @@ def level_invalid_reasons(entry: dict[str, Any], named_confidently: bool) -> lis
         reasons.add("roi_empty")
     if not named_confidently:
         reasons.add("level_naming_uncertain")
+    if any(entry.get(key) is not None and entry[key] < low for key, low in CONFIDENCE_MINIMUMS.items()):
+        reasons.add("level_confidence_low")
     return sorted(reasons)
 
 

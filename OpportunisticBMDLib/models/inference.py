@@ -20,8 +20,8 @@ from ..errors import ModelError
 from ..labels import LABELS
 from ..progress import Progress, no_progress
 from ..volume import Volume
+from . import anatomy, confidence, naming, resample
 from . import keypoints as kp
-from . import naming, resample
 from .classes import N_CLASSES, NET_CLASSES, NET_INDEX
 from .network import split_output
 from .weights import DEFAULT_MODEL, load_model
@@ -45,12 +45,14 @@ def _cached_model(name: str, directory: str | None, device: str) -> tuple[torch.
 
 
 def predict_model_grid(ct: Volume, net: torch.nn.Module, spacing_mm: float, device: torch.device,
-                       progress: Progress = no_progress) -> tuple[torch.Tensor, np.ndarray, tuple[int, int, int]]:
-    """(class probabilities (C, D, H, W) on CPU, heatmap (D, H, W), model-grid shape)."""
+                       progress: Progress = no_progress, x: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, np.ndarray, tuple[int, int, int]]:
+    """(class probabilities (C, D, H, W) on CPU, heatmap (D, H, W), model-grid shape). ``x``: the network
+    input (:func:`resample.to_model_grid`) when the caller made it already."""
     from monai.inferers import sliding_window_inference
 
     mshape = resample.model_shape(ct.shape, ct.spacing_mm, spacing_mm)
-    x = resample.to_model_grid(ct.array, mshape).to(device)
+    x = (resample.to_model_grid(ct.array, mshape) if x is None else x).to(device)
     progress(0.15, "segmenting")
     with torch.no_grad():
         out = sliding_window_inference(x, roi_size=(ROI_SIZE,) * 3, sw_batch_size=1, predictor=net,
@@ -81,6 +83,7 @@ def segment(ct: Volume, device: str = "cpu", progress: Progress = no_progress, m
 
     ``keypoints`` = ``{"model", "levels": {level: {"position_lps_mm", "index_kji", "heatmap"}},
     "naming": {"method", "confident", "levels_bottom_up"}, "qc": [{code, severity, message}]}``.
+    ``labels.metadata["level_confidence"]``: ``{level: {"naming", "segmentation"}}`` (:mod:`.confidence`).
     ``backend="totalsegmentator"`` runs that package instead (when installed).
     """
     if backend == "totalsegmentator":
@@ -93,10 +96,16 @@ def segment(ct: Volume, device: str = "cpu", progress: Progress = no_progress, m
     progress(0.0, "loading model")
     net, entry = _cached_model(model, str(model_dir) if model_dir else None, str(dev))
     spacing = float(entry["input_spacing_mm"])
-    probs, heat, mshape = predict_model_grid(ct, net, spacing, dev, progress)
+    mshape = resample.model_shape(ct.shape, ct.spacing_mm, spacing)
+    x = resample.to_model_grid(ct.array, mshape)
+    probs, heat, mshape = predict_model_grid(ct, net, spacing, dev, progress, x=x)
     progress(0.6, "naming vertebrae")
     cls = probs.argmax(0).numpy().astype(np.uint8)
     model_spacing = float(np.mean([n * s / m for n, s, m in zip(ct.shape, ct.spacing_mm, mshape, strict=True)]))
+    # invented pelvic bones out before they anchor the naming or reach the CT grid
+    removed, removals = anatomy.remove_invented_anatomy(cls, resample.model_input_to_hu(x[0, 0].numpy()),
+                                                        model_spacing)
+    anatomy.move_to_body(probs, removed)
     named = naming.name_levels(cls, heat, model_spacing)
     schema = naming.to_schema(cls, named)
     lut = _nearest_label_lut(cls, schema)
@@ -114,10 +123,11 @@ def segment(ct: Volume, device: str = "cpu", progress: Progress = no_progress, m
         "levels": points,
         "naming": {"method": named.method, "confident": named.confident,
                    "levels_bottom_up": named.details.get("levels", [])},
-        "qc": named.qc,
+        "qc": anatomy.qc_flags(removals) + named.qc,
     }
     labels = ct.like(out, source="model", model=entry["name"], model_version=entry.get("version"),
-                     naming_qc=named.qc, naming_method=named.method, naming_confident=named.confident)
+                     naming_qc=named.qc, naming_method=named.method, naming_confident=named.confident,
+                     level_confidence=confidence.level_confidence(named, probs))
     progress(1.0, "segmentation done")
     return labels, keypoints
 

@@ -25,6 +25,14 @@ MIN_SACRUM_MM3 = 15000.0  # the sacrum is ~100-200 cm3; smaller sacrum-class blo
 SPLIT_HEIGHT_FACTOR = 1.5  # a vertebra this much taller than the median is two merged ones
 MIN_SEED_Z_GAP_MM = 22.0  # body centres closer than this in z are one vertebra (pitch body+disc >= 25 mm)
 MIN_PITCH_MM = 25.0  # smallest vertebra pitch (T10: ~20 mm body + ~5 mm disc)
+# largest pitch between neighbouring body centres: a lumbar body ~30-35 mm high (Zhou et al. 2000) + disc
+# ~10-12 mm is ~45 mm; design choice 55 mm (tilt, 3 mm grid). Centres farther apart mean vertebrae were
+# missed or merged, even when every gap is that large (no gap then stands out from the median).
+MAX_PITCH_MM = 55.0
+# tallest plausible body label along the spine: a lumbar body is ~30-35 mm high (Zhou et al. 2000); the
+# 2-98 % extent on the 3 mm grid adds a voxel and the endplates' partial volume (shared CT: 29-37 mm).
+# Design choice: a taller label holds vertebrae merged into one.
+MAX_BODY_HEIGHT_MM = 50.0
 MAX_OFF_MIDLINE_MM = 35.0  # vertebra voxels farther from the spine's midline are not spine (lumbar body ~50 mm wide)
 MAX_L5_TO_SACRUM_MM = 45.0  # L5 body centre to the top of S1: half a body (~14 mm) + disc (~10 mm) + margin
 # rib head to its vertebra's label: 9-13 mm in TotalSegmentator labels (joint gap); the next vertebra is >= 23 mm
@@ -217,6 +225,12 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
                    "message": "a vertebra twice the usual height was split in two (two vertebrae merged): check "
                               "the labels"})
     n = len(seeds)
+    bodies = np.where(_bodies(vert, spacing_mm), inst, 0)
+    tallest = max(_height_along_spine_mm(bodies, seeds, m, spacing_mm) for m in range(1, n + 1))
+    if tallest > MAX_BODY_HEIGHT_MM:
+        qc.append({"code": "vertebra_missed", "severity": "warning",
+                   "message": f"a vertebral body label {tallest:.0f} mm high (a body is at most ~35 mm): vertebrae "
+                              "merged into one, so levels were missed; check the labels"})
     # drop instances too small to be a vertebra (fragments, a cut-off edge)
     sizes = np.bincount(inst.ravel(), minlength=n + 1) * spacing_mm**3
     z = np.array([s[0] for s in seeds]) * spacing_mm
@@ -297,6 +311,16 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
                 pos -= step * direction
                 names[m + 1] = SPINE_ORDER[pos] if 0 <= pos < len(SPINE_ORDER) else ""
         names = {k: v for k, v in names.items() if v}
+        missed = any(q["code"] == "vertebra_missed" for q in qc)
+        if len(z) > 1 and float(np.diff(z).max()) > MAX_PITCH_MM and not missed:
+            qc.append({"code": "vertebra_missed", "severity": "warning",
+                       "message": f"vertebral body centres up to {float(np.diff(z).max()):.0f} mm apart (neighbours "
+                                  f"are at most ~{MAX_PITCH_MM:.0f} mm): vertebrae were missed or merged; check "
+                                  "the labels"})
+    # the seeds the names hang on: both anchors when they agree, else the one used
+    anchor_seeds = [anchor_m] if start is not None else []
+    if method == "sacrum+ribs" and confident:
+        anchor_seeds = sorted({int(sacrum_offset), int(rib_offset)})  # type: ignore[arg-type]
     out = np.zeros(cls.shape, dtype=np.int16)
     centres: dict[str, np.ndarray] = {}
     for m, level in names.items():
@@ -305,7 +329,8 @@ def name_levels(cls: np.ndarray, heat: np.ndarray | None, spacing_mm: float) -> 
             out[inst == m] = LABELS[key]
             centres[level] = seeds[m - 1]
     details = {"spacing_mm": spacing_mm, "n_vertebrae_found": n, "sacrum_anchor": sacrum_offset is not None,
-               "rib_anchor": rib_offset is not None, "levels": [names.get(m + 1) for m in range(n)]}
+               "rib_anchor": rib_offset is not None, "levels": [names.get(m + 1) for m in range(n)],
+               "anchor_seeds": [int(m) for m in anchor_seeds]}
     return Naming(out, centres, method, confident, qc, details)
 
 

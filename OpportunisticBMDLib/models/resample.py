@@ -40,6 +40,11 @@ def to_model_grid(array_hu: np.ndarray, target_shape: tuple[int, int, int], slab
     return normalise_hu(x)
 
 
+def model_input_to_hu(x: np.ndarray) -> np.ndarray:
+    """HU from the network input (inverse of :func:`synth.normalise_hu` inside its clip range)."""
+    return x * 1000.0 - 1000.0
+
+
 def _axis_map(n_fine: int, n_model: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each fine index: lower model index, upper model index, weight of upper (linear)."""
     pos = (np.arange(n_fine) + 0.5) * n_model / n_fine - 0.5
