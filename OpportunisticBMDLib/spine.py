@@ -201,6 +201,11 @@ def trabecular_roi(
     (never below no erosion at all); the caller flags ``radius used < radius asked``."""
     dist = _distance_inside(body, spacing_mm)
     roi = dist > erosion_radius_mm + 1e-6
+    if spacing_mm[0] > erosion_radius_mm:
+        # slices farther apart than the radius: a voxel of the body's outermost slice lies a whole spacing from
+        # the outside and survives the erosion, endplate and all (+28..+34 mg/cm3 at 4-10 mm, obmd bench
+        # thickness); drop each column's outermost slice too. A no-op at spacings within the radius.
+        roi &= _inner_slices(body)
     if roi.sum() >= MIN_ROI_VOXELS or not body.any():
         return roi, float(erosion_radius_mm)
     inside = np.sort(dist[body])[::-1]
@@ -208,6 +213,15 @@ def trabecular_roi(
     radius = max(0.0, float(inside[n_keep - 1]) - 1e-3)
     radius = min(radius, erosion_radius_mm)
     return dist > radius + 1e-6, radius
+
+
+def _inner_slices(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` whose neighbours above and below (k +- 1) are in it too."""
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[0] = inner[-1] = False
+    return inner
 
 
 def body_heights_mm(body: np.ndarray, spacing_mm: tuple[float, float, float], slab_mm: float = 6.0) -> dict[str, float]:
