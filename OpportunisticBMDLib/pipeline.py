@@ -119,7 +119,8 @@ def derive_rois(
     ``geometry_out`` (a dict) receives the vertebral bodies and erosion radii for :func:`measure`."""
     radius_mm = erosion_mm(options, labels)
     labels = prepare_labels(labels, ct)
-    trab, bodies, radii = spine.derive_level_rois(labels, _body_array(body_mask, ct), radius_mm)
+    trab, bodies, radii = spine.derive_level_rois(labels, _body_array(body_mask, ct), radius_mm,
+                                                  slice_thickness_mm=qc.slice_thickness_mm(ct))
     if geometry_out is not None:
         geometry_out.update(bodies=bodies, radii=radii)
     if not trab:
@@ -198,7 +199,8 @@ def measure(
     if geometry is not None:
         bodies, radii = geometry["bodies"], geometry["radii"]
     elif labels is not None:
-        _, bodies, radii = spine.derive_level_rois(labels, _body_array(body_mask, ct), radius_mm)
+        _, bodies, radii = spine.derive_level_rois(labels, _body_array(body_mask, ct), radius_mm,
+                                                   slice_thickness_mm=qc.slice_thickness_mm(ct))
     levels: dict[str, dict[str, Any]] = {}
     flags: list[dict[str, str]] = []
     trab = {k[len(TRABECULAR_PREFIX):]: v for k, v in rois.items() if k.startswith(TRABECULAR_PREFIX)}
