@@ -27,6 +27,7 @@ LEVEL_KEYS = (
     "vbmd_mg_cm3", "trabecular_hu_mean", "trabecular_hu_median", "trabecular_hu_sd", "voxel_count",
     "roi_volume_mm3", "body_volume_mm3", "erosion_radius_mm", "cut_by_fov",
     "height_anterior_mm", "height_middle_mm", "height_posterior_mm", "height_loss",
+    "valid", "naming_confidence", "segmentation_confidence",
 )
 
 
