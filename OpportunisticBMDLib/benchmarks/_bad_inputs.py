@@ -34,6 +34,7 @@ class Shared:
 
 # TotalSegmentator "total" ids on the shared CT (shared/data/README.md): k = 0 is the most inferior slice
 TS_L1 = 31
+TS_ILIOPSOAS = (88, 89)
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,8 @@ def single_small_roi(folder: Path, shared: Shared) -> CaseInput:
     ks, js, is_ = np.nonzero(keep)
     centre = (int(np.median(ks)), int(np.median(js)), int(np.median(is_)))
     small = np.zeros_like(labels, dtype=np.uint8)
-    small[labels == 88] = 88  # the psoas stays: the calibration can run
-    small[labels == 89] = 89
+    for psoas in TS_ILIOPSOAS:  # the psoas stays: the calibration can run
+        small[labels == psoas] = psoas
     small[centre[0] - 3: centre[0] + 4, centre[1] - 3: centre[1] + 4, centre[2] - 3: centre[2] + 4] = TS_L1
     lab = _write(small, image, folder / "labels.nii.gz")
     return CaseInput([str(shared.ct), "--seg", str(lab), *_out(folder)], [shared.ct, lab])
@@ -153,6 +154,41 @@ def scaled_non_hu(folder: Path, shared: Shared) -> CaseInput:
     path = _write((ct.astype(np.float32) * 0.5).astype(np.int16), image, folder / "ct.nii.gz")
     return CaseInput([str(path), "--seg", str(shared.labels), "--calibration", "internal-multi", *_out(folder)],
                      [path, shared.labels])
+
+
+def _thickened(folder: Path, shared: Shared, factor: int) -> CaseInput:
+    """The shared CT (3 mm) as ``3 x factor`` mm contiguous slices: each the mean of ``factor`` thin ones (what a
+    thick reconstruction is), labels from the middle thin slice."""
+    image, ct = _read(shared.ct)
+    _, labels = _read(shared.labels)
+    n = ct.shape[0] // factor * factor
+    thick = ct[:n].reshape(-1, factor, *ct.shape[1:]).astype(np.float32).mean(axis=1)
+    mid = labels[factor // 2: n: factor]
+    spacing = image.GetSpacing()
+    like = sitk.Image(image)
+    like.SetSpacing((spacing[0], spacing[1], spacing[2] * factor))
+    # the thick slice's centre sits at the middle thin slice's centre
+    like.SetOrigin(image.TransformIndexToPhysicalPoint([0, 0, factor // 2]))
+    ct_path = _write(np.round(thick).astype(np.int16), like, folder / "ct.nii.gz")
+    lab_path = _write(mid.astype(np.uint8), like, folder / "labels.nii.gz")
+    return CaseInput([str(ct_path), "--seg", str(lab_path), *_out(folder)], [ct_path, lab_path])
+
+
+def thick_slices_6mm(folder: Path, shared: Shared) -> CaseInput:
+    """6 mm slices (+10 to +14 mg/cm3 before the ROI kept clear of the endplates; now flagged and measured)."""
+    return _thickened(folder, shared, 2)
+
+
+def thick_slices_9mm(folder: Path, shared: Shared) -> CaseInput:
+    """9 mm slices: a body spans two or three slices; vBMD and category withheld."""
+    return _thickened(folder, shared, 3)
+
+
+def no_iliopsoas(folder: Path, shared: Shared) -> CaseInput:
+    """Labels without the iliopsoas: the muscle reference falls back to paraspinal muscle (+19 mg/cm3 here)."""
+    image, labels = _read(shared.labels)
+    lab = _write(np.where(np.isin(labels, TS_ILIOPSOAS), 0, labels).astype(np.uint8), image, folder / "labels.nii.gz")
+    return CaseInput([str(shared.ct), "--seg", str(lab), *_out(folder)], [shared.ct, lab])
 
 
 def model_on_slab(folder: Path, shared: Shared) -> CaseInput:
@@ -191,6 +227,12 @@ CASES: dict[str, BadInputCase] = {c.name: c for c in (*INPUT_ERROR_CASES,
                  two_patients_one_folder, Expectation("category")),
     BadInputCase("scaled_non_hu", "values halved, internal-multi", scaled_non_hu,
                  Expectation("refused", "not in HU")),
+    BadInputCase("thick_slices_6mm", "the CT as 6 mm slices (valid, flagged)", thick_slices_6mm,
+                 Expectation("category", flags=("slice_thick",))),
+    BadInputCase("thick_slices_9mm", "the CT as 9 mm slices", thick_slices_9mm,
+                 Expectation("no_category", flags=("slice_too_thick",))),
+    BadInputCase("no_iliopsoas", "labels without the iliopsoas", no_iliopsoas,
+                 Expectation("no_category", flags=("muscle_not_psoas",))),
     BadInputCase("model_on_slab", "the model on a 30 mm slab", model_on_slab, Expectation("no_category"),
                  tags=("model",)),
 )}
