@@ -157,21 +157,17 @@ def missing_level_flags(present: list[str], wanted: tuple[str, ...] = ("T12", "L
 def calibration_flags(calibration: dict[str, Any], fat_thickness_mm: float | None) -> list[dict[str, str]]:
     flags = []
     muscle, fat = calibration.get("muscle_hu"), calibration.get("fat_hu")
-    if muscle is not None and not MUSCLE_HU_RANGE[0] <= muscle <= MUSCLE_HU_RANGE[1]:
-        flags.append(flag("muscle_hu_implausible", "warning",
-                          f"muscle ROI mean {muscle:.0f} HU is outside "
-                          f"{MUSCLE_HU_RANGE[0]:.0f}..{MUSCLE_HU_RANGE[1]:.0f} HU"))
-    if fat is not None and not FAT_HU_RANGE[0] <= fat <= FAT_HU_RANGE[1]:
-        flags.append(flag("fat_hu_implausible", "warning",
-                          f"fat ROI mean {fat:.0f} HU is outside {FAT_HU_RANGE[0]:.0f}..{FAT_HU_RANGE[1]:.0f} HU"))
-    if muscle is not None and not MUSCLE_HU_USABLE[0] <= muscle <= MUSCLE_HU_USABLE[1]:
-        flags.append(flag("muscle_hu_unusable", "error",
-                          f"muscle ROI mean {muscle:.0f} HU is outside {MUSCLE_HU_USABLE[0]:.0f}.."
-                          f"{MUSCLE_HU_USABLE[1]:.0f} HU: not muscle (fat, bone or contrast in the ROI)"))
-    if fat is not None and not FAT_HU_USABLE[0] <= fat <= FAT_HU_USABLE[1]:
-        flags.append(flag("fat_hu_unusable", "error",
-                          f"fat ROI mean {fat:.0f} HU is outside the adipose window {FAT_HU_USABLE[0]:.0f}.."
-                          f"{FAT_HU_USABLE[1]:.0f} HU: not fat"))
+    # (code, severity, tissue, HU, range, consequence): the warning range, then the range beyond which the
+    # ROI is not that tissue at all (an error that withholds a tissue line: validity.TISSUE_LINE_CODES)
+    checks = (("muscle_hu_implausible", "warning", "muscle", muscle, MUSCLE_HU_RANGE, ""),
+              ("fat_hu_implausible", "warning", "fat", fat, FAT_HU_RANGE, ""),
+              ("muscle_hu_unusable", "error", "muscle", muscle, MUSCLE_HU_USABLE,
+               ": not muscle (fat, bone or contrast in the ROI)"),
+              ("fat_hu_unusable", "error", "fat", fat, FAT_HU_USABLE, ": not fat (outside the adipose window)"))
+    for code, severity, tissue, hu, (low, high), consequence in checks:
+        if hu is not None and not low <= hu <= high:
+            flags.append(flag(code, severity, f"{tissue} ROI mean {hu:.0f} HU is outside {low:.0f}..{high:.0f} HU"
+                              + consequence))
     details = calibration.get("details") or {}
     if details.get("kvp_source") == "assumed":
         flags.append(flag("kvp_assumed", "info",
