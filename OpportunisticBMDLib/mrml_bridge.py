@@ -398,11 +398,14 @@ def segment_mask(seg_node: Any, segment_id: str, reference_node: Any) -> np.ndar
     return np.asarray(array) > 0
 
 
-def update_edited_tags(seg_node: Any, reference_node: Any) -> list[str]:
-    """Tag as edited every segment whose voxels differ from what the program wrote; returns their ids."""
+def update_edited_tags(seg_node: Any, reference_node: Any, prefix: str = "") -> list[str]:
+    """Tag as edited every segment (whose id starts with ``prefix``) whose voxels differ from what the
+    program wrote; returns their ids."""
     edited = []
     segmentation = seg_node.GetSegmentation()
     for segment_id in segmentation.GetSegmentIDs():
+        if not segment_id.startswith(prefix):
+            continue
         segment = segmentation.GetSegment(segment_id)
         stored = vtk.mutable("")
         if not segment.GetTag(TAG_MASK, stored):

@@ -29,6 +29,7 @@ TRABECULAR_PREFIX = "trabecular_"
 # layout like the abdomen's).
 REFERENCE_TISSUE_LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")
 DICOM_KEYS = ("format", *HEADER_KEYS)
+MODEL_LABELS_SOURCE = "obmd-models"  # results input.labels_source of labels the segmentation models made
 
 
 @dataclass
@@ -277,7 +278,7 @@ def analyze(
         keypoints = {f"{lvl} body": v.get("index_kji") for lvl, v in (raw.get("levels") or {}).items()}
         model_info = {k: v for k, v in raw.items() if k not in ("levels", "qc")}
         model_qc = list(raw.get("qc") or [])
-        labels.metadata.setdefault("source_schema", "obmd-models")
+        labels.metadata.setdefault("source_schema", MODEL_LABELS_SOURCE)
     else:
         model_qc = []
     progress(0.6, "Isolating vertebral bodies and reference tissues")

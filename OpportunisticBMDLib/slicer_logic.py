@@ -56,16 +56,45 @@ class RecomputeJob:
     table_node: Any
     roi_segmentation_node: Any
     labels_segmentation_node: Any
+    model_naming: dict | None = None  # the model's naming evidence, while its vertebra labels are unedited
     hip_recomputed: bool = False
 
     def measure(self) -> Any:
-        """``pipeline.measure`` on the ROIs, then the hip (redone or carried over with its QC)."""
+        """``pipeline.measure`` on the ROIs (with the model's naming evidence carried over), then the hip
+        (redone or carried over with its QC)."""
         from . import pipeline
 
         result = pipeline.measure(self.ct, self.rois, self.options, labels=self.labels)
+        if self.model_naming:
+            _carry_model_naming(result.results, self.model_naming)
         self.hip_recomputed = _hip_after_measure(result, self.previous, self.ct, self.options,
                                                  recompute=self.recompute_hip)
         return result
+
+
+def model_naming_evidence(previous: dict | None, labels_edited: bool) -> dict | None:
+    """What the last Analyze knew about the model's level naming (its naming flags, per-level confidences),
+    or None when the labels were not the model's or a user has edited a vertebra since (the naming is then
+    theirs). Recompute measures labels read back from the scene, which carry none of it: without this an
+    uncertain naming would back a category after a Recompute with no edit."""
+    from .pipeline import MODEL_LABELS_SOURCE
+
+    if not previous or labels_edited or (previous.get("input") or {}).get("labels_source") != MODEL_LABELS_SOURCE:
+        return None
+    levels = (previous.get("spine") or {}).get("levels") or {}
+    return {"qc": [q for q in previous.get("qc") or [] if q.get("code") in validity.NAMING_UNCERTAIN_CODES],
+            "levels": {lvl: {key: entry.get(key) for key in ("naming_confidence", "segmentation_confidence")}
+                       for lvl, entry in levels.items()}}
+
+
+def _carry_model_naming(results: dict, evidence: dict) -> None:
+    results["qc"] = list(evidence["qc"]) + list(results.get("qc") or [])
+    for level, entry in (results.get("spine") or {}).get("levels", {}).items():
+        entry.update(evidence["levels"].get(level) or {})
+    from .pipeline import MODEL_LABELS_SOURCE
+
+    results.setdefault("input", {})["labels_source"] = MODEL_LABELS_SOURCE
+    validity.finalize(results)
 
 
 def make_options(options: Any) -> Any:
@@ -264,10 +293,13 @@ class BMDLogic:
                 overwrite_edited=overwrite_edited,
             )
         rois, _edited = bridge.read_rois(roi_segmentation_node, volume_node, ct)
+        vertebrae_edited = bool(labels_segmentation_node is not None and bridge.update_edited_tags(
+            labels_segmentation_node, volume_node, prefix="vertebra_"))
         return RecomputeJob(ct=ct, rois=rois, labels=labels, options=options, previous=previous,
                             recompute_hip=recompute_hip, volume_node=volume_node, table_node=table_node,
                             roi_segmentation_node=roi_segmentation_node,
-                            labels_segmentation_node=labels_segmentation_node)
+                            labels_segmentation_node=labels_segmentation_node,
+                            model_naming=model_naming_evidence(previous, vertebrae_edited))
 
     def finish_recompute(self, job: RecomputeJob, result: Any) -> AnalysisOutputs:
         """Recompute's last step (MRML writes, on the scene's thread): ``result`` of :meth:`RecomputeJob.measure`

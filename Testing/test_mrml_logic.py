@@ -242,3 +242,33 @@ def test_background_job_keeps_the_ct_header(case, tmp_path):
     copy = read_ct(tmp_path / "ct.nii.gz")
     assert (float(copy.metadata["kvp"]), copy.metadata["patient_age"], copy.metadata["patient_sex"]) == (
         100.0, "071Y", "F")
+
+
+def test_recompute_keeps_the_models_naming_doubt_until_a_vertebra_is_edited(case):
+    """Recompute reads the labels back from the scene, which carry no naming evidence: the last Analyze's
+    model naming flags travel while the vertebra labels are as the model wrote them (an uncertain naming
+    never backs a category after a Recompute with no edit), and stop once a user corrected a vertebra."""
+    logic, ct_node = case["logic"], case["ct_node"]
+    seg = br.labels_to_segmentation(case["labels"], ct_node, name="naming labels")
+    outputs = logic.analyze(ct_node, seg)
+    assert outputs.result.results["spine"]["summary"]["category"] == "osteopenia"
+    # what an Analyze on the model's labels would have left in the table (the model itself is slow here)
+    previous = json.loads(outputs.table_node.GetAttribute(br.ATTR_RESULTS))
+    previous["input"]["labels_source"] = pipeline.MODEL_LABELS_SOURCE
+    previous["qc"].insert(0, {"code": "level_naming_uncertain", "severity": "warning", "message": "ribs only"})
+    outputs.table_node.SetAttribute(br.ATTR_RESULTS, json.dumps(previous))
+    again = logic.recompute(ct_node, outputs.roi_segmentation_node, seg, table_node=outputs.table_node)
+    summary = again.result.results["spine"]["summary"]
+    assert summary["category"] is None and summary["vbmd_mg_cm3"] is None
+    assert again.result.results["status"] == "not_measurable"
+    assert again.result.results["input"]["labels_source"] == pipeline.MODEL_LABELS_SOURCE
+    assert "level_naming_uncertain" in again.result.results["spine"]["levels"]["L1"]["invalid_reasons"]
+    twice = logic.recompute(ct_node, outputs.roi_segmentation_node, seg, table_node=again.table_node)
+    assert twice.result.results["spine"]["summary"]["category"] is None  # and after a second Recompute
+    # the user corrects L1 (one voxel more): the naming is now theirs
+    mask = br.segment_mask(seg, "vertebra_L1", ct_node)
+    k, j, i = (int(v[0]) for v in np.nonzero(mask))
+    mask[k, j, i - 1] = True
+    br.write_segment_array(seg, "vertebra_L1", mask.astype(np.uint8), ct_node)
+    edited = logic.recompute(ct_node, outputs.roi_segmentation_node, seg, table_node=twice.table_node)
+    assert edited.result.results["spine"]["summary"]["category"] == "osteopenia"
