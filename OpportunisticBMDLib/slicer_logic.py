@@ -293,8 +293,10 @@ class BMDLogic:
                 overwrite_edited=overwrite_edited,
             )
         rois, _edited = bridge.read_rois(roi_segmentation_node, volume_node, ct)
-        vertebrae_edited = bool(labels_segmentation_node is not None and bridge.update_edited_tags(
-            labels_segmentation_node, volume_node, prefix="vertebra_"))
+        # the model's labels are a segmentation node; a label map volume node is the user's own
+        segmentation = labels_segmentation_node is not None and labels_segmentation_node.IsA("vtkMRMLSegmentationNode")
+        vertebrae_edited = bool(segmentation and bridge.update_edited_tags(labels_segmentation_node, volume_node,
+                                                                           prefix="vertebra_"))
         return RecomputeJob(ct=ct, rois=rois, labels=labels, options=options, previous=previous,
                             recompute_hip=recompute_hip, volume_node=volume_node, table_node=table_node,
                             roi_segmentation_node=roi_segmentation_node,
