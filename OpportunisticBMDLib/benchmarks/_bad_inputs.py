@@ -191,6 +191,30 @@ def no_iliopsoas(folder: Path, shared: Shared) -> CaseInput:
     return CaseInput([str(shared.ct), "--seg", str(lab), *_out(folder)], [shared.ct, lab])
 
 
+def out_is_the_ct_folder(folder: Path, shared: Shared) -> CaseInput:
+    """``obmd analyze DIR/ct.nii.gz --out DIR`` with the user's ``DIR/labels.nii.gz`` beside it (overwritten
+    before): the model run would write its own labels.nii.gz there."""
+    ct, lab = _shared_crop(folder, shared, 0, 112)
+    return CaseInput([str(ct), "--out", str(folder)], [ct, lab])
+
+
+def out_is_a_file(folder: Path, shared: Shared) -> CaseInput:
+    """--out names an existing file (a traceback after the whole analysis before)."""
+    target = folder / "results.txt"
+    target.write_text("the user's notes\n")
+    return CaseInput([str(shared.ct), "--seg", str(shared.labels), "--out", str(target)],
+                     [shared.ct, shared.labels, target])
+
+
+def out_read_only(folder: Path, shared: Shared) -> CaseInput:
+    """--out inside a folder without write permission."""
+    locked = folder / "locked"
+    locked.mkdir(exist_ok=True)
+    locked.chmod(0o555)
+    return CaseInput([str(shared.ct), "--seg", str(shared.labels), "--out", str(locked / "out")],
+                     [shared.ct, shared.labels])
+
+
 def model_on_slab(folder: Path, shared: Shared) -> CaseInput:
     """The segmentation model (no --seg) on a 30 mm slab: whatever it finds cannot back a category."""
     made = slab_10_slices(folder, shared)
@@ -233,6 +257,10 @@ CASES: dict[str, BadInputCase] = {c.name: c for c in (*INPUT_ERROR_CASES,
                  Expectation("no_category", flags=("slice_too_thick",))),
     BadInputCase("no_iliopsoas", "labels without the iliopsoas", no_iliopsoas,
                  Expectation("no_category", flags=("muscle_not_psoas",))),
+    BadInputCase("out_is_the_ct_folder", "--out is the CT's own folder", out_is_the_ct_folder,
+                 Expectation("refused", "input")),
+    BadInputCase("out_is_a_file", "--out is an existing file", out_is_a_file, Expectation("refused", "file")),
+    BadInputCase("out_read_only", "--out in a read-only folder", out_read_only, Expectation("refused", "writ")),
     BadInputCase("model_on_slab", "the model on a 30 mm slab", model_on_slab, Expectation("no_category"),
                  tags=("model",)),
 )}
