@@ -2,7 +2,9 @@
 
 Sources: an nnU-Net v2 raw dataset (``--dataset``; labels in the library schema), phantoms from
 ``obmd phantom`` output folders (``--phantom-dir``) or generated on the fly (``--phantoms N``), and
-the TotalSegmentator label maps of ``../shared/data`` as anatomy templates (``--shared-templates``).
+the TotalSegmentator label maps of ``../shared/data`` as anatomy templates (``--shared-templates``), with
+that CT's real HU as well (``--shared-real-image``: CPU fine-tuning on real intensities, see
+docs/model-card.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--phantom-weight", type=float, default=1.0, help="sampling weight of each phantom template")
     p.add_argument("--shared-templates", metavar="DIR", help="TotalSegmentator example folder as anatomy template")
     p.add_argument("--use-images", action="store_true", help="also train on the datasets' own (synthetic) images")
+    p.add_argument("--shared-real-image", action="store_true",
+                   help="with --shared-templates: also train on that CT's real HU (intensity-augmented: contrast, "
+                        "gain/offset, thickness blur, noise, field-of-view cuts), mixed with synthetic intensities")
+    p.add_argument("--real-image-fraction", type=float, default=0.5,
+                   help="share of the shared CT's patches drawn from its real HU (default 0.5)")
     p.add_argument("--templates", action="append", default=[], metavar="BUNDLE",
                    help="template bundle (.npz) written by --save-templates (repeatable)")
     p.add_argument("--save-templates", metavar="BUNDLE",
@@ -76,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
                                           weight=args.phantom_weight, **_phantom_variant(n)))
     train, val = split_templates(sources, args.val_fraction)
     if args.shared_templates:
-        train = T.default_shared_templates(Path(args.shared_templates)) + train
+        train = T.default_shared_templates(Path(args.shared_templates), use_image=args.shared_real_image,
+                                           image_fraction=args.real_image_fraction) + train
+    elif args.shared_real_image:
+        raise InputError("--shared-real-image needs --shared-templates DIR")
     for bundle in args.templates:
         loaded = T.load_bundle(Path(bundle))
         train += [t for t in loaded if t.split == "train"]
@@ -92,17 +102,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not train:
         raise InputError("no training data: give --dataset, --phantom-dir, --phantoms or --shared-templates")
-    init = None
+    init, init_network = None, None
     if args.init == "shipped":
         from ..resources import models_dir
 
-        init = models_dir() / model_entry()["file"]
+        shipped = model_entry()
+        init, init_network = models_dir() / shipped["file"], shipped.get("network")
     elif args.init:
         init = Path(args.init)
     cfg = TrainConfig(out_dir=Path(args.out), epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
                       batch_size=args.batch_size, patch_size=args.patch_size, learning_rate=args.lr, seed=args.seed,
                       n_val_samples=args.val_samples, init_weights=init, resume=not args.no_resume,
                       max_minutes=args.max_minutes, device=args.device, amp=args.amp)
+    if init_network:  # fine-tuning the shipped weights: their network, unless --channels says otherwise
+        cfg.network = {**cfg.network, **init_network}
     if args.channels:
         channels = [int(c) for c in args.channels.split(",")]
         cfg.network = {**cfg.network, "channels": channels, "strides": [2] * (len(channels) - 1)}

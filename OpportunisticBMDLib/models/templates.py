@@ -3,7 +3,8 @@
 A template is a :class:`Template`: ``tissue`` ids (fine-grained, one random intensity each, as in
 SynthSeg), the tissue type of each id (for its plausible HU range), the network ``target`` classes and
 the keypoint ``heat`` map. Sources: the library schema (phantoms, nnU-Net datasets) and
-TotalSegmentator ``total`` label maps (anatomy templates only, never their CT images).
+TotalSegmentator ``total`` label maps (anatomy templates; their CT's real HU only when asked, see
+:func:`from_totalseg`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Template:
     spacing_mm: float = MODEL_SPACING_MM
     weight: float = 1.0  # relative sampling frequency in training
     split: str = "train"  # "train" or "val" (kept in template bundles)
+    image_fraction: float = 0.7  # share of patches drawn from image_hu (the rest: synthetic intensities)
 
 
 def _ts_tissue_type(name: str) -> str:
@@ -109,12 +111,14 @@ def subcutaneous_fat_mask(fat: np.ndarray, body: np.ndarray) -> np.ndarray:
 
 
 def from_totalseg(seg_path: Path, ct_hu_for_tissue_classes: Path | None = None,
-                  vertebrae_body_path: Path | None = None, name: str | None = None) -> Template:
+                  vertebrae_body_path: Path | None = None, name: str | None = None,
+                  use_image: bool = False) -> Template:
     """A template from a TotalSegmentator ``total`` label map.
 
     Body outline, fat and gas are not in ``total``; when ``ct_hu_for_tissue_classes`` is given they
-    are derived by HU thresholds (body > -500 HU, fat -190..-30 HU, gas < -500 HU inside). Only these
-    label maps are used for training; the CT's intensities never are.
+    are derived by HU thresholds (body > -500 HU, fat -190..-30 HU, gas < -500 HU inside). With
+    ``use_image`` that CT's real HU are kept as the template's image (trained on, with intensity
+    augmentation, besides the synthetic intensities of its label map); otherwise they never are.
     """
     from ..io import read_labels
 
@@ -123,10 +127,12 @@ def from_totalseg(seg_path: Path, ct_hu_for_tissue_classes: Path | None = None,
     tissue = ts.copy()
     types = {i: _ts_tissue_type(n) for i, n in _ts_names().items()}
     types[0] = "air"
+    ct_volume = None
     if ct_hu_for_tissue_classes is not None:
         from ..io import read_ct
 
-        ct = read_ct(ct_hu_for_tissue_classes).array
+        ct_volume = read_ct(ct_hu_for_tissue_classes)
+        ct = ct_volume.array
         body = ndimage.binary_fill_holes(ndimage.binary_closing(ct > -500, iterations=2), structure=np.ones((1, 3, 3)))
         lab, n = ndimage.label(body)
         if n:
@@ -147,7 +153,10 @@ def from_totalseg(seg_path: Path, ct_hu_for_tissue_classes: Path | None = None,
     ours[tissue == T_SUBCUT_FAT] = LABELS["subcutaneous_fat"]
     ours[tissue == T_DISC] = LABELS["intervertebral_disc"]
     vol = seg.like(ours.astype(np.int16))
-    return from_volumes(name or seg_path.parent.name, vol, tissue=seg.like(tissue), tissue_types=types)
+    if use_image and ct_volume is None:
+        raise ValueError("use_image needs the CT (ct_hu_for_tissue_classes)")
+    return from_volumes(name or seg_path.parent.name, vol, tissue=seg.like(tissue), tissue_types=types,
+                        image_hu=ct_volume if use_image else None)
 
 
 def _ts_names() -> dict[int, str]:
@@ -212,10 +221,14 @@ def label_names() -> dict[int, str]:
     return dict(LABEL_NAMES)
 
 
-def default_shared_templates(shared_dir: Path) -> list[Template]:
-    """Templates from ``../shared/data/totalseg-example`` label maps (never its DICOM case)."""
+def default_shared_templates(shared_dir: Path, use_image: bool = False,
+                             image_fraction: float = 0.7) -> list[Template]:
+    """Templates from ``../shared/data/totalseg-example`` label maps (never its DICOM case); with
+    ``use_image`` its CT's real HU too, drawn in ``image_fraction`` of its patches."""
+    discs = shared_dir / "ct_seg_vertebrae_body.nii.gz"  # its disc label, where the folder has it
     full = from_totalseg(shared_dir / "ct_seg_total.nii.gz", shared_dir / "ct.nii.gz",
-                         shared_dir / "ct_seg_vertebrae_body.nii.gz", name="totalseg-example")
+                         discs if discs.is_file() else None, name="totalseg-example", use_image=use_image)
+    full.image_fraction = image_fraction
     return [full]
 
 
@@ -233,7 +246,7 @@ def save_bundle(templates: list[Template], path: Path) -> Path:
             arrays[f"{n}_image"] = np.round(t.image_hu).clip(-32768, 32767).astype(np.int16)
         meta.append({"name": t.name, "tissue_types": {str(k): v for k, v in t.tissue_types.items()},
                      "spacing_mm": t.spacing_mm, "weight": t.weight, "image": t.image_hu is not None,
-                     "split": t.split})
+                     "split": t.split, "image_fraction": t.image_fraction})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez_compressed(path, **arrays)
     return Path(path)
@@ -247,5 +260,6 @@ def load_bundle(path: Path) -> list[Template]:
                          tissue_types={int(k): v for k, v in m["tissue_types"].items()},
                          heat=data[f"{n}_heat"].astype(np.float32) / 255,
                          image_hu=data[f"{n}_image"].astype(np.float32) if m["image"] else None,
-                         spacing_mm=m["spacing_mm"], weight=m["weight"], split=m.get("split", "train"))
+                         spacing_mm=m["spacing_mm"], weight=m["weight"], split=m.get("split", "train"),
+                         image_fraction=m.get("image_fraction", 0.7))
                 for n, m in enumerate(meta)]

@@ -67,7 +67,8 @@ def nnunet_templates(dataset_dir: Path) -> list[Template]:
 def split_templates(templates: list[Template], val_fraction: float = 0.2) -> tuple[list[Template], list[Template]]:
     """Hold out the last ``val_fraction`` of templates for validation (at least one when there are 2+)."""
     if len(templates) < 2:
-        return templates, templates  # one template: validation on unseen random augmentations of it
+        # one template: validation on unseen random augmentations of it (two lists: bundles are appended)
+        return templates, list(templates)
     n_val = max(1, int(round(len(templates) * val_fraction)))
     return templates[:-n_val], templates[-n_val:]
 
