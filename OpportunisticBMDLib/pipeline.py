@@ -90,7 +90,10 @@ def prepare_labels(labels: Volume, ct: Volume) -> Volume:
     check_same_grid(labels, ct, what=labels.metadata.get("path", "label map"))
     if labels.metadata.get(_SCHEMA_CHECKED) is labels.array:
         return labels  # this very array was found to be in our schema already
-    if looks_like_totalseg(labels.array):
+    # the models write our schema: never guess (a model map with no named vertebra but both psoas, ids 30-33,
+    # looks like TotalSegmentator's T11-L2 and its psoas would be measured as vertebrae)
+    predicted = labels.metadata.get("source_schema") == MODEL_LABELS_SOURCE
+    if not predicted and looks_like_totalseg(labels.array):
         mapped = labels.like(totalseg_to_ours(labels.array), **labels.metadata)
         mapped.metadata["source_schema"] = "totalsegmentator-total"
         mapped.metadata[_SCHEMA_CHECKED] = mapped.array

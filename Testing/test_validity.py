@@ -128,3 +128,22 @@ def test_headline_says_not_measurable_and_why() -> None:
     r = validity.finalize(_results({"L5": _level(170.6, 200.0, exclusion_reasons=["roi_too_small"])}))
     text = validity.headline(r)
     assert text.startswith("Spine: not measurable") and "roi_too_small" in text and "not_measurable" in text
+
+
+def test_model_labels_are_never_read_as_totalsegmentator_ids() -> None:
+    """A model map with no named vertebra but both psoas (our ids 30-33 are TotalSegmentator's T11-L2):
+    its psoas must stay psoas, not become vertebrae that get measured."""
+    import numpy as np
+
+    from OpportunisticBMDLib.labels import LABELS
+    from OpportunisticBMDLib.pipeline import MODEL_LABELS_SOURCE, prepare_labels
+    from OpportunisticBMDLib.volume import Volume
+
+    array = np.zeros((6, 6, 6), np.int16)
+    array[1:3, 1:3, 1:3] = LABELS["psoas_left"]
+    array[3:5, 3:5, 3:5] = LABELS["psoas_right"]
+    ct = Volume(np.zeros(array.shape, np.float32), (3.0, 3.0, 3.0))
+    given = prepare_labels(ct.like(array.copy()), ct)  # a file of unknown origin: read as TotalSegmentator
+    assert given.metadata["source_schema"] == "totalsegmentator-total"
+    model = prepare_labels(ct.like(array.copy(), source="model", source_schema=MODEL_LABELS_SOURCE), ct)
+    assert np.array_equal(model.array, array)
