@@ -4,17 +4,20 @@ and fine-tuning from the shipped weights (their network taken from the manifest)
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from OpportunisticBMDLib.cli import main
 from OpportunisticBMDLib.labels import TOTALSEG_TOTAL_IDS
 from OpportunisticBMDLib.models.synth import CONTRAST_BOOST_HU, augment_image, synth_sample
 from OpportunisticBMDLib.models.templates import from_totalseg
 from OpportunisticBMDLib.models.weights import model_entry
 
+REPO = Path(__file__).resolve().parents[1]
 TS_ID = {name: i for i, name in TOTALSEG_TOTAL_IDS.items()}
 SPACING_MM = 3.0
 BONE_HU, AORTA_HU = 180.0, 40.0
@@ -83,17 +86,25 @@ def test_image_augmentation_enhances_vessels_sometimes_not_bone():
     assert max(sigmas_k) > 0.5 and min(sigmas_k) == 0.0  # thick slices blur along k, thin ones do not
 
 
-def test_shared_real_image_needs_the_shared_templates(tmp_path, capsys):
-    assert main(["train", "--out", str(tmp_path / "run"), "--phantoms", "0", "--shared-real-image"]) == 2
-    assert "--shared-templates" in capsys.readouterr().err
+def _obmd(*argv: str) -> subprocess.CompletedProcess:
+    """``obmd ARGV`` in a child process, as a user runs it: training sets torch's process-wide thread pool,
+    which in this test process later crashed slicer-core's segment editor callbacks (test_mrml_bridge)."""
+    return subprocess.run([sys.executable, "-m", "OpportunisticBMDLib.cli", *argv], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+def test_shared_real_image_needs_the_shared_templates(tmp_path):
+    done = _obmd("train", "--out", str(tmp_path / "run"), "--phantoms", "0", "--shared-real-image")
+    assert done.returncode == 2 and "--shared-templates" in done.stderr
 
 
 def test_fine_tune_from_the_shipped_weights_uses_their_network(tmp_path):
     case = tiny_totalseg_case(tmp_path / "ts")
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), "--shared-templates", str(case), "--shared-real-image",
+    done = _obmd("train", "--out", str(out), "--shared-templates", str(case), "--shared-real-image",
                  "--real-image-fraction", "1", "--init", "shipped", "--epochs", "1", "--iters-per-epoch", "1",
-                 "--batch-size", "1", "--patch-size", "32", "--val-samples", "1", "--threads", "1"]) == 0
+                 "--batch-size", "1", "--patch-size", "32", "--val-samples", "1", "--threads", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["config"]["network"]["channels"] == model_entry()["network"]["channels"]  # not the default
     assert state["iteration"] == 1
