@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _real_cases as cases_mod
 from .common import add_json_option, peak_rss_mb, write_json
-from .segmentation import MIN_REFERENCE_FRACTION, dice
+from .segmentation import MIN_REFERENCE_FRACTION, dice, level_vbmd_differences
 
 # A model vertebra covering less than this fraction of a reference vertebra has not found it (design
 # choice: a neighbour's edge or a fragment often touches a fifth of the next vertebra at a 3 mm grid).
@@ -155,18 +155,8 @@ def vbmd_figures(reference_results: dict[str, Any], model_results: dict[str, Any
                              "calibration": res["calibration"].get("method")}
     if "error" in reference_results or "error" in model_results:
         return out
-    ref_levels, model_levels = reference_results["spine"]["levels"], model_results["spine"]["levels"]
-    for lvl, r in ref_levels.items():
-        m = model_levels.get(lvl)
-        if m and r.get("vbmd_mg_cm3") is not None and m.get("vbmd_mg_cm3") is not None:
-            out["levels"][lvl] = {"reference_mg_cm3": round(r["vbmd_mg_cm3"], 2),
-                                  "model_mg_cm3": round(m["vbmd_mg_cm3"], 2),
-                                  "difference_mg_cm3": round(m["vbmd_mg_cm3"] - r["vbmd_mg_cm3"], 2)}
-    pair = [out["levels"][lvl] for lvl in ("L1", "L2") if lvl in out["levels"]]
-    if len(pair) == 2:
-        out["l1_l2_reference_mg_cm3"] = round(float(np.mean([p["reference_mg_cm3"] for p in pair])), 2)
-        out["l1_l2_model_mg_cm3"] = round(float(np.mean([p["model_mg_cm3"] for p in pair])), 2)
-        out["l1_l2_difference_mg_cm3"] = round(out["l1_l2_model_mg_cm3"] - out["l1_l2_reference_mg_cm3"], 2)
+    out.update(level_vbmd_differences(reference_results["spine"]["levels"], model_results["spine"]["levels"],
+                                      min_l1_l2_levels=2))
     return out
 
 

@@ -93,16 +93,22 @@ def vbmd_difference(ct, reference_labels, predicted_labels) -> dict[str, Any]:
         pred = analyze(ct, predicted_labels, options).results
     except Exception as exc:  # report, do not hide the other figures
         return {"error": f"analysis failed: {exc}"}
+    return level_vbmd_differences(ref["spine"]["levels"], pred["spine"]["levels"], min_l1_l2_levels=1)
+
+
+def level_vbmd_differences(ref_levels: dict[str, Any], model_levels: dict[str, Any],
+                           min_l1_l2_levels: int) -> dict[str, Any]:
+    """Per level (both measured) vBMD on the model's labels minus on the reference's, and the L1-L2 means
+    when at least ``min_l1_l2_levels`` of L1 and L2 are in both."""
     out: dict[str, Any] = {"levels": {}}
-    ref_levels, pred_levels = ref["spine"]["levels"], pred["spine"]["levels"]
     for lvl, r in ref_levels.items():
-        p = pred_levels.get(lvl)
-        if p and r.get("vbmd_mg_cm3") is not None and p.get("vbmd_mg_cm3") is not None:
+        m = model_levels.get(lvl)
+        if m and r.get("vbmd_mg_cm3") is not None and m.get("vbmd_mg_cm3") is not None:
             out["levels"][lvl] = {"reference_mg_cm3": round(r["vbmd_mg_cm3"], 2),
-                                  "model_mg_cm3": round(p["vbmd_mg_cm3"], 2),
-                                  "difference_mg_cm3": round(p["vbmd_mg_cm3"] - r["vbmd_mg_cm3"], 2)}
+                                  "model_mg_cm3": round(m["vbmd_mg_cm3"], 2),
+                                  "difference_mg_cm3": round(m["vbmd_mg_cm3"] - r["vbmd_mg_cm3"], 2)}
     pair = [out["levels"][lvl] for lvl in ("L1", "L2") if lvl in out["levels"]]
-    if pair:
+    if pair and len(pair) >= min_l1_l2_levels:
         out["l1_l2_reference_mg_cm3"] = round(float(np.mean([p["reference_mg_cm3"] for p in pair])), 2)
         out["l1_l2_model_mg_cm3"] = round(float(np.mean([p["model_mg_cm3"] for p in pair])), 2)
         out["l1_l2_difference_mg_cm3"] = round(out["l1_l2_model_mg_cm3"] - out["l1_l2_reference_mg_cm3"], 2)

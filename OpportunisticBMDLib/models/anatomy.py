@@ -92,26 +92,24 @@ def lung_base_k(hu: np.ndarray, spacing_mm: float) -> float | None:
     return float(ks.min()) if len(ks) else None
 
 
-def _rib_slices(cls: np.ndarray, spacing_mm: float) -> np.ndarray:
-    comp, n = _components(cls == NET_INDEX["rib"])
+def _large_pieces(mask: np.ndarray, spacing_mm: float, min_mm3: float) -> np.ndarray:
+    """``mask`` without its connected pieces smaller than ``min_mm3``."""
+    comp, n = _components(mask)
     if n == 0:
-        return np.zeros(cls.shape[0], bool)
-    sizes = np.bincount(comp.ravel()) * spacing_mm**3
-    keep = sizes >= MIN_RIB_MM3
+        return np.zeros(mask.shape, bool)
+    keep = np.bincount(comp.ravel()) * spacing_mm**3 >= min_mm3
     keep[0] = False
-    return keep[comp].any(axis=(1, 2))
+    return keep[comp]
+
+
+def _rib_slices(cls: np.ndarray, spacing_mm: float) -> np.ndarray:
+    return _large_pieces(cls == NET_INDEX["rib"], spacing_mm, MIN_RIB_MM3).any(axis=(1, 2))
 
 
 def _spine_slices(cls: np.ndarray, spacing_mm: float) -> np.ndarray:
     """Slices holding a vertebra of the free spine (vertebra class, fragments ignored)."""
-    comp, n = _components(cls == NET_INDEX["vertebra"])
-    if n == 0:
-        return np.zeros(cls.shape[0], bool)
-    sizes = np.bincount(comp.ravel()) * spacing_mm**3
-    keep = sizes >= MIN_VERTEBRA_MM3
-    keep[0] = False
-    area_cm2 = keep[comp].sum(axis=(1, 2)) * spacing_mm**2 / 100.0
-    return area_cm2 >= VERTEBRA_SLICE_MIN_CM2
+    vertebrae = _large_pieces(cls == NET_INDEX["vertebra"], spacing_mm, MIN_VERTEBRA_MM3)
+    return vertebrae.sum(axis=(1, 2)) * spacing_mm**2 / 100.0 >= VERTEBRA_SLICE_MIN_CM2
 
 
 @dataclass(frozen=True)
