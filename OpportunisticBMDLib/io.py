@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from . import input_checks
+from . import dicom_series, input_checks
 from .errors import InputError, SegmentationError
 from .volume import SourceGeometry, Volume
 
@@ -145,10 +145,14 @@ def _read_dicom_series(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     series_ids = reader.GetGDCMSeriesIDs(str(path))
     if not series_ids:
         raise InputError(f"{path}: no DICOM series found in this directory")
-    # The series with the most slices is the volume a user means when pointing at a folder.
-    files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series_ids}
-    series_id = max(files_per_series, key=lambda sid: len(files_per_series[sid]))
-    files = files_per_series[series_id]
+    choice = dicom_series.choose_ct_series(dicom_series.scan_folder(path)) if len(series_ids) > 1 else None
+    if choice is not None and choice.chosen is None:
+        raise InputError(f"{path}: {choice.reason}")
+    if choice is not None and choice.chosen.series_uid in series_ids:
+        files = reader.GetGDCMSeriesFileNames(str(path), choice.chosen.series_uid)
+    else:  # one series, or an anonymised export without series UIDs: the series with the most slices
+        files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series_ids}
+        files = files_per_series[max(files_per_series, key=lambda sid: len(files_per_series[sid]))]
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     reader.LoadPrivateTagsOff()
@@ -157,6 +161,8 @@ def _read_dicom_series(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     except RuntimeError as exc:
         raise InputError(f"{path}: DICOM series could not be read ({exc.args[0].splitlines()[0]})") from exc
     meta: dict[str, Any] = {"format": "dicom", "n_files": len(files), "n_series_in_folder": len(series_ids)}
+    if choice is not None:
+        meta["series_choice"] = choice.as_dict()
     for name, tag in DICOM_TAGS.items():
         if reader.HasMetaDataKey(0, tag):
             meta[name] = reader.GetMetaData(0, tag).strip()

@@ -28,7 +28,7 @@ TRABECULAR_PREFIX = "trabecular_"
 # iliopsoas label also holds the iliacus in the iliac fossa (and the pelvis has no anterior-wall
 # layout like the abdomen's).
 REFERENCE_TISSUE_LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")
-DICOM_KEYS = ("format", *HEADER_KEYS)
+DICOM_KEYS = ("format", *HEADER_KEYS, "series_choice")  # series_choice: which series of a DICOM folder, and why
 MODEL_LABELS_SOURCE = "obmd-models"  # results input.labels_source of labels the segmentation models made
 
 
