@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 
 from ..pipeline import AnalysisResult
 from ..volume import Volume
-from . import ct_series, pdf, seg, sr, sources
+from . import ct_series, pdf, seg, sources, sr
 
 DICOM_DIR = "dicom"
 SEG_NAME, SR_NAME, PDF_NAME = "seg.dcm", "sr.dcm", "report_pdf.dcm"
