@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "analyze", help="measure vertebral BMD from a CT (and its segmentation)", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("ct", help="CT in HU: NIfTI/NRRD/MHA file or DICOM series folder")
+    parser.add_argument("ct", nargs="?", help="CT in HU: NIfTI/NRRD/MHA file, DICOM series folder or a PACS study "
+                        "dicomweb://HOST:PORT/PATH/studies/<StudyUID>")
     parser.add_argument("--seg", metavar="LABELS",
                         help="label map on the CT grid (our schema or TotalSegmentator 'total'); "
                         "without it the segmentation models run")
@@ -65,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(needs the TotalSegmentator package and its weights installed)")
     parser.add_argument("--json-only", action="store_true", help="write results.json only (no CSV, no masks)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from ..dicom.cli import add_dicom_arguments
+
+    add_dicom_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -192,6 +196,14 @@ def check_backend(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..dicom.cli import local_ct
+
+    with local_ct(args) as (ct_path, series_choice):  # a dicomweb:// study: its CT series fetched to a temp folder
+        return _run(args, ct_path, series_choice)
+
+
+def _run(args: argparse.Namespace, ct_path: str, series_choice: dict | None) -> int:
+    from ..dicom import cli as dicom_cli
     from ..io import read_ct, read_labels
     from ..output_folder import staged_output
     from ..pipeline import analyze, write_outputs
@@ -204,11 +216,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # --out is checked and locked before the CT is read; the results go to a fresh folder beside it that
     # replaces it whole at the end (output_folder.py): never next to an input, never two cases mixed
-    inputs = [args.ct, args.seg, args.body_seg, args.calibration_file, args.z_reference]
+    inputs = [ct_path, args.seg, args.body_seg, args.calibration_file, args.z_reference]
     with staged_output(out, inputs) as staging:
         progress = no_progress if args.quiet else TerminalProgress()
-        progress(0.0, f"Reading {args.ct}")
-        ct = read_ct(args.ct)
+        progress(0.0, f"Reading {args.ct or ct_path}")
+        ct = read_ct(ct_path)
         labels = read_labels(args.seg, like=ct) if args.seg else None
         body = read_labels(args.body_seg, like=ct) if args.body_seg else None
         options = build_options(args)
@@ -217,8 +229,10 @@ def run(args: argparse.Namespace) -> int:
             written = {"results.json": write_json(result.results, staging / "results.json")}
         else:
             written = write_outputs(result, ct, staging)
+        written.update(dicom_cli.write_outputs(args, result, ct, staging, series_choice))
     print_report(result.results)
     n_masks = sum(1 for k in written if k.startswith("masks/"))
     print(f"wrote {out / 'results.json'}" + (f", results.csv and {n_masks} masks" if n_masks else "")
           + f" in {time.perf_counter() - start:.1f} s")
+    dicom_cli.store(args, out)  # --store: SEG, SR, PDF back to the PACS (after the folder is in place)
     return EXIT_NOT_MEASURABLE if result.results.get("status") == STATUS_NOT_MEASURABLE else 0

@@ -1,0 +1,115 @@
+"""The DICOM and PACS flags of ``obmd analyze`` and what they do around the analysis: fetch a DICOMweb
+study's CT series, write OUT/dicom/, store it back. Kept apart from commands/analyze.py, which calls
+:func:`add_dicom_arguments` and the three steps below."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def add_dicom_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("DICOM and PACS")
+    group.add_argument("--pacs", metavar="URL",
+                       help="DICOMweb root of a PACS (e.g. http://HOST:8042/dicom-web); with --study, analyse that "
+                       "study (same as CT = dicomweb://HOST:PORT/PATH/studies/<StudyUID>)")
+    group.add_argument("--study", metavar="UID", help="Study Instance UID to fetch from --pacs")
+    group.add_argument("--store", action="store_true",
+                       help="send the DICOM SEG, SR and PDF back to the PACS the study came from (STOW-RS)")
+    group.add_argument("--dicom-out", action="store_true",
+                       help="write OUT/dicom/ for a NIfTI/NRRD CT too (new UIDs; DICOM input writes it always)")
+    group.add_argument("--no-dicom-out", action="store_true", help="do not write OUT/dicom/ for DICOM input")
+
+
+def study_address(args: argparse.Namespace):
+    """The DICOMweb study to analyse, or None for a local CT."""
+    from . import dicomweb
+
+    if args.pacs or args.study:
+        if not (args.pacs and args.study):
+            raise InputError("--pacs and --study go together: --pacs http://HOST:PORT/dicom-web --study <StudyUID>")
+        if args.ct:
+            raise InputError(f"give either a CT ({args.ct}) or --pacs/--study, not both")
+        return dicomweb.address(args.pacs, args.study)
+    if not args.ct:
+        raise InputError("no CT given: a NIfTI/NRRD file, a DICOM folder, dicomweb://HOST:PORT/PATH/studies/<UID> "
+                         "or --pacs URL --study UID")
+    return dicomweb.parse_address(args.ct) if dicomweb.is_dicomweb(args.ct) else None
+
+
+@contextlib.contextmanager
+def local_ct(args: argparse.Namespace) -> Iterator[tuple[str, dict | None]]:
+    """The CT path to read (a DICOMweb study's CT series retrieved into a temporary folder, deleted after) and
+    the series choice (None for a local CT: the reader records its own)."""
+    where = study_address(args)
+    if args.store and where is None:
+        raise InputError("--store sends the results back to the PACS the study came from: analyse a "
+                         "dicomweb://... study (or --pacs/--study)")
+    if where is None:
+        yield args.ct, None
+        return
+    from . import dicomweb
+
+    with tempfile.TemporaryDirectory(prefix="obmd-dicomweb-") as folder:
+        print(f"fetching {where}", file=sys.stderr)
+        choice = dicomweb.fetch_ct_series(where, folder)
+        args.dicomweb_address = where
+        yield folder, choice.as_dict()
+
+
+def wants_dicom(args: argparse.Namespace, ct_format: str | None) -> bool:
+    if ct_format == "dicom":
+        return not args.no_dicom_out and not args.json_only
+    return bool(args.dicom_out)
+
+
+def write_outputs(args: argparse.Namespace, result, ct, out_dir: Path, series_choice: dict | None) -> dict:
+    """After the analysis, in the staged output folder: record where the CT came from and the series choice,
+    write OUT/dicom/ when wanted; returns the files written (relative name -> path)."""
+    where = getattr(args, "dicomweb_address", None)
+    inputs = result.results.setdefault("input", {})
+    if series_choice is not None:
+        inputs["series_choice"] = series_choice
+    if where is not None:
+        inputs["ct"] = str(where)
+    choice = inputs.get("series_choice")
+    if choice:
+        print(f"series: {choice.get('reason')}")
+    from ..results import write_json
+
+    written: dict = {}
+    if wants_dicom(args, ct.metadata.get("format")):
+        from .writer import write_dicom_outputs
+
+        outputs = write_dicom_outputs(result, ct, out_dir)
+        for note in outputs.info.get("notes", []):
+            print(f"obmd: warning: {note}", file=sys.stderr)
+        written = outputs.paths
+        names = [name for name in ("seg.dcm", "sr.dcm", "report_pdf.dcm") if f"dicom/{name}" in written]
+        print(f"DICOM: {', '.join(names)} in {Path(args.out) / 'dicom'}")
+    if where is not None or written:  # results.json again, with input.ct/series_choice and "dicom"
+        write_json(result.results, out_dir / "results.json")
+    return written
+
+
+def store(args: argparse.Namespace, out_dir: Path) -> None:
+    """``--store``: STOW-RS the SEG, SR and PDF of ``out_dir/dicom`` to the study's server."""
+    where = getattr(args, "dicomweb_address", None)
+    if not args.store or where is None:
+        return
+    from . import dicomweb
+    from .writer import DICOM_DIR, PDF_NAME, SEG_NAME, SR_NAME
+
+    paths = [out_dir / DICOM_DIR / name for name in (SEG_NAME, SR_NAME, PDF_NAME)]
+    paths = [p for p in paths if p.is_file()]
+    if not paths:
+        raise InputError(f"--store: nothing in {out_dir / DICOM_DIR} to send")
+    stored = dicomweb.store(where.url, paths)
+    print(f"stored {len(stored)} objects ({', '.join(p.name for p in paths)}) in study {where.study_uid} "
+          f"on {where.url}")
