@@ -119,8 +119,9 @@ def summary_group(results: dict) -> hd.sr.Template:
     used = summary.get("levels_used") or []
     measurements = (_measurement(VBMD, summary.get("vbmd_mg_cm3"), UNIT_MG_CM3, codes.SCT.Mean)
                     + _measurement(MEAN_HU, summary.get("trabecular_hu_mean"), UNIT_HU, codes.SCT.Mean))
+    identifier = " ".join(["spine summary", "-".join(used)]).strip()
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="spine summary " + "-".join(used)),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=identifier),
         finding_type=codes.SCT.StructureOfVertebralColumn, measurements=measurements or None,
         qualitative_evaluations=_category(summary.get("category")) or None)
     text = [f"levels used: {', '.join(used) or 'none'}", summary.get("note") or ""]
