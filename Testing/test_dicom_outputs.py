@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from dicom_checks import DCIODVFY, dciodvfy, nifti_points_mm, seg_points_mm, segment_numbers, sr_numbers
+from web_harness import free_port
 
 from OpportunisticBMDLib.cli import main
 from OpportunisticBMDLib.dicom import pdf, sources
@@ -180,12 +181,7 @@ def test_nifti_without_dicom_out_and_bad_addresses(tmp_path, capsys):
     assert "--pacs and --study go together" in capsys.readouterr().err
     assert main(["analyze", str(SERIES), "--store", "--out", str(tmp_path / "c")]) == 2
     assert "--store sends the results back" in capsys.readouterr().err
-    # a port nobody listens on: unreachable, one line
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens there: unreachable, one line
     assert main(["analyze", f"dicomweb://127.0.0.1:{port}/dicom-web/studies/1.2.3", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "unreachable" in err and "Traceback" not in err
