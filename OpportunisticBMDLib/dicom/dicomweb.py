@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-import requests
-from dicomweb_client import DICOMwebClient
 from pydicom.dataset import Dataset
 
 from .. import dicom_series
@@ -60,12 +58,19 @@ def address(pacs_url: str, study_uid: str) -> StudyAddress:
     return StudyAddress(url, study_uid.strip())
 
 
-def client(url: str) -> DICOMwebClient:
+def client(url: str):
+    """A dicomweb-client session (imported here: a local analysis never needs it)."""
+    try:
+        from dicomweb_client import DICOMwebClient
+    except ImportError as exc:
+        raise InputError("PACS access needs dicomweb-client: pip install 'OpportunisticBMD[pacs]'") from exc
     return DICOMwebClient(url, timeout=TIMEOUT_S)
 
 
 def _call(what: str, where: StudyAddress | str, fn, *args, **kwargs):
     """Run a dicomweb-client call; connection and HTTP failures become one clear line."""
+    import requests  # dicomweb-client's transport
+
     try:
         return fn(*args, **kwargs)
     except requests.exceptions.ConnectionError as exc:
