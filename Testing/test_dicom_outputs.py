@@ -93,6 +93,11 @@ def test_real_series_outputs_valid_and_in_the_source_study(real_out):
     assert len({seg.SeriesInstanceUID, report.SeriesInstanceUID, source.series_uid}) == 3
     referenced = {item.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced <= {str(ds.SOPInstanceUID) for ds in source.datasets}
+    # each frame lies on the source slice it says it was derived from
+    position = {str(ds.SOPInstanceUID): [float(v) for v in ds.ImagePositionPatient] for ds in source.datasets}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient] == pytest.approx(position[uid])
 
 
 def test_real_series_seg_matches_masks_and_sr_matches_results(real_out):
