@@ -191,3 +191,29 @@ def test_nifti_without_dicom_out_and_bad_addresses(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unreachable" in err and "Traceback" not in err
     assert not (tmp_path / "d").exists()
+
+
+def test_two_series_folder_references_the_chosen_series(tmp_path, capsys):
+    """A folder with the series and a bone-kernel copy of it at the same positions: the reader picks the
+    soft-tissue one (input.series_choice) and the SEG references exactly its slices."""
+    source = sources.read_source_series(SERIES, with_pixels=True)
+    folder = tmp_path / "study"
+    chosen = sources.write_series_with_uids(source, folder)
+    sharp_uid = pydicom.uid.generate_uid()
+    for path in chosen:
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = sharp_uid, pydicom.uid.generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.ConvolutionKernel, ds.SeriesDescription = ["Br64f", "3"], "CT Body 3.0 bone"
+        ds.save_as(folder / f"sharp_{path.name}", enforce_file_format=True)
+    out = tmp_path / "out"
+    assert main(["analyze", str(folder), "--seg", str(LABELS), "--out", str(out), "--quiet"]) == 3
+    results = _results(out)
+    assert results["input"]["series_choice"]["series_instance_uid"] == source.series_uid
+    assert "series: axial soft-tissue series 'CT Body 3.0'" in capsys.readouterr().out
+    assert results["dicom"]["uids_generated"] is False
+    assert not any("blank" in note for note in results["dicom"]["notes"])
+    seg = pydicom.dcmread(out / "dicom" / "seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.series_uid
+    referenced = {item.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced <= {str(ds.SOPInstanceUID) for ds in source.datasets}

@@ -23,7 +23,8 @@ def add_dicom_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--store", action="store_true",
                        help="send the DICOM SEG, SR and PDF back to the PACS the study came from (STOW-RS)")
     group.add_argument("--dicom-out", action="store_true",
-                       help="write OUT/dicom/ for a NIfTI/NRRD CT too (new UIDs; DICOM input writes it always)")
+                       help="write OUT/dicom/ for a NIfTI/NRRD CT too (the CT as a new DICOM series, new UIDs); DICOM "
+                       "input writes it unless --no-dicom-out or --json-only")
     group.add_argument("--no-dicom-out", action="store_true", help="do not write OUT/dicom/ for DICOM input")
 
 

@@ -92,6 +92,10 @@ def frame_indices(ct: Volume, datasets: Sequence[Dataset]) -> tuple[np.ndarray, 
     to_index = np.linalg.inv(direction * spacing_ijk)  # LPS mm offset -> (i, j, k)
     origin = np.asarray(ct.origin_lps_mm, float)
     shape_ijk = np.asarray(ct.shape[::-1])
+    planes = {(tuple(np.round(np.asarray(ds.ImagePositionPatient, float), 3)), tuple(ds.ImageOrientationPatient))
+              for ds in datasets}
+    if len(planes) < len(datasets):
+        raise SegmentationError("two source slices at the same position (two series mixed in the folder?)")
     out = []
     for ds in datasets:
         rows, cols = int(ds.Rows), int(ds.Columns)

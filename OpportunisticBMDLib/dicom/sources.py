@@ -103,7 +103,8 @@ def _read(path: Path, with_pixels: bool) -> Dataset | None:
 
 def read_source_series(folder: str | os.PathLike[str], series_uid: str | None = None,
                        with_pixels: bool = False) -> SourceSeries:
-    """The CT image datasets of ``folder`` (the series ``series_uid`` when several; else all CT images),
+    """The CT image datasets of ``folder`` (the series ``series_uid`` when several, as input.series_choice
+    names it; else all CT images),
     sorted along the slice normal, their UIDs completed (:func:`complete_uids`)."""
     folder = Path(folder)
     datasets = []
@@ -114,7 +115,8 @@ def read_source_series(folder: str | os.PathLike[str], series_uid: str | None = 
         sop = _uid(ds, "SOPClassUID") or str(getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", ""))
         if sop not in dicom_series.CT_IMAGE_SOP_CLASSES:
             continue
-        if series_uid and _uid(ds, "SeriesInstanceUID") and _uid(ds, "SeriesInstanceUID") != series_uid:
+        # the series the reader chose (dicom_series keys a series without a UID by what it kept)
+        if series_uid and dicom_series._series_key(ds) != series_uid:
             continue
         datasets.append(ds)
     if not datasets:
