@@ -137,3 +137,20 @@ def test_unknown_study_is_one_line(orthanc, tmp_path, capsys):
     assert main(["analyze", address, "--seg", str(LABELS), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "study 1.2.3.4.5 not found" in err and "Traceback" not in err
+
+
+def test_study_without_ct_series_and_refused_store(orthanc, tmp_path, capsys):
+    """A study holding only a localizer: one line naming the rule; a STOW the server refuses: one line."""
+    scout = pydicom.dcmread(next(p for p in SERIES.iterdir()))
+    scout.StudyInstanceUID, scout.SeriesInstanceUID = generate_uid(), generate_uid()
+    scout.SOPInstanceUID = scout.file_meta.MediaStorageSOPInstanceUID = generate_uid()  # not the study's slice
+    scout.SOPClassUID = scout.file_meta.MediaStorageSOPClassUID
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.save_as(tmp_path / "scout.dcm", enforce_file_format=True)
+    requests.post(f"{orthanc}/instances", data=(tmp_path / "scout.dcm").read_bytes(), timeout=30).raise_for_status()
+    address = f"dicomweb://{orthanc.removeprefix('http://')}/dicom-web/studies/{scout.StudyInstanceUID}"
+    assert main(["analyze", address, "--seg", str(LABELS), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no axial CT image series" in err and "Traceback" not in err
+    with pytest.raises(dicomweb.PacsError, match="refused to store"):
+        dicomweb.store(f"{orthanc}/no-such-dicom-web", [tmp_path / "scout.dcm"])
