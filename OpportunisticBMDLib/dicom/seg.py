@@ -11,7 +11,7 @@ lie on the CT grid is refused, never resampled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -84,9 +84,10 @@ def segment_specs(result: AnalysisResult, muscle_source: str | None = None) -> l
     return specs
 
 
-def frame_indices(ct: Volume, datasets: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each source slice, the (k, j, i) LPS voxel of each of its pixels: three int arrays of shape
-    (n_slices, rows, columns). Raises SegmentationError if a slice is not on the CT grid."""
+def frame_indices(ct: Volume, datasets: Sequence[Dataset]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For each source slice in turn, the (k, j, i) LPS voxel of each of its pixels: three int arrays of
+    shape (rows, columns). Raises SegmentationError if a slice is not on the CT grid (checked lazily, slice
+    by slice, so that a 512x512x300 CT never holds index arrays for the whole series)."""
     direction = np.asarray(ct.direction, float).reshape(3, 3)  # columns: i, j, k axes in LPS
     spacing_ijk = np.asarray(ct.spacing_mm[::-1], float)
     to_index = np.linalg.inv(direction * spacing_ijk)  # LPS mm offset -> (i, j, k)
@@ -96,7 +97,6 @@ def frame_indices(ct: Volume, datasets: Sequence[Dataset]) -> tuple[np.ndarray, 
               for ds in datasets}
     if len(planes) < len(datasets):
         raise SegmentationError("two source slices at the same position (two series mixed in the folder?)")
-    out = []
     for ds in datasets:
         rows, cols = int(ds.Rows), int(ds.Columns)
         row_dir = np.asarray(ds.ImageOrientationPatient[:3], float)  # along a row: increasing column
@@ -114,15 +114,16 @@ def frame_indices(ct: Volume, datasets: Sequence[Dataset]) -> tuple[np.ndarray, 
         idx = rounded.astype(np.int64)
         if (idx < 0).any() or (idx >= shape_ijk[:, None, None]).any():
             raise SegmentationError(f"source slice {ds.SOPInstanceUID}: lies outside the analysed CT")
-        out.append(idx)
-    stacked = np.stack(out)  # (n, 3, rows, cols): i, j, k
-    return stacked[:, 2], stacked[:, 1], stacked[:, 0]
+        yield idx[2], idx[1], idx[0]
 
 
 def seg_frames(specs: Sequence[SegmentSpec], ct: Volume, datasets: Sequence[Dataset]) -> np.ndarray:
     """The segments on the source slices: bool (n_slices, rows, columns, n_segments)."""
-    k, j, i = frame_indices(ct, datasets)
-    return np.stack([spec.mask[k, j, i] for spec in specs], axis=-1)
+    frames = np.zeros((len(datasets), int(datasets[0].Rows), int(datasets[0].Columns), len(specs)), dtype=bool)
+    for f, (k, j, i) in enumerate(frame_indices(ct, datasets)):
+        for s, spec in enumerate(specs):
+            frames[f, :, :, s] = spec.mask[k, j, i]
+    return frames
 
 
 def _color(key: str) -> hd.color.CIELabColor:
