@@ -127,3 +127,22 @@ def test_kill_process_tree_returns_no_survivors():
     assert kill_process_tree(job.pid) == []
     job.wait(10)
     assert not any(_alive(pid) for pid in [job.pid, *pids])
+
+
+def test_analysis_job_cancel_kills_its_tree_and_cleanup_removes_its_folder(tmp_path):
+    """The Slicer module's job object (no Slicer needed for a child that is not ``obmd analyze``): its child
+    imports this very package, Cancel kills the child and what it started, cleanup deletes the work folder."""
+    from OpportunisticBMDLib.mrml.background_job import AnalysisJob
+
+    work_dir = tmp_path / "job"
+    work_dir.mkdir()
+    script = "import OpportunisticBMDLib as p\nprint('package', p.__file__, flush=True)\n" + GRANDCHILD_PARENT
+    job = AnalysisJob([sys.executable, "-c", script], work_dir, None, None)
+    grandchild = _grandchild_pid(job.process)
+    assert any(line == f"package {REPO / 'OpportunisticBMDLib' / '__init__.py'}" for line in job.lines), job.lines
+    child = job.proc.pid
+    job.cancel()
+    assert job.cancelled and not _alive(child) and not _alive(grandchild)
+    job.cleanup()
+    assert not work_dir.exists()
+    assert job.returncode is not None and job.returncode != 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +15,27 @@ import numpy as np
 
 from ..io import write_like, write_sidecar
 from ..volume import Volume
-from .process import BackgroundProcess
+from .process import BackgroundProcess, ChildProcess
 
 
 class AnalysisJob:
     """One ``obmd analyze`` run: :meth:`start` writes the inputs and starts it, the GUI's timer reads
     :meth:`poll`, :meth:`cancel` kills it (and everything it started), :meth:`result` reads its outputs."""
 
-    def __init__(self, argv: list[str], work_dir: Path, ct: Volume | None, labels: Volume | None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        work_dir: Path,
+        ct: Volume | None,
+        labels: Volume | None,
+        start_process: Callable[[list[str], dict[str, str]], ChildProcess] = BackgroundProcess,
+    ) -> None:
         self.argv, self.work_dir, self.ct, self.labels = argv, Path(work_dir), ct, labels
         self.picture_files: dict[str, Path] = {}
         # The child must import this very package (an extension's folder is not on PythonSlicer's path).
         package_parent = str(Path(__file__).resolve().parents[2])
         pythonpath = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)
-        self.process = BackgroundProcess(argv, env={"PYTHONPATH": pythonpath})
+        self.process = start_process(argv, {"PYTHONPATH": pythonpath})
 
     @classmethod
     def start(cls, volume_node: Any, segmentation_node: Any, options: Any, work_dir: str | Path) -> AnalysisJob:

@@ -11,10 +11,28 @@ import queue
 import subprocess
 import threading
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import psutil
 
 from ..progress import PROGRESS_FORMAT_ENV, PROGRESS_JSONL, parse_progress_line
+
+
+class ChildProcess(Protocol):
+    """What a job needs of its child (:class:`BackgroundProcess`; a test may hand in another)."""
+
+    proc: Any  # subprocess.Popen
+    lines: list[str]
+    cancelled: bool
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> list[tuple[float | None, str]]: ...
+
+    def wait(self, timeout_s: float | None = None) -> int: ...
+
+    def cancel(self) -> None: ...
 
 
 def kill_process_tree(pid: int, timeout_s: float = 10.0) -> list[int]:
