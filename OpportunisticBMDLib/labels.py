@@ -140,7 +140,7 @@ def looks_like_totalseg(label_values: np.ndarray) -> bool:
 def normalise_label_ids(label_values: np.ndarray, from_model: bool = False) -> tuple[np.ndarray, bool]:
     """A label array in our schema, however it came in: TotalSegmentator ``total`` ids are mapped
     (:func:`totalseg_to_ours`), our own ids are kept. The one place that decides, for the CLI
-    (:func:`..pipeline.prepare_labels`), the Slicer module and the browser app. Returns ``(array, mapped)``;
+    (:func:`.pipeline.prepare_labels`), the Slicer module and the browser app. Returns ``(array, mapped)``;
     ``array`` is ``label_values`` itself when nothing was mapped.
 
     ``from_model``: the models' own label map is in our schema by construction and is never guessed at (a
