@@ -18,7 +18,7 @@ from . import rois as tissue_rois
 from .calibration import calibrate, check_options
 from .errors import ModelError, SegmentationError
 from .io import HEADER_KEYS, age_years, check_ct_modality, check_same_grid, sex_code, write_like
-from .labels import LABELS, MEASURED_LEVELS, looks_like_totalseg, totalseg_to_ours, vertebra_label
+from .labels import LABELS, MEASURED_LEVELS, normalise_label_ids, vertebra_label
 from .progress import Progress, no_progress, scaled
 from .results import build_results, csv_row, write_csv, write_json
 from .volume import Volume
@@ -90,11 +90,11 @@ def prepare_labels(labels: Volume, ct: Volume) -> Volume:
     check_same_grid(labels, ct, what=labels.metadata.get("path", "label map"))
     if labels.metadata.get(_SCHEMA_CHECKED) is labels.array:
         return labels  # this very array was found to be in our schema already
-    # the models write our schema: never guess (a model map with no named vertebra but both psoas, ids 30-33,
-    # looks like TotalSegmentator's T11-L2 and its psoas would be measured as vertebrae)
+    # the models write our schema: never guessed (see labels.normalise_label_ids)
     predicted = labels.metadata.get("source_schema") == MODEL_LABELS_SOURCE
-    if not predicted and looks_like_totalseg(labels.array):
-        mapped = labels.like(totalseg_to_ours(labels.array), **labels.metadata)
+    array, was_mapped = normalise_label_ids(labels.array, from_model=predicted)
+    if was_mapped:
+        mapped = labels.like(array, **labels.metadata)
         mapped.metadata["source_schema"] = "totalsegmentator-total"
         mapped.metadata[_SCHEMA_CHECKED] = mapped.array
         return mapped

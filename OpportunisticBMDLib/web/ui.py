@@ -54,8 +54,8 @@ def _hex(rgb: tuple[float, float, float]) -> str:
 
 
 def legend_items() -> list[tuple[str, str]]:
-    """(color, meaning) of what the slice and 3D views draw, colors as the bridge gives the segments."""
-    from ..mrml_bridge import color_for
+    """(color, meaning) of what the slice and 3D views draw, colors as the segments get them (mrml.segment_names)."""
+    from ..mrml.segment_names import color_for
 
     return [
         (_hex(color_for("trabecular_L1")), "trabecular ROI (measured)"),

@@ -1,7 +1,7 @@
 """The browser app's workflow on trame-slicer's MRML scene, through the module's own Logic.
 
-Every step calls :class:`..slicer_logic.BMDLogic` (the same class desktop Slicer's module wraps) and
-:mod:`..mrml_bridge`; this file only adds what a web page needs: worker threads for the slow parts of
+Every step calls :class:`..mrml.logic.BMDLogic` (the same class desktop Slicer's module wraps) and the
+node modules of :mod:`..mrml`; this file only adds what a web page needs: worker threads for the slow parts of
 Analyze and Recompute (progress polled into the page, Analyze cancellable), state for the page, edit
 tracking (what differs from the last Analyze and from the last measurement), and view housekeeping.
 
@@ -12,7 +12,6 @@ pure-numpy pipeline on :class:`..volume.Volume` copies; nodes are created or upd
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import traceback
 from collections.abc import Callable
@@ -23,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import mrml_bridge as bridge
 from ..errors import OBMDError
-from ..slicer_logic import AnalysisOutputs, BMDLogic
+from ..mrml import edits, labelmaps, segment_arrays, volumes
+from ..mrml.logic import AnalysisOutputs, BMDLogic
 from ..volume import Volume
 from .results_view import results_view
 
@@ -82,17 +81,18 @@ class ProgressBox:
 def bind_scene_globals(slicer_app: Any) -> None:
     """Point ``slicer.mrmlScene`` and ``slicer.modules.<name>.logic()`` at trame-slicer's scene and logics.
 
-    The bridge and the Logic use ``slicer.util`` helpers, which read these globals as in desktop Slicer."""
+    The node modules (:mod:`..mrml`) and the Logic use ``slicer.util`` helpers, which read these globals
+    as in desktop Slicer."""
     import slicer
 
-    from ..mrml_scene import _install_module_shims
+    from ..mrml.scene import install_module_shims
 
     tables = slicer.vtkSlicerTablesLogic()
     slicer_app.register_module_logic(tables, logic_name="Tables")
     slicer_app.tables_logic = tables  # keep a reference: the application logic holds a weak one
     slicer.mrmlScene = slicer_app.scene
     slicer.app_logic = slicer_app.app_logic
-    _install_module_shims(
+    install_module_shims(
         {
             "Colors": slicer_app.color_logic,
             "Volumes": slicer_app.volumes_logic,
@@ -134,7 +134,7 @@ class Workflow:
         self._analysis: ProgressBox | None = None
         self._analyzed: dict[str, str] = {}  # segment id -> voxel digest as the last Analyze wrote it
         self._measured: dict[str, str] = {}  # ... as the numbers on the page were measured from
-        self._digest_cache: dict[str, tuple[Any, str]] = {}
+        self._segment_digests = edits.SegmentDigests()
         self.reset_state()
 
     # ----------------------------------------------------------------------------- page state
@@ -183,11 +183,11 @@ class Workflow:
         """Put a CT (and optional label map of our schema on its grid) into a fresh scene."""
         self._forget_edits()
         self.slicer_app.scene.Clear(False)
-        volume_node = bridge.node_from_volume(ct, name=name)  # its header (kVp, age, sex) as node attributes
+        volume_node = volumes.node_from_volume(ct, name=name)  # its header (kVp, age, sex) as node attributes
         labels_node = None
         if labels is not None:
-            labels_node = bridge.labels_to_segmentation(labels, volume_node, name=f"{name} labels")
-        self.case = LoadedCase(name=name, volume_node=volume_node, ct=bridge.volume_from_node(volume_node),
+            labels_node = labelmaps.labels_to_segmentation(labels, volume_node, name=f"{name} labels")
+        self.case = LoadedCase(name=name, volume_node=volume_node, ct=volumes.volume_from_node(volume_node),
                                labels_node=labels_node)
         self.reset_state()
         self.state.obmd_case_name = name
@@ -203,10 +203,10 @@ class Workflow:
 
         storage = volume_node.GetStorageNode()
         if storage is not None and storage.GetFileName():
-            bridge.set_header_attributes(volume_node, header_of_file(storage.GetFileName()))
+            volumes.set_header_attributes(volume_node, header_of_file(storage.GetFileName()))
         name = case_name(Path(volume_node.GetName()))
         volume_node.SetName(name)
-        self.case = LoadedCase(name=name, volume_node=volume_node, ct=bridge.volume_from_node(volume_node))
+        self.case = LoadedCase(name=name, volume_node=volume_node, ct=volumes.volume_from_node(volume_node))
         self.reset_state()
         self.state.obmd_case_name = self.case.name
         self._info(f"Loaded {self.case.name}. Press Analyze (the models segment the CT).")
@@ -245,7 +245,7 @@ class Workflow:
         if self.state.obmd_busy or self.state.obmd_cancelling:
             return
         from .. import pipeline
-        from ..slicer_logic import make_options
+        from ..mrml.options import make_options
 
         options = make_options(self.options)
         box = self._analysis = ProgressBox()
@@ -318,48 +318,35 @@ class Workflow:
         future.add_done_callback(stopped)
 
     # ----------------------------------------------------------------------------- edits
-    # An edit is noticed by comparing every ROI segment's voxels (a digest) with two snapshots: what the
-    # last Analyze wrote ("edited", shown on the case and the segment; back to it by Undo: not edited) and
-    # what the numbers on the page were measured from ("out of date"). A deleted segment counts as edited.
-    # The app calls refresh_edits once trame-slicer's editor has settled after a change (strokes, delete,
-    # undo). bridge.watch_edits is not used here: its VTK_STRING call-data observer crashes when
-    # trame-slicer's editor toggles closed surfaces (SegmentModified then carries no string).
+    # The edit check of mrml.edits (a digest of each ROI segment's voxels), compared with two snapshots:
+    # what the last Analyze wrote ("edited", shown on the case and the segment; back to it by Undo: not
+    # edited) and what the numbers on the page were measured from ("out of date"). A deleted segment counts
+    # as edited. The app calls refresh_edits once trame-slicer's editor has settled after a change
+    # (strokes, delete, undo), instead of observing the segmentation as desktop Slicer does
+    # (edits.watch_edits): see mrml.edits for why.
     def _start_tracking_edits(self) -> None:
         """After Analyze: segments the user had edited and Analyze kept stay edited; the rest is the base."""
         current = self._digests()
         seg_node = self._roi_node()
-        self._analyzed = {s: d for s, d in current.items() if not bridge.is_edited(seg_node, s)}
+        self._analyzed = {s: d for s, d in current.items() if not edits.is_edited(seg_node, s)}
         self._measured = dict(current)
         self._update_edit_state(current)
 
     def _forget_edits(self) -> None:
-        self._analyzed, self._measured, self._digest_cache = {}, {}, {}
+        self._analyzed, self._measured = {}, {}
+        self._segment_digests.clear()
 
     def _roi_node(self) -> Any:
         case = self.case
         return case.outputs.roi_segmentation_node if case is not None and case.outputs is not None else None
 
     def _digests(self) -> dict[str, str]:
-        """Voxel digest of every segment of the ROI segmentation (cached while its labelmap is unchanged)."""
+        """Voxel digest of every segment of the ROI segmentation (:class:`..mrml.edits.SegmentDigests`:
+        recomputed only where a labelmap changed)."""
         seg_node = self._roi_node()
         if seg_node is None:
             return {}
-        from slicer import vtkSegmentationConverter
-
-        representation = vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
-        segmentation = seg_node.GetSegmentation()
-        out = {}
-        for segment_id in segmentation.GetSegmentIDs():
-            segment = segmentation.GetSegment(segment_id)
-            labelmap = segment.GetRepresentation(representation)
-            key = (id(labelmap), labelmap.GetMTime() if labelmap is not None else 0, segment.GetLabelValue())
-            cached = self._digest_cache.get(segment_id)
-            if cached is None or cached[0] != key:
-                mask = bridge.segment_mask(seg_node, segment_id, self.case.volume_node)
-                cached = (key, hashlib.sha1(np.packbits(mask).tobytes()).hexdigest())
-                self._digest_cache[segment_id] = cached
-            out[segment_id] = cached[1]
-        return out
+        return self._segment_digests(seg_node, self.case.volume_node)
 
     def refresh_edits(self) -> bool:
         """Compare the ROI segments with the last Analyze and the last measurement; update the page and the
@@ -374,8 +361,8 @@ class Workflow:
         seg_node = self._roi_node()
         edited = {s for s, d in self._analyzed.items() if current.get(s) != d} | (set(current) - set(self._analyzed))
         for segment_id in current:  # Undo back to what Analyze wrote: no longer edited
-            if bridge.is_edited(seg_node, segment_id) != (segment_id in edited):
-                bridge.set_edited(seg_node, segment_id, segment_id in edited)
+            if edits.is_edited(seg_node, segment_id) != (segment_id in edited):
+                edits.set_edited(seg_node, segment_id, segment_id in edited)
         stale = current != self._measured
         self.case.edited_segments = edited
         self.state.obmd_edited = sorted(edited)
@@ -458,7 +445,7 @@ class Workflow:
 
     async def set_calibration(self, method: str) -> None:
         """Calibration method for the next Analyze/Recompute; recomputes at once when results exist."""
-        from ..slicer_logic import make_options
+        from ..mrml.options import make_options
 
         options = make_options(self.options)
         if options.calibration == method or self.state.obmd_busy:
@@ -471,7 +458,7 @@ class Workflow:
         """The patient's psoas and marrow fat (percent; blank or out of range: typical for the age), e.g.
         from a water-fat MRI: the calibration uses them and their error leaves the stated SD. Recomputes
         at once when results exist."""
-        from ..slicer_logic import composition_params, composition_ranges_percent, make_options
+        from ..mrml.options import composition_params, composition_ranges_percent, make_options
 
         def number(value: float | str | None) -> float | None:
             try:
@@ -580,7 +567,7 @@ class Workflow:
             return None
         if case.outputs.roi_segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
             return None
-        mask = bridge.segment_mask(case.outputs.roi_segmentation_node, segment_id, case.volume_node)
+        mask = segment_arrays.segment_mask(case.outputs.roi_segmentation_node, segment_id, case.volume_node)
         idx = np.argwhere(mask)
         if not len(idx):
             return None
