@@ -39,7 +39,7 @@ def _canvas(width_in: float, height_in: float) -> tuple[Any, Any]:
 
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white", pil_kwargs={"compress_level": 1})  # fast; read once
     return buffer.getvalue()
 
 
