@@ -156,3 +156,24 @@ def test_letter_paper_and_no_pictures(with_hip, tmp_path):
     assert re.search(r"Page 2 of 2", pages[1])
     with pytest.raises(ValueError, match="page size"):
         ReportOptions(page_size="A5")
+
+
+def test_pictures_skip_an_emptied_roi():
+    """A ROI erased whole in the editor (Slicer, web) is left out of the pictures; none at all: no picture."""
+    import numpy as np
+
+    from OpportunisticBMDLib.report import figures
+    from OpportunisticBMDLib.volume import Volume
+
+    rng = np.random.default_rng(0)
+    ct = Volume(rng.normal(40.0, 20.0, (40, 50, 60)).astype(np.float32), (3.0, 2.0, 2.0))
+    rois = {name: np.zeros(ct.shape, bool) for name in ("trabecular_L1", "trabecular_L2", "muscle_roi", "fat_roi")}
+    rois["trabecular_L2"][5:15, 20:30, 25:35] = True
+    rois["muscle_roi"][5:15, 30:40, 10:20] = True
+    results = {"spine": {"summary": {"levels_used": []}, "levels": {}}}
+    assert figures.axial_level(results, figures.trabecular_masks(rois)) == "L2"
+    for png in (figures.sagittal_png(ct, rois, results), figures.axial_png(ct, rois, results, "L2")):
+        assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
+    rois["trabecular_L2"][:] = False
+    assert figures.sagittal_png(ct, rois, results) is None
+    assert figures.axial_level(results, figures.trabecular_masks(rois)) is None

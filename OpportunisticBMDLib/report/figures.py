@@ -77,19 +77,23 @@ def sagittal_png(ct: Volume, rois: dict[str, np.ndarray], results: dict[str, Any
                  width_in: float = 3.3, height_in: float = 3.9) -> bytes | None:
     """The mid-sagittal CT slice through the trabecular ROIs (anterior left, superior up), each level's ROI
     outlined (projected through the body, so every level shows) and named; None without a trabecular ROI."""
-    masks = trabecular_masks(rois)
-    if not masks:
-        return None
     dz, dy, _ = ct.spacing_mm
     union_ji = np.zeros(ct.shape[:2], bool)  # (k, j): any ROI voxel along i
     projections = {}
     i_columns = []
-    for level, mask in masks.items():
-        proj = mask.any(axis=2)
+    for level, mask in trabecular_masks(rois).items():
+        ks = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+        if not ks.size:
+            continue  # an emptied ROI (edited away): nothing to outline
+        slab = mask[ks[0]:ks[-1] + 1]  # the level's slices only: 10x faster on a 512 x 512 x 300 CT
+        proj = np.zeros(ct.shape[:2], bool)
+        proj[ks[0]:ks[-1] + 1] = slab.any(axis=2)
         projections[level] = proj
         union_ji |= proj
-        i_columns.append(np.nonzero(mask.any(axis=(0, 1)))[0])
-    i_mid = int(np.median(np.concatenate(i_columns))) if i_columns else ct.shape[2] // 2
+        i_columns.append(np.flatnonzero(slab.any(axis=(0, 1))))
+    if not projections:
+        return None
+    i_mid = int(np.median(np.concatenate(i_columns)))
     ks, js = np.nonzero(union_ji)
     k0, k1 = _crop(ks.min(), ks.max(), ct.shape[0], MARGIN_MM / dz)
     half_j = max((js.max() - js.min()) / 2 + 2 * MARGIN_MM / dy, 0.45 * (k1 - k0) * dz / dy)  # not too narrow
@@ -126,11 +130,11 @@ def sagittal_png(ct: Volume, rois: dict[str, np.ndarray], results: dict[str, Any
 
 
 def axial_level(results: dict[str, Any], masks: dict[str, np.ndarray]) -> str | None:
-    """The level the axial view cuts: L1 when measured, else the summary's first level, else the first one."""
-    if "L1" in masks:
-        return "L1"
+    """The level the axial view cuts: L1 when its ROI has voxels, else the summary's first level, else the first
+    level with voxels (None: no ROI has any)."""
     used = ((results.get("spine") or {}).get("summary") or {}).get("levels_used") or []
-    return next((lvl for lvl in used if lvl in masks), next(iter(masks), None))
+    order = ["L1", *used, *masks]
+    return next((lvl for lvl in order if lvl in masks and masks[lvl].any()), None)
 
 
 def axial_png(ct: Volume, rois: dict[str, np.ndarray], results: dict[str, Any], level: str | None,
