@@ -50,6 +50,20 @@ def _outlined(text_artist: Any) -> None:
     text_artist.set_path_effects([patheffects.withStroke(linewidth=2.2, foreground="black")])
 
 
+def _contour(ax: Any, x: np.ndarray, y: np.ndarray, mask: np.ndarray, colour: str, linestyles: str,
+             linewidths: float) -> None:
+    """An outline in ``colour`` over a solid black one a little wider: visible on bone, on soft tissue and in
+    grey print, with its dash pattern (coloured dashes on black) still telling the ROIs apart."""
+    ax.contour(x, y, mask.astype(float), [0.5], colors="black", linestyles="solid", linewidths=linewidths + 1.6)
+    ax.contour(x, y, mask.astype(float), [0.5], colors=colour, linestyles=linestyles, linewidths=linewidths)
+
+
+def _sized(fig: Any, extent: tuple[float, float, float, float], width_in: float, max_height_in: float) -> None:
+    """The figure's height to the picture's aspect (no blank bands), at most ``max_height_in``."""
+    ratio = abs(extent[3] - extent[2]) / max(abs(extent[1] - extent[0]), 1e-6)
+    fig.set_size_inches(width_in, min(max_height_in, width_in * ratio))
+
+
 def trabecular_masks(rois: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k[len(TRABECULAR_PREFIX):]: np.asarray(v, bool) for k, v in rois.items() if k.startswith(TRABECULAR_PREFIX)}
 
@@ -102,6 +116,7 @@ def sagittal_png(ct: Volume, rois: dict[str, np.ndarray], results: dict[str, Any
     image = ct.array[k0:k1, j0:j1, i_mid]
     fig, ax = _canvas(width_in, height_in)
     extent = (j0 * dy, j1 * dy, k0 * dz, k1 * dz)  # mm; k (superior) up
+    _sized(fig, extent, width_in, height_in)
     ax.imshow(image, cmap="gray", origin="lower", extent=extent, interpolation="bilinear",
               **_window(image, SAGITTAL_WINDOW_HU))
     jj = (np.arange(j0, j1) + 0.5) * dy
@@ -109,8 +124,8 @@ def sagittal_png(ct: Volume, rois: dict[str, np.ndarray], results: dict[str, Any
     used = ((results.get("spine") or {}).get("summary") or {}).get("levels_used") or []
     label_at = {}
     for level, proj in projections.items():
-        ax.contour(jj, kk, proj[k0:k1, j0:j1].astype(float), [0.5], colors=TRABECULAR_COLOUR,
-                   **level_style(level, results))
+        style = level_style(level, results)
+        _contour(ax, jj, kk, proj[k0:k1, j0:j1], TRABECULAR_COLOUR, style["linestyles"], style["linewidths"])
         lk, lj = np.nonzero(proj)
         label_at[level] = [(lj.max() + 2.5) * dy, (lk.mean() + 0.5) * dz]
     gap_mm = 0.045 * (k1 - k0) * dz  # names never overlap (small ROIs at the edge of the scan lie close)
@@ -157,11 +172,13 @@ def axial_png(ct: Volume, rois: dict[str, np.ndarray], results: dict[str, Any], 
         j0, j1, i0, i1 = 0, image.shape[0], 0, image.shape[1]
     fig, ax = _canvas(width_in, height_in)
     extent = (i0 * dx, i1 * dx, j1 * dy, j0 * dy)  # anterior (j = 0) at the top
+    _sized(fig, extent, width_in, height_in)
     ax.imshow(image[j0:j1, i0:i1], cmap="gray", extent=extent, interpolation="bilinear",
               **_window(image, AXIAL_WINDOW_HU))
     ii = (np.arange(i0, i1) + 0.5) * dx
     jj = (np.arange(j0, j1) + 0.5) * dy
     handles = []
+    from matplotlib import patheffects
     from matplotlib.lines import Line2D
 
     drawn = (
@@ -173,10 +190,11 @@ def axial_png(ct: Volume, rois: dict[str, np.ndarray], results: dict[str, Any], 
         roi = rois.get(key)
         on_slice = roi is not None and np.asarray(roi[k]).any()
         if on_slice:
-            ax.contour(ii, jj, np.asarray(roi[k, j0:j1, i0:i1], float), [0.5], colors=colour,
-                       linestyles=style, linewidths=width)
+            _contour(ax, ii, jj, np.asarray(roi[k, j0:j1, i0:i1]), colour, style, width)
         handles.append(Line2D([], [], color=colour, linestyle=style, linewidth=width,
-                              label=title + ("" if on_slice else " (not on this slice)")))
+                              label=title + ("" if on_slice else " (not on this slice)"),
+                              path_effects=[patheffects.Stroke(linewidth=width + 1.6, foreground="black"),
+                                            patheffects.Normal()]))
     legend = ax.legend(handles=handles, loc="lower center", fontsize=6.5, framealpha=0.85, handlelength=2.6)
     legend.get_frame().set_edgecolor("black")
     for x, word, ha in ((0.02, "R", "left"), (0.98, "L", "right")):
@@ -195,6 +213,5 @@ def hip_png(picture: Any, width_in: float = 3.0, max_height_in: float = 3.6) -> 
     fig, ax = _canvas(width_in, width_in)
     draw_projection(ax, picture)
     ax.set_title("")
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    fig.set_size_inches(width_in, min(max_height_in, width_in * abs(y1 - y0) / max(abs(x1 - x0), 1e-6)))
+    _sized(fig, (*ax.get_xlim(), *ax.get_ylim()), width_in, max_height_in)
     return _png(fig)
