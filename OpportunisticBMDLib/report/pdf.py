@@ -394,9 +394,10 @@ def _hip_page(results: dict[str, Any], figures: ReportFigures, styles: dict[str,
 # ----------------------------------------------------------------------------------------- footer, document
 def _model_text(results: dict[str, Any]) -> str:
     models = (results.get("software") or {}).get("models") or {}
+    model = models.get("model") if isinstance(models.get("model"), dict) else models  # inference.segment's "model"
     if models:
-        name = models.get("name") or models.get("model") or "model"
-        return f"segmentation: {name} {models.get('version') or ''}".strip()
+        name = model.get("name") or "model"
+        return f"segmentation: model {name} {model.get('version') or '(version not stated)'}"
     source = (results.get("input") or {}).get("labels_source") or "given"
     shipped = shipped_model()
     return f"segmentation: labels given ({source})" + (f"; shipped model {shipped} not used" if shipped else "")
