@@ -132,6 +132,10 @@ def sagittal_png(ct: Volume, rois: dict[str, np.ndarray], results: dict[str, Any
     ordered = sorted(label_at, key=lambda lvl: label_at[lvl][1])
     for lower, upper in zip(ordered, ordered[1:], strict=False):
         label_at[upper][1] = max(label_at[upper][1], label_at[lower][1] + gap_mm)
+    if ordered:  # the top name inside the picture, the others below it
+        label_at[ordered[-1]][1] = min(label_at[ordered[-1]][1], k1 * dz - gap_mm / 2)
+        for lower, upper in zip(ordered[-2::-1], ordered[:0:-1], strict=False):
+            label_at[lower][1] = min(label_at[lower][1], label_at[upper][1] - gap_mm)
     for level, (x, y) in label_at.items():
         _outlined(ax.text(x, y, level, color="white", fontsize=9, fontweight="bold" if level in used else "normal",
                           va="center", ha="left"))
