@@ -6,6 +6,7 @@ report and background job."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import psutil
@@ -158,6 +159,13 @@ def test_save_report_writes_what_obmd_analyze_writes(case, tmp_path):
         case["direct"].results["spine"]["levels"]["L1"]["vbmd_mg_cm3"]
     )
     assert all(p.exists() for p in files.values())
+    # the PDF report too (Save report goes through pipeline.write_outputs), with the summary the table shows
+    assert files["report.pdf"] == tmp_path / "report" / "report.pdf"
+    text = " ".join(subprocess.run(["pdftotext", str(files["report.pdf"]), "-"], capture_output=True, text=True,
+                                   check=True).stdout.split())
+    summary = results["spine"]["summary"]
+    assert f"Trabecular vBMD, L1–L2: {summary['vbmd_mg_cm3']:.1f}" in text
+    assert f"ACR category: {summary['category']}" in text and "Not a medical device" in text
     pictures = case["logic"].hip_picture_files(case["direct"], tmp_path / "pictures")
     assert bool(pictures) == bool(case["direct"].pictures)  # what the panel shows under the hip table
     assert all(p.suffix == ".png" and p.stat().st_size > 1000 for p in pictures.values())

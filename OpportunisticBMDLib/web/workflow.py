@@ -26,6 +26,7 @@ from ..errors import OBMDError
 from ..mrml import edits, labelmaps, segment_arrays, volumes
 from ..mrml.logic import AnalysisOutputs, BMDLogic
 from ..volume import Volume
+from .downloads import ReportDownloads
 from .results_view import results_view
 
 # Segments the page offers to edit first (keys of AnalysisResult.rois), in this order.
@@ -119,6 +120,7 @@ class Workflow:
         dataset_dir: Path,
         on_outputs: Callable[[LoadedCase], None] | None = None,
         options: Any = None,
+        downloads: ReportDownloads | None = None,
     ) -> None:
         self.slicer_app = slicer_app
         self.state = state
@@ -126,6 +128,7 @@ class Workflow:
         self.dataset_dir = Path(dataset_dir)
         self.on_outputs = on_outputs or (lambda case: None)
         self.options = options
+        self.downloads = downloads  # None: Save report only writes on the server
         self.logic = BMDLogic()
         self.case: LoadedCase | None = None
         # digital patients and Recompute; an analysis gets a thread of its own (a cancelled one may still
@@ -155,6 +158,8 @@ class Workflow:
         s.obmd_message = "Load a CT, then press Analyze."
         s.obmd_error = ""
         s.obmd_last_report = ""
+        s.obmd_report_urls = {}  # the last saved report of the results shown: {pdf, zip, name} download URLs
+        s.obmd_hip_pictures = []  # [{side, src}]: the hips' DXA-like projections as PNG data URLs
         s.obmd_last_export = ""
         s.obmd_roi_segments = []
         s.obmd_calibration_methods = calibration_methods()
@@ -514,6 +519,7 @@ class Workflow:
             self._error(f"Saving the report failed: {exc}")
             return None
         self.state.obmd_last_report = str(out_dir)
+        self.state.obmd_report_urls = self.downloads.offer(out_dir) if self.downloads is not None else {}
         self._info(f"Report saved: {out_dir} ({len(files)} files)")
         return out_dir
 
@@ -538,6 +544,9 @@ class Workflow:
     def _publish(self, results: dict, stale: bool) -> None:
         with self.state:
             self.state.obmd_view = results_view(results)
+            self.state.obmd_hip_pictures = hip_picture_items(self.case.outputs.result.pictures
+                                                             if self.case and self.case.outputs else {})
+            self.state.obmd_report_urls = {}  # a saved report no longer shows these numbers
             self.state.obmd_has_results = True
             self.state.obmd_stale = stale
             self.state.obmd_edited = sorted(self.case.edited_segments) if self.case else []
@@ -577,6 +586,18 @@ class Workflow:
         ijk_to_ras = vtk.vtkMatrix4x4()
         case.volume_node.GetIJKToRASMatrix(ijk_to_ras)
         return np.array(ijk_to_ras.MultiplyPoint((float(i), float(j), float(k), 1.0))[:3])
+
+
+def hip_picture_items(pictures: dict[str, Any]) -> list[dict[str, str]]:
+    """The hips' DXA-like projections with their regions (the report's pictures) as PNG data URLs, right first."""
+    import base64
+
+    from ..hip.analysis import HipPicture
+    from ..report.figures import hip_png
+
+    hips = {pic.side: pic for pic in pictures.values() if isinstance(pic, HipPicture)}
+    return [{"side": side, "src": "data:image/png;base64," + base64.b64encode(hip_png(hips[side])).decode("ascii")}
+            for side in ("right", "left") if side in hips]
 
 
 # method -> (title, what its numbers rest on). The list of methods is calibration.CALIBRATIONS; this says
