@@ -1,4 +1,4 @@
-"""3D Slicer module panel of OpportunisticBMD: a thin GUI over OpportunisticBMDLib.slicer_logic.BMDLogic.
+"""3D Slicer module panel of OpportunisticBMD: a thin GUI over OpportunisticBMDLib.mrml.logic.BMDLogic.
 
 Everything that computes lives in the library (tested headless on slicer-core); this file only binds
 the panel to a parameter node, runs Analyze in a background ``obmd analyze`` process (or in Slicer's
@@ -57,7 +57,7 @@ def registerSampleData():
     import SampleData
 
     def generate(source):
-        from OpportunisticBMDLib.slicer_logic import load_digital_patient
+        from OpportunisticBMDLib.mrml.digital_patient import load_digital_patient
 
         with slicer.util.tryWithErrorDisplay("Generating the digital patient failed.", waitCursor=True):
             volumeNode, _ = load_digital_patient(seed=0)
@@ -227,9 +227,9 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._overwriteEdited = p.overwriteEdited
         if p.outputRoiSegmentation and not p.overwriteEdited:
-            from OpportunisticBMDLib import mrml_bridge
+            from OpportunisticBMDLib.mrml import edits
 
-            edited = mrml_bridge.update_edited_tags(p.outputRoiSegmentation, p.inputVolume)
+            edited = edits.update_edited_tags(p.outputRoiSegmentation, p.inputVolume)
             if edited:  # never overwrite a user's edits without asking
                 self._overwriteEdited = slicer.util.confirmYesNoDisplay(
                     "These segments were edited: " + ", ".join(edited) + ".\n"
@@ -293,10 +293,10 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ edits and Recompute
     def _watchEdits(self, segNode, markupsNode):
-        from OpportunisticBMDLib import mrml_bridge
+        from OpportunisticBMDLib.mrml import edits
 
         self._stopWatchingEdits()
-        tag = mrml_bridge.watch_edits(
+        tag = edits.watch_edits(
             segNode, lambda segmentId: self._markStale(f"edited: {segmentId}"), self._parameterNode.inputVolume
         )
         self._editObservation = (segNode.GetSegmentation(), tag)
@@ -364,7 +364,7 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
-    """Thin wrapper: parameter node in, OpportunisticBMDLib.slicer_logic.BMDLogic does the work."""
+    """Thin wrapper: parameter node in, OpportunisticBMDLib.mrml.logic.BMDLogic does the work."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
@@ -376,15 +376,15 @@ class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
     @property
     def bmd(self):
         if self._bmd is None:
-            from OpportunisticBMDLib.slicer_logic import BMDLogic
+            from OpportunisticBMDLib.mrml.logic import BMDLogic
 
             self._bmd = BMDLogic()
         return self._bmd
 
     # Python packages Slicer's own Python lacks (torch comes from the PyTorch extension).
     def ensureDependencies(self, needModels=False, askConfirmation=True):
+        from OpportunisticBMDLib.mrml.dependencies import missing_requirements
         from OpportunisticBMDLib.resources import resources_dir
-        from OpportunisticBMDLib.slicer_logic import missing_requirements
 
         requirements = str(resources_dir() / "requirements.txt")
         missing = missing_requirements(requirements)
@@ -409,13 +409,13 @@ class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
 
     def _options(self, p):
         params = {"slope": p.phantomSlope, "intercept": p.phantomIntercept} if p.calibrationMethod == "phantom" else {}
-        from OpportunisticBMDLib.slicer_logic import composition_params
+        from OpportunisticBMDLib.mrml.options import composition_params
 
         params.update(composition_params(p.psoasFatPercent, p.marrowFatPercent))
         return {"calibration": p.calibrationMethod, "calibration_params": params}
 
     def _outputs(self, p):
-        from OpportunisticBMDLib.slicer_logic import AnalysisOutputs
+        from OpportunisticBMDLib.mrml.logic import AnalysisOutputs
 
         return AnalysisOutputs(
             table_node=p.outputTable, roi_segmentation_node=p.outputRoiSegmentation, markups_node=p.outputKeypoints,
@@ -430,7 +430,7 @@ class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
         )
 
     def startBackgroundAnalysis(self, p):
-        from OpportunisticBMDLib.slicer_logic import AnalysisJob
+        from OpportunisticBMDLib.mrml.background_job import AnalysisJob
 
         workDir = tempfile.mkdtemp(prefix="obmd-")
         return AnalysisJob.start(p.inputVolume, p.inputSegmentation, self._options(p), workDir)
@@ -450,7 +450,7 @@ class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
         )
 
     def loadDigitalPatient(self, seed=0):
-        from OpportunisticBMDLib.slicer_logic import load_digital_patient
+        from OpportunisticBMDLib.mrml.digital_patient import load_digital_patient
 
         return load_digital_patient(seed=seed)
 
@@ -465,8 +465,8 @@ class OpportunisticBMDTest(ScriptedLoadableModuleTest):
 
     def test_AnalyzeEditRecompute(self):
         """The real logic on a generated digital patient: analyze, erase half the muscle ROI, recompute
-        (OpportunisticBMDLib.slicer_logic.run_self_test, also run headless by Testing/test_mrml_logic.py)."""
-        from OpportunisticBMDLib.slicer_logic import run_self_test
+        (OpportunisticBMDLib.mrml.self_test.run_self_test, also run headless by Testing/test_mrml_logic.py)."""
+        from OpportunisticBMDLib.mrml.self_test import run_self_test
 
         self.delayDisplay("Analyzing a digital patient, editing the muscle ROI, recomputing")
         figures = run_self_test(seed=1, region="spine")

@@ -35,10 +35,12 @@ HU_PLAUSIBLE_MAX = 32767.0
 DICOM_TAGS = {
     "modality": "0008|0060",
     "manufacturer": "0008|0070",
+    "manufacturer_model_name": "0008|1090",
     "kvp": "0018|0060",
     "contrast_agent": "0018|0010",
     "convolution_kernel": "0018|1210",
     "slice_thickness_mm": "0018|0050",
+    "patient_id": "0010|0020",
     "patient_sex": "0010|0040",
     "patient_age": "0010|1010",
     "patient_birth_date": "0010|0030",
@@ -57,11 +59,14 @@ SIDECAR_KEYWORDS = {
     "Modality": "modality", "Manufacturer": "manufacturer", "KVP": "kvp", "ContrastBolusAgent": "contrast_agent",
     "ConvolutionKernel": "convolution_kernel", "SliceThickness": "slice_thickness_mm", "PatientSex": "patient_sex",
     "PatientAge": "patient_age", "StudyDate": "study_date", "SeriesDescription": "series_description",
+    # identification only (the report's header, results.json input.identification): never a calculation's input
+    "PatientID": "patient_id", "ManufacturerModelName": "manufacturer_model_name",
 }
 
 
 # Header fields (Volume.metadata keys) an analysis uses and that must travel with a CT between the file,
-# the MRML node and back: tube voltage, the patient's age and sex (calibration bases), contrast, kernel.
+# the MRML node and back: tube voltage, the patient's age and sex (calibration bases), contrast, kernel, and
+# what identifies the patient, study and scanner on the report.
 HEADER_KEYS = tuple(SIDECAR_KEYWORDS.values())
 
 

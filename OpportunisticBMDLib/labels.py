@@ -135,3 +135,17 @@ def looks_like_totalseg(label_values: np.ndarray) -> bool:
     ts_vertebrae = present & set(range(25, 35))
     ours_vertebrae = present & set(range(1, 10))
     return not ours_vertebrae and bool(ts_vertebrae)
+
+
+def normalise_label_ids(label_values: np.ndarray, from_model: bool = False) -> tuple[np.ndarray, bool]:
+    """A label array in our schema, however it came in: TotalSegmentator ``total`` ids are mapped
+    (:func:`totalseg_to_ours`), our own ids are kept. The one place that decides, for the CLI
+    (:func:`.pipeline.prepare_labels`), the Slicer module and the browser app. Returns ``(array, mapped)``;
+    ``array`` is ``label_values`` itself when nothing was mapped.
+
+    ``from_model``: the models' own label map is in our schema by construction and is never guessed at (a
+    model map with no named vertebra but both psoas, ids 30-33, looks like TotalSegmentator's T11-L2, and
+    its psoas would be measured as vertebrae)."""
+    if not from_model and looks_like_totalseg(label_values):
+        return totalseg_to_ours(label_values), True
+    return label_values, False

@@ -18,8 +18,11 @@ from . import rois as tissue_rois
 from .calibration import calibrate, check_options
 from .errors import ModelError, SegmentationError
 from .io import HEADER_KEYS, age_years, check_ct_modality, check_same_grid, sex_code, write_like
-from .labels import LABELS, MEASURED_LEVELS, looks_like_totalseg, totalseg_to_ours, vertebra_label
+from .labels import LABELS, MEASURED_LEVELS, normalise_label_ids, vertebra_label
 from .progress import Progress, no_progress, scaled
+from .report import write_report
+from .report.identification import identification
+from .report.pdf import ReportOptions
 from .results import build_results, csv_row, write_csv, write_json
 from .volume import Volume
 
@@ -90,11 +93,11 @@ def prepare_labels(labels: Volume, ct: Volume) -> Volume:
     check_same_grid(labels, ct, what=labels.metadata.get("path", "label map"))
     if labels.metadata.get(_SCHEMA_CHECKED) is labels.array:
         return labels  # this very array was found to be in our schema already
-    # the models write our schema: never guess (a model map with no named vertebra but both psoas, ids 30-33,
-    # looks like TotalSegmentator's T11-L2 and its psoas would be measured as vertebrae)
+    # the models write our schema: never guessed (see labels.normalise_label_ids)
     predicted = labels.metadata.get("source_schema") == MODEL_LABELS_SOURCE
-    if not predicted and looks_like_totalseg(labels.array):
-        mapped = labels.like(totalseg_to_ours(labels.array), **labels.metadata)
+    array, was_mapped = normalise_label_ids(labels.array, from_model=predicted)
+    if was_mapped:
+        mapped = labels.like(array, **labels.metadata)
         mapped.metadata["source_schema"] = "totalsegmentator-total"
         mapped.metadata[_SCHEMA_CHECKED] = mapped.array
         return mapped
@@ -160,6 +163,7 @@ def _input_info(ct: Volume, labels: Volume | None, source: str, body_mask: Any) 
             None if body_mask is None else "given"),
     }
     info.update({k: ct.metadata[k] for k in DICOM_KEYS if k in ct.metadata})
+    info["identification"] = identification(ct.metadata)  # the report's header: only what the header says
     return info
 
 
@@ -307,8 +311,10 @@ def analyze(
     return result
 
 
-def write_outputs(result: AnalysisResult, ct: Volume, out_dir: str | Path) -> dict[str, Path]:
-    """``results.json``, ``results.csv``, ``masks/<roi>.nii.gz`` (CT grid) and ``labels.nii.gz`` when predicted."""
+def write_outputs(result: AnalysisResult, ct: Volume, out_dir: str | Path,
+                  report_options: ReportOptions | None = None) -> dict[str, Path]:
+    """``results.json``, ``results.csv``, ``report.pdf``, ``masks/<roi>.nii.gz`` (CT grid) and ``labels.nii.gz``
+    when predicted; ``report_options``: the PDF's page size (None: A4)."""
     out_dir = Path(out_dir)
     written = {"results.json": write_json(result.results, out_dir / "results.json"),
                "results.csv": write_csv(csv_row(result.results), out_dir / "results.csv")}
@@ -326,6 +332,7 @@ def write_outputs(result: AnalysisResult, ct: Volume, out_dir: str | Path) -> di
         from .models.outputs import write_model_outputs  # labels.nii.gz + labels.json, keypoints(.mrk).json
 
         written.update(write_model_outputs(result.labels, result.keypoints or None, ct, out_dir))
+    written["report.pdf"] = write_report(result, ct, out_dir, report_options)  # page 1 spine, page 2 hip
     return written
 
 

@@ -38,5 +38,16 @@ def test_demo_runs_and_matches_its_truth(demo):
         assert abs(float(m) / float(t) - 1.0) * 100.0 == pytest.approx(abs(float(err)), abs=0.3)
         # model labels + phantomless calibration: a few % (docs/hip-method.md); guards gross regressions
         assert abs(float(err)) < 10.0, (side, region)
-    for name in ("results/results.json", "results/hip_left.png", "results/hip_right.png", "calibration_line.png"):
+    for name in ("results/results.json", "results/hip_left.png", "results/hip_right.png", "calibration_line.png",
+                 "results/report.pdf"):
         assert (out / name).stat().st_size > 1000, name
+    # the report names the model that segmented, with its version from the manifest
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("pdftotext"):
+        text = " ".join(subprocess.run(["pdftotext", str(out / "results" / "report.pdf"), "-"], capture_output=True,
+                                       text=True, check=True).stdout.split())
+        model = json.loads((out / "results" / "results.json").read_text())["software"]["models"]["model"]
+        assert f"segmentation: model {model['name']} {model['version']}" in text

@@ -17,8 +17,8 @@ pytest.importorskip("slicer")
 
 import highdicom as hd  # noqa: E402
 
-from OpportunisticBMDLib import mrml_scene  # noqa: E402
 from OpportunisticBMDLib.cli import main  # noqa: E402
+from OpportunisticBMDLib.mrml import scene as mrml_scene  # noqa: E402
 
 DICOM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -94,7 +94,7 @@ def test_composition_out_of_range_is_refused(patient, tmp_path, capsys, flag, va
 def test_slicer_background_job_passes_every_calibration_option_to_the_cli():
     """The Slicer module runs ``obmd analyze`` in a process: no option may be dropped on the way."""
     from OpportunisticBMDLib.commands.analyze import build_options
-    from OpportunisticBMDLib.slicer_logic import _options_to_cli
+    from OpportunisticBMDLib.mrml.background_job import _options_to_cli
 
     given = {"calibration": "inscan", "patient_age": 61.0, "patient_sex": "F", "z_reference": "z.json",
              "calibration_params": {"psoas_fat_fraction": 0.11, "marrow_fat_fraction": 0.62,

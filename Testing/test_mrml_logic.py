@@ -6,8 +6,10 @@ report and background job."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
+import psutil
 import pytest
 
 pytest.importorskip("slicer")
@@ -15,11 +17,12 @@ pipeline = pytest.importorskip("OpportunisticBMDLib.pipeline")
 
 from mrml_helpers import edit_segment  # noqa: E402
 
-from OpportunisticBMDLib import mrml_bridge as br  # noqa: E402
-from OpportunisticBMDLib import mrml_scene  # noqa: E402
 from OpportunisticBMDLib.io import read_ct, read_labels  # noqa: E402
 from OpportunisticBMDLib.labels import LABELS, totalseg_to_ours  # noqa: E402
-from OpportunisticBMDLib.slicer_logic import AnalysisJob, BMDLogic  # noqa: E402
+from OpportunisticBMDLib.mrml import edits, labelmaps, segment_arrays, segments, tables, volumes  # noqa: E402
+from OpportunisticBMDLib.mrml import scene as mrml_scene  # noqa: E402
+from OpportunisticBMDLib.mrml.background_job import AnalysisJob  # noqa: E402
+from OpportunisticBMDLib.mrml.logic import BMDLogic  # noqa: E402
 
 pytestmark = pytest.mark.mrml
 
@@ -41,13 +44,13 @@ def case(shared_data):
 
 
 def _vbmd_by_level(table_node) -> dict[str, float]:
-    return {r["Level"]: r["vBMD"] for r in br.table_rows(table_node) if not r["Level"].startswith("Summary")}
+    return {r["Level"]: r["vBMD"] for r in tables.table_rows(table_node) if not r["Level"].startswith("Summary")}
 
 
 def test_analyze_table_matches_pipeline(case):
     outputs, direct = case["outputs"], case["direct"]
     table = outputs.table_node
-    rows = br.table_rows(table)
+    rows = tables.table_rows(table)
     levels = [r["Level"] for r in rows if not r["Level"].startswith("Summary")]
     assert {"T12", "L1", "L2", "L3", "L4", "L5"} <= set(levels)
     assert levels == list(direct.results["spine"]["levels"])
@@ -66,7 +69,7 @@ def test_analyze_segments_are_the_pipeline_rois(case):
     seg = outputs.roi_segmentation_node
     names = {seg.GetSegmentation().GetSegment(i).GetName() for i in seg.GetSegmentation().GetSegmentIDs()}
     assert {"Trabecular ROI L1", "Muscle ROI (psoas)", "Fat ROI (subcutaneous)"} <= names
-    back = br.segmentation_to_rois(seg, ct_node, ct)
+    back = segments.segmentation_to_rois(seg, ct_node, ct)
     for key, mask in direct.rois.items():
         assert np.array_equal(back[key], mask), key
     assert outputs.markups_node.GetNumberOfControlPoints() >= 6  # one centre per vertebra T11..L5
@@ -78,19 +81,19 @@ def test_analyze_segments_are_the_pipeline_rois(case):
 def test_edit_muscle_roi_then_recompute_changes_vbmd_as_the_formula_says(case):
     ct_node, ct, logic, outputs = case["ct_node"], case["ct"], case["logic"], case["outputs"]
     seg = outputs.roi_segmentation_node
-    before = br.table_to_results(outputs.table_node)
-    muscle = br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"]
+    before = tables.table_to_results(outputs.table_node)
+    muscle = segments.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"]
     # Erase the psoas ROI on the patient's left (axis i runs right -> left): a real user edit.
     midline_i = int(np.median(np.argwhere(case["labels"].array == LABELS["vertebra_L1"])[:, 2]))
     erase = np.zeros(ct.shape, bool)
     erase[:, :, midline_i:] = True
-    edit_segment(seg.GetScene(), seg, "muscle_roi", ct_node, br.ours_to_node_array(erase, ct, ct_node))
+    edit_segment(seg.GetScene(), seg, "muscle_roi", ct_node, volumes.ours_to_node_array(erase, ct, ct_node))
     edited_mask = muscle & ~erase
     assert 0 < edited_mask.sum() < muscle.sum()
 
     out = logic.recompute(ct_node, seg, table_node=outputs.table_node)
-    assert out.table_node is outputs.table_node and br.is_edited(seg, "muscle_roi")
-    after = br.table_to_results(out.table_node)
+    assert out.table_node is outputs.table_node and edits.is_edited(seg, "muscle_roi")
+    after = tables.table_to_results(out.table_node)
     cal = after["calibration"]
     muscle_hu = float(ct.array[edited_mask].mean())
     assert cal["muscle_hu"] == pytest.approx(muscle_hu, abs=1e-3)
@@ -112,7 +115,7 @@ def test_edit_muscle_roi_then_recompute_changes_vbmd_as_the_formula_says(case):
         assert "hip_not_recomputed" not in {flag["code"] for flag in after["qc"]}
         kept = logic.recompute(ct_node, seg, table_node=outputs.table_node, recompute_hip=False,
                                options={"calibration": "internal-multi"})
-        kept_results = br.table_to_results(kept.table_node)  # asked not to: kept, and said so
+        kept_results = tables.table_to_results(kept.table_node)  # asked not to: kept, and said so
         assert kept_results["hip"] == after["hip"]
         assert "hip_not_recomputed" in {flag["code"] for flag in kept_results["qc"]}
         # the kept hip keeps its QC flags in the scan's list (a T-score never loses the warnings that qualify it)
@@ -122,8 +125,8 @@ def test_edit_muscle_roi_then_recompute_changes_vbmd_as_the_formula_says(case):
 
     # Analyze again: the edited segment is kept and the numbers come from it.
     again = logic.analyze(ct_node, case["labels_node"], outputs=outputs)
-    assert np.array_equal(br.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"], edited_mask)
-    again_results = br.table_to_results(again.table_node)
+    assert np.array_equal(segments.segmentation_to_rois(seg, ct_node, ct)["muscle_roi"], edited_mask)
+    again_results = tables.table_to_results(again.table_node)
     assert again_results["calibration"]["muscle_hu"] == pytest.approx(muscle_hu, abs=1e-3)
     if before.get("hip"):  # Analyze redoes the hip with the calibration from the edited ROI
         assert again_results.get("hip") and "hip_not_recomputed" not in {f["code"] for f in again_results["qc"]}
@@ -140,8 +143,8 @@ def test_mrb_reload_keeps_edits_and_numbers(case, tmp_path):
     mrml_scene.load_scene_mrb(path)
     ct_node = slicer.mrmlScene.GetFirstNodeByName("ct")
     seg = slicer.mrmlScene.GetFirstNodeByName(roi_name)
-    assert br.is_edited(seg, "muscle_roi")
-    assert np.array_equal(br.segmentation_to_rois(seg, ct_node, case["ct"])["muscle_roi"], case["edited"]["mask"])
+    assert edits.is_edited(seg, "muscle_roi")
+    assert np.array_equal(segments.segmentation_to_rois(seg, ct_node, case["ct"])["muscle_roi"], case["edited"]["mask"])
     out = BMDLogic().recompute(ct_node, seg)
     assert out.result.results["calibration"]["muscle_hu"] == pytest.approx(
         case["edited"]["results"]["calibration"]["muscle_hu"], abs=1e-9
@@ -156,6 +159,13 @@ def test_save_report_writes_what_obmd_analyze_writes(case, tmp_path):
         case["direct"].results["spine"]["levels"]["L1"]["vbmd_mg_cm3"]
     )
     assert all(p.exists() for p in files.values())
+    # the PDF report too (Save report goes through pipeline.write_outputs), with the summary the table shows
+    assert files["report.pdf"] == tmp_path / "report" / "report.pdf"
+    text = " ".join(subprocess.run(["pdftotext", str(files["report.pdf"]), "-"], capture_output=True, text=True,
+                                   check=True).stdout.split())
+    summary = results["spine"]["summary"]
+    assert f"Trabecular vBMD, L1–L2: {summary['vbmd_mg_cm3']:.1f}" in text
+    assert f"ACR category: {summary['category']}" in text and "Not a medical device" in text
     pictures = case["logic"].hip_picture_files(case["direct"], tmp_path / "pictures")
     assert bool(pictures) == bool(case["direct"].pictures)  # what the panel shows under the hip table
     assert all(p.suffix == ".png" and p.stat().st_size > 1000 for p in pictures.values())
@@ -163,8 +173,8 @@ def test_save_report_writes_what_obmd_analyze_writes(case, tmp_path):
 
 def test_background_job_gives_the_same_table(case, tmp_path):
     scene, _app, _logics = mrml_scene.create_headless_scene()
-    ct_node = br.node_from_volume(case["ct"], "bg ct")
-    seg = br.labels_to_segmentation(case["labels"], ct_node)
+    ct_node = volumes.node_from_volume(case["ct"], "bg ct")
+    seg = labelmaps.labels_to_segmentation(case["labels"], ct_node)
     job = AnalysisJob.start(ct_node, seg, None, tmp_path)
     assert job.wait(120) == 0, "\n".join(job.lines[-5:])
     reported = job.poll()
@@ -181,13 +191,13 @@ def test_background_job_gives_the_same_table(case, tmp_path):
     got = _vbmd_by_level(outputs.table_node)
     for level, values in direct.items():
         assert got[level] == pytest.approx(values["vbmd_mg_cm3"], rel=1e-9), level
-    assert np.array_equal(br.segmentation_to_rois(outputs.roi_segmentation_node, ct_node, case["ct"])["muscle_roi"],
-                          case["direct"].rois["muscle_roi"])
+    rois = segments.segmentation_to_rois(outputs.roi_segmentation_node, ct_node, case["ct"])
+    assert np.array_equal(rois["muscle_roi"], case["direct"].rois["muscle_roi"])
 
 
 def test_module_self_test_runs_headless():
     """The Slicer module's self-test body (a digital patient, edit, recompute) on slicer-core."""
-    from OpportunisticBMDLib.slicer_logic import run_self_test
+    from OpportunisticBMDLib.mrml.self_test import run_self_test
 
     mrml_scene.create_headless_scene()
     figures = run_self_test(seed=1, region="spine")
@@ -196,10 +206,12 @@ def test_module_self_test_runs_headless():
 
 
 def test_background_job_cancel(case, tmp_path):
-    ct_node = br.node_from_volume(case["ct"], "cancel ct")
+    ct_node = volumes.node_from_volume(case["ct"], "cancel ct")
     job = AnalysisJob.start(ct_node, None, None, tmp_path)  # no labels: would run the models
+    child = job.proc.pid
     job.cancel()
     assert job.wait(60) != 0 and job.cancelled
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
     job.cleanup()
     assert not tmp_path.exists()
 
@@ -215,10 +227,10 @@ def test_recompute_redoes_the_hip_when_only_the_psoas_fat_changed(tmp_path):
     mrml_scene.create_headless_scene()
     ct_node = mrml_scene.load_volume(out / "ct.nii.gz", name="dp")
     ct = read_ct(out / "ct.nii.gz")
-    seg = br.labels_to_segmentation(read_labels(out / "labels.nii.gz", like=ct), ct_node, name="dp labels")
+    seg = labelmaps.labels_to_segmentation(read_labels(out / "labels.nii.gz", like=ct), ct_node, name="dp labels")
     logic = BMDLogic()
     first = logic.analyze(ct_node, seg)
-    before = br.table_to_results(first.table_node)
+    before = tables.table_to_results(first.table_node)
     assert before["calibration"]["method"] == "inscan"
     given = {"calibration_params": {"psoas_fat_fraction": 0.12}}
     again = logic.recompute(ct_node, first.roi_segmentation_node, seg, given, table_node=first.table_node)
@@ -237,7 +249,7 @@ def test_background_job_keeps_the_ct_header(case, tmp_path):
     from OpportunisticBMDLib.io import read_ct
 
     ct = case["ct"].like(case["ct"].array, kvp=100.0, patient_age="071Y", patient_sex="F")
-    ct_node = br.node_from_volume(ct, "header ct")
+    ct_node = volumes.node_from_volume(ct, "header ct")
     AnalysisJob.start(ct_node, None, None, tmp_path)  # not run: the files it hands the child are checked
     copy = read_ct(tmp_path / "ct.nii.gz")
     assert (float(copy.metadata["kvp"]), copy.metadata["patient_age"], copy.metadata["patient_sex"]) == (
@@ -249,14 +261,14 @@ def test_recompute_keeps_the_models_naming_doubt_until_a_vertebra_is_edited(case
     model naming flags travel while the vertebra labels are as the model wrote them (an uncertain naming
     never backs a category after a Recompute with no edit), and stop once a user corrected a vertebra."""
     logic, ct_node = case["logic"], case["ct_node"]
-    seg = br.labels_to_segmentation(case["labels"], ct_node, name="naming labels")
+    seg = labelmaps.labels_to_segmentation(case["labels"], ct_node, name="naming labels")
     outputs = logic.analyze(ct_node, seg)
     assert outputs.result.results["spine"]["summary"]["category"] == "osteopenia"
     # what an Analyze on the model's labels would have left in the table (the model itself is slow here)
-    previous = json.loads(outputs.table_node.GetAttribute(br.ATTR_RESULTS))
+    previous = json.loads(outputs.table_node.GetAttribute(tables.ATTR_RESULTS))
     previous["input"]["labels_source"] = pipeline.MODEL_LABELS_SOURCE
     previous["qc"].insert(0, {"code": "level_naming_uncertain", "severity": "warning", "message": "ribs only"})
-    outputs.table_node.SetAttribute(br.ATTR_RESULTS, json.dumps(previous))
+    outputs.table_node.SetAttribute(tables.ATTR_RESULTS, json.dumps(previous))
     again = logic.recompute(ct_node, outputs.roi_segmentation_node, seg, table_node=outputs.table_node)
     summary = again.result.results["spine"]["summary"]
     assert summary["category"] is None and summary["vbmd_mg_cm3"] is None
@@ -266,9 +278,9 @@ def test_recompute_keeps_the_models_naming_doubt_until_a_vertebra_is_edited(case
     twice = logic.recompute(ct_node, outputs.roi_segmentation_node, seg, table_node=again.table_node)
     assert twice.result.results["spine"]["summary"]["category"] is None  # and after a second Recompute
     # the user corrects L1 (one voxel more): the naming is now theirs
-    mask = br.segment_mask(seg, "vertebra_L1", ct_node)
+    mask = segment_arrays.segment_mask(seg, "vertebra_L1", ct_node)
     k, j, i = (int(v[0]) for v in np.nonzero(mask))
     mask[k, j, i - 1] = True
-    br.write_segment_array(seg, "vertebra_L1", mask.astype(np.uint8), ct_node)
+    segment_arrays.write_segment_array(seg, "vertebra_L1", mask.astype(np.uint8), ct_node)
     edited = logic.recompute(ct_node, outputs.roi_segmentation_node, seg, table_node=twice.table_node)
     assert edited.result.results["spine"]["summary"]["category"] == "osteopenia"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -62,25 +63,39 @@ def test_parameter_bound_widgets_name_parameter_fields():
 
 
 def test_library_names_the_module_uses_exist():
+    pytest.importorskip("slicer")  # the mrml package's node modules import slicer
     tree = ast.parse(MODULE.read_text())
+    imported_modules = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("OpportunisticBMDLib"):
-            if node.module.endswith(("slicer_logic", "mrml_bridge")):
-                pytest.importorskip("slicer")
             module = importlib.import_module(node.module)
             for alias in node.names:
-                assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), (
-                    f"{node.module}.{alias.name}"
-                )
-    bridge_attrs = set(re.findall(r"mrml_bridge\.(\w+)", MODULE.read_text()))
-    pytest.importorskip("slicer")
-    from OpportunisticBMDLib import mrml_bridge, slicer_logic
+                if not hasattr(module, alias.name):  # a submodule not imported yet by its package
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                assert hasattr(module, alias.name), f"{node.module}.{alias.name}"  # imports a submodule if it is one
+                attribute = getattr(module, alias.name)
+                if isinstance(attribute, types.ModuleType):
+                    imported_modules[alias.asname or alias.name] = attribute
+    assert "edits" in imported_modules
+    for name, module in imported_modules.items():  # e.g. edits.watch_edits
+        for attr in set(re.findall(rf"\b{name}\.(\w+)", MODULE.read_text())):
+            assert hasattr(module, attr), f"{module.__name__}.{attr}"
+    from OpportunisticBMDLib.mrml.logic import BMDLogic
 
-    assert all(hasattr(mrml_bridge, a) for a in bridge_attrs), bridge_attrs
     logic_calls = set(re.findall(r"self\.bmd\.(\w+)|self\.logic\.bmd\.(\w+)", MODULE.read_text()))
     for names in logic_calls:
         for name in names:
-            assert not name or hasattr(slicer_logic.BMDLogic, name), name
+            assert not name or hasattr(BMDLogic, name), name
+
+
+def test_the_module_imports_no_removed_library_module():
+    """The library's MRML code lives in OpportunisticBMDLib.mrml (mrml_bridge, mrml_scene and slicer_logic are
+    gone): the scripted module must name only modules that exist."""
+    tree = ast.parse(MODULE.read_text())
+    names = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    for name in names:
+        if name.startswith("OpportunisticBMDLib"):
+            assert importlib.util.find_spec(name) is not None, name
 
 
 def test_calibration_choices_exist_in_the_registry():
@@ -167,7 +182,7 @@ def test_spin_box_limits_match_the_parameter_ranges():
 
 
 def test_composition_fields_reach_the_calibration():
-    from OpportunisticBMDLib.slicer_logic import composition_params
+    from OpportunisticBMDLib.mrml.options import composition_params
 
     root = ET.parse(UI).getroot()
     typical = {w.get("name"): float(w.find("property[@name='minimum']").findtext("double"))

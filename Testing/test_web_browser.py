@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from web_harness import ARTIFACTS, browser_page, chromium_or_skip, obmd_web, read_table
+
+from OpportunisticBMDLib.validity import category_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -85,11 +89,38 @@ def _run_edit_recompute_export(page, url: str, out_dir: Path, tag: str) -> dict:
     saved = json.loads((report_dir / "results.json").read_text())
     assert saved["calibration"]["muscle_hu"] == pytest.approx(muscle_after, abs=1e-6)
     assert saved["spine"]["summary"]["vbmd_mg_cm3"] == pytest.approx(after["summary_vbmd"], abs=1e-6)
+    _check_downloads(page, saved, report_dir, out_dir)
+    page.screenshot(path=shots / "04b-saved-downloaded.png")
 
     page.locator('[data-testid="export"]').click()
     page.locator('[data-testid="last-export"]').wait_for(state="visible", timeout=60_000)
     page.screenshot(path=shots / "05-exported.png")
     return {"before": before, "after": after, "report_dir": report_dir}
+
+
+def _check_downloads(page, saved: dict, report_dir: Path, out_dir: Path) -> None:
+    """The hips' pictures are on the page; Download PDF and Download report (zip) hand the saved report to the
+    browser (real downloads, through the app's own route), with the numbers the page shows."""
+    assert page.locator('[data-testid="hip-picture"]').count() == sum(
+        1 for block in (saved.get("hip") or {}).values() if isinstance(block, dict) and block.get("neck"))
+    with page.expect_download(timeout=60_000) as info:
+        page.locator('[data-testid="download-pdf"]').click()
+    pdf = out_dir / "downloaded.pdf"
+    info.value.save_as(pdf)
+    assert info.value.suggested_filename == f"{report_dir.name}.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.read_bytes() == (report_dir / "report.pdf").read_bytes()
+    text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                                   check=True).stdout.split())
+    summary = saved["spine"]["summary"]
+    assert f"{summary['vbmd_mg_cm3']:.1f}" in text and f"ACR category: {category_text(summary)}" in text
+    with page.expect_download(timeout=60_000) as info:
+        page.locator('[data-testid="download-zip"]').click()
+    archive = out_dir / "downloaded.zip"
+    info.value.save_as(archive)
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        assert {f"{report_dir.name}/report.pdf", f"{report_dir.name}/results.json"} <= names
+        assert json.loads(z.read(f"{report_dir.name}/results.json")) == saved
 
 
 def _largest_view_box(page) -> dict:

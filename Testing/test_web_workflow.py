@@ -55,24 +55,24 @@ def test_analysis_fills_the_page_state(app) -> None:
 def test_edit_is_noticed_only_when_voxels_change_then_recompute(app) -> None:
     import slicer
 
-    from OpportunisticBMDLib import mrml_bridge as bridge
+    from OpportunisticBMDLib.mrml import edits, segment_arrays, volumes
 
     workflow, state = app.workflow, app.state
     case = workflow.case
     seg = case.outputs.roi_segmentation_node
     assert not workflow.check_edit("muscle_roi")  # nothing changed yet
     muscle_before = _calibration(state)["muscle_hu"]
-    mask = bridge.segment_mask(seg, "muscle_roi", case.volume_node)
+    mask = segment_arrays.segment_mask(seg, "muscle_roi", case.volume_node)
     kept = mask.copy()
     kept[:, :, : mask.shape[2] // 2] = False  # erase one side of the psoas ROI
     assert 0 < kept.sum() < mask.sum()
     slicer.util.updateSegmentBinaryLabelmapFromArray(kept.astype(np.uint8), seg, "muscle_roi", case.volume_node)
     assert workflow.check_edit("muscle_roi")
-    assert state.obmd_stale and state.obmd_edited == ["muscle_roi"] and bridge.is_edited(seg, "muscle_roi")
+    assert state.obmd_stale and state.obmd_edited == ["muscle_roi"] and edits.is_edited(seg, "muscle_roi")
     asyncio.run(app.recompute())
     assert not state.obmd_stale and state.obmd_error == ""
     muscle_after = _calibration(state)["muscle_hu"]
-    expected = float(case.ct.array[bridge.node_array_to_ours(kept, case.volume_node)].mean())
+    expected = float(case.ct.array[volumes.node_array_to_ours(kept, case.volume_node)].mean())
     assert muscle_after == pytest.approx(expected, abs=1e-3) and muscle_after != pytest.approx(muscle_before)
     assert not workflow.check_edit("muscle_roi")  # measured again: no longer out of date
 
@@ -129,7 +129,7 @@ def test_save_report_and_export(app) -> None:
 def test_delete_is_asked_marks_edited_and_undo_clears(app) -> None:
     """The trash icon only asks; a confirmed delete marks the segment edited (deleted) and the numbers out of
     date; the editor's Undo back to what Analyze wrote clears both the mark and the segment's edited tag."""
-    from OpportunisticBMDLib import mrml_bridge as bridge
+    from OpportunisticBMDLib.mrml import edits
 
     state, workflow = app.state, app.workflow
     seg = workflow.case.outputs.roi_segmentation_node
@@ -146,4 +146,4 @@ def test_delete_is_asked_marks_edited_and_undo_clears(app) -> None:
     workflow.refresh_edits()
     assert seg.GetSegmentation().GetSegment("trabecular_L3") is not None
     assert state.obmd_edited == edited_before and state.obmd_deleted == [] and not state.obmd_stale
-    assert not bridge.is_edited(seg, "trabecular_L3")
+    assert not edits.is_edited(seg, "trabecular_L3")

@@ -27,9 +27,11 @@ def register(bench_subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import mrml_bridge as bridge
-    from ..mrml_scene import create_headless_scene, load_volume
-    from ..slicer_logic import BMDLogic, load_digital_patient
+    from ..mrml import segments
+    from ..mrml.digital_patient import load_digital_patient
+    from ..mrml.logic import BMDLogic
+    from ..mrml.scene import create_headless_scene, load_volume
+    from ..mrml.volumes import volume_from_node
 
     figures: dict = {}
     t0 = time.perf_counter()
@@ -45,20 +47,20 @@ def run(args: argparse.Namespace) -> int:
             volume_node, seg_node = load_digital_patient(seed=args.seed, work_dir=Path(tmp) / "phantom")
             figures["input"] = f"digital patient seed {args.seed}"
         figures["load_s"] = time.perf_counter() - t0
-        ct = bridge.volume_from_node(volume_node)
+        ct = volume_from_node(volume_node)
         figures["grid"] = list(ct.shape)
         logic = BMDLogic()
         t0 = time.perf_counter()
         outputs = logic.analyze(volume_node, seg_node)
         figures["analyze_with_labels_s"] = time.perf_counter() - t0
         roi_node = outputs.roi_segmentation_node
-        muscle = bridge.segmentation_to_rois(roi_node, volume_node, ct)["muscle_roi"]
+        muscle = segments.segmentation_to_rois(roi_node, volume_node, ct)["muscle_roi"]
         times = []
         for repeat in range(args.repeats):
             # Each round: one edit (drop a slab of the muscle ROI), then Recompute as the user would.
             edited = muscle.copy()
             edited[: (repeat + 1) * muscle.shape[0] // (2 * args.repeats + 2)] = False
-            bridge.edit_segment_voxels(roi_node, "muscle_roi", edited, ct, volume_node)
+            segments.edit_segment_voxels(roi_node, "muscle_roi", edited, ct, volume_node)
             t0 = time.perf_counter()
             logic.recompute(volume_node, roi_node, table_node=outputs.table_node)
             times.append(time.perf_counter() - t0)

@@ -21,7 +21,8 @@ def _fmt(value: Any, fmt: str) -> str:
     return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, fmt)
 
 
-def _draw_projection(ax, pic: HipPicture) -> None:
+def draw_projection(ax, pic: HipPicture) -> None:
+    """The projection (aBMD image) with its regions on ``ax`` (the hip report and the PDF report draw it)."""
     proj, reg = pic.projection, pic.regions
     ug, vg = proj.uv_grid()
     extent = (ug[0, 0] - proj.pixel_mm / 2, ug[0, -1] + proj.pixel_mm / 2, vg[-1, 0] - proj.pixel_mm / 2,
@@ -165,7 +166,7 @@ def hip_report_figure(pic: HipPicture):
 
     fig = plt.figure(figsize=(11, 7.5), dpi=110)
     grid = fig.add_gridspec(2, 2, width_ratios=[1.0, 1.15], height_ratios=[1.0, 1.0], wspace=0.25, hspace=0.35)
-    _draw_projection(fig.add_subplot(grid[:, 0]), pic)
+    draw_projection(fig.add_subplot(grid[:, 0]), pic)
     _draw_table(fig.add_subplot(grid[0, 1]), pic)
     region = "total_hip" if pic.results.get("total_hip") is not None else "neck"
     _draw_reference_curve(fig.add_subplot(grid[1, 1]), pic, region)

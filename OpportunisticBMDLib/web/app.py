@@ -16,6 +16,7 @@ from trame_slicer.app.ui import ViewerLayoutState
 from trame_slicer.core import SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
+from .downloads import ReportDownloads
 from .origin import install_origin_check
 from .ui import WorkflowUI
 from .workflow import LoadedCase, Workflow, bind_scene_globals
@@ -37,6 +38,8 @@ class OBMDWebApp(TrameApp):
         self.phantom_spacing_mm = phantom_spacing_mm
         self.server.enable_module(trame_slicer_module)
         self.server.controller.on_server_bind.add(install_origin_check)  # /ws: this app's own pages only
+        self.downloads = ReportDownloads()  # saved reports to the user's browser (Download PDF / zip)
+        self.server.controller.on_server_bind.add(self.downloads.install)
         self.state.trame__title = "OpportunisticBMD"
         self.slicer_app = SlicerApp()
         bind_scene_globals(self.slicer_app)
@@ -48,7 +51,7 @@ class OBMDWebApp(TrameApp):
         out_dir = Path(out_dir)
         self.workflow = Workflow(
             self.slicer_app, self.state, out_dir, dataset_dir or out_dir / "nnUNet_raw" / "Dataset901_OBMD",
-            on_outputs=self.show_case, options=options,
+            on_outputs=self.show_case, options=options, downloads=self.downloads,
         )
         self.ui = WorkflowUI(
             self.server,

@@ -41,15 +41,14 @@ def header_of_file(path: str | Path) -> dict[str, str]:
 def load_ct_case(ct_path: str | Path, labels_path: str | Path | None = None) -> tuple[Volume, Volume | None, str]:
     """A CT (any format :func:`..io.read_ct` reads) and, if given, its label map mapped to our schema."""
     from ..io import read_ct, read_labels
-    from ..labels import looks_like_totalseg, totalseg_to_ours
+    from ..labels import normalise_label_ids
 
     ct_path = Path(ct_path)
     ct = read_ct(ct_path)
     labels = None
     if labels_path is not None:
         labels = read_labels(Path(labels_path), like=ct)
-        if looks_like_totalseg(labels.array):
-            labels.array = totalseg_to_ours(labels.array)
+        labels.array, _mapped = normalise_label_ids(labels.array)
     name = case_name(ct_path)
     if name == "ct":  # e.g. TotalSegmentator's folder layout: name the case after its folder
         name = ct_path.resolve().parent.name or name
@@ -59,18 +58,12 @@ def load_ct_case(ct_path: str | Path, labels_path: str | Path | None = None) -> 
 def load_phantom_case(
     seed: int, region: str = "torso", spacing_mm: float | None = None
 ) -> tuple[Volume, Volume | None, str]:
-    """A generated digital patient (CT + its true label map of our schema), reproducible from ``seed``.
+    """A generated digital patient (CT + its true label map of our schema), reproducible from ``seed``
+    (:func:`..phantom.digital_patient`, with the header a scan of it would carry: kVp, age, sex).
 
     ``spacing_mm``: isotropic voxel size (default: the generator's). The true labels are given to the
     analysis (no models needed), so what is shown is the measurement, not the segmentation."""
-    from ..io import header_metadata
-    from ..phantom import PhantomOptions, generate_phantom
-    from ..phantom.generator import header_of
+    from ..phantom import digital_patient
 
-    options = PhantomOptions(region=region)
-    if spacing_mm:
-        options.spacing_mm = (float(spacing_mm),) * 3
-    phantom = generate_phantom(int(seed), options)
-    # the header a scan of this patient would carry (what `obmd phantom` writes as ct.json): kVp, age, sex
-    phantom.ct.metadata.update(header_metadata(header_of(phantom.truth)))
+    phantom = digital_patient(int(seed), region, spacing_mm)
     return phantom.ct, phantom.labels, f"digital-patient-{int(seed):03d}"

@@ -56,7 +56,15 @@ def origin_allowed(origin: str | None, host_header: str | None, bound_host: str,
     if from_page is None or served is None or from_page[1] != served[1]:
         return False
     same_host = from_page[0] == served[0] or (is_loopback(from_page[0]) and is_loopback(served[0]))
-    if not same_host:
+    return same_host and host_allowed(host_header, bound_host, scheme)
+
+
+def host_allowed(host_header: str | None, bound_host: str, scheme: str = "http") -> bool:
+    """Whether a request's ``Host`` is an address the app is served on (a loopback name, or the bound host):
+    a foreign name made to resolve to 127.0.0.1 (DNS rebinding) is refused. Any Host when bound to every
+    interface."""
+    served = _host_port(f"//{host_header}", DEFAULT_PORTS.get(scheme, 80)) if host_header else None
+    if served is None:
         return False
     bound = bound_host.strip().strip("[]").lower()
     return is_loopback(served[0]) or bound in WILDCARD_HOSTS or served[0] == bound

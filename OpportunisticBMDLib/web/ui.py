@@ -54,8 +54,8 @@ def _hex(rgb: tuple[float, float, float]) -> str:
 
 
 def legend_items() -> list[tuple[str, str]]:
-    """(color, meaning) of what the slice and 3D views draw, colors as the bridge gives the segments."""
-    from ..mrml_bridge import color_for
+    """(color, meaning) of what the slice and 3D views draw, colors as the segments get them (mrml.segment_names)."""
+    from ..mrml.segment_names import color_for
 
     return [
         (_hex(color_for("trabecular_L1")), "trabecular ROI (measured)"),
@@ -146,6 +146,13 @@ class WorkflowUI:
              disabled=("!obmd_has_results || obmd_busy",), classes="mr-2", raw_attrs=_testid("recompute"))
         VBtn("Save report", click=a["save_report"], prepend_icon="mdi-content-save", variant="tonal",
              disabled=("!obmd_has_results || obmd_busy",), classes="mr-2", raw_attrs=_testid("save-report"))
+        # the last saved report of the results shown, to the user's browser (web/downloads.py serves it)
+        for kind, title, icon in (("pdf", "Download PDF", "mdi-file-pdf-box"),
+                                  ("zip", "Download report (zip)", "mdi-folder-zip-outline")):
+            VBtn(title, href=(f"obmd_report_urls.{kind}",), prepend_icon=icon, variant="tonal",
+                 disabled=(f"!obmd_report_urls.{kind} || obmd_busy",), classes="mr-2",
+                 title=("obmd_report_urls.name ? 'Saved report ' + obmd_report_urls.name : 'Save report first'",),
+                 raw_attrs=[*_testid(f"download-{kind}"), "download"])
         VBtn("Export training case", click=a["export"], prepend_icon="mdi-database-export", variant="tonal",
              disabled=("!obmd_has_results || obmd_busy",), classes="mr-2", raw_attrs=_testid("export"))
 
@@ -275,6 +282,15 @@ class WorkflowUI:
                     html.Td("{{ row.abmd }}", classes="obmd-num")
                     html.Td("{{ row.t_score }}", classes="obmd-num")
                     html.Td("{{ row.area }}", classes="obmd-num")
+        with html.Div(v_if=("obmd_hip_pictures.length",), classes="d-flex flex-wrap",
+                      raw_attrs=_testid("hip-pictures")):
+            with html.Figure(v_for="pic in obmd_hip_pictures", key="pic.side", classes="ma-1",
+                             style="width: 48%; margin: 0;"):
+                html.Img(src=("pic.src",), alt="hip: DXA-like projection with its regions",
+                         style="width: 100%; background: black;",
+                         raw_attrs=[':data-side="pic.side"', *_testid("hip-picture")])
+                html.Figcaption("{{ pic.side }} hip (regions: neck box, trochanter, intertrochanter, total hip)",
+                                classes="text-caption")
 
     def _qc_list(self) -> None:
         with html.Div(v_if=("obmd_view.qc.length",), raw_attrs=_testid("qc")):

@@ -1,7 +1,7 @@
 """The browser app's workflow on trame-slicer's MRML scene, through the module's own Logic.
 
-Every step calls :class:`..slicer_logic.BMDLogic` (the same class desktop Slicer's module wraps) and
-:mod:`..mrml_bridge`; this file only adds what a web page needs: worker threads for the slow parts of
+Every step calls :class:`..mrml.logic.BMDLogic` (the same class desktop Slicer's module wraps) and the
+node modules of :mod:`..mrml`; this file only adds what a web page needs: worker threads for the slow parts of
 Analyze and Recompute (progress polled into the page, Analyze cancellable), state for the page, edit
 tracking (what differs from the last Analyze and from the last measurement), and view housekeeping.
 
@@ -12,7 +12,6 @@ pure-numpy pipeline on :class:`..volume.Volume` copies; nodes are created or upd
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import traceback
 from collections.abc import Callable
@@ -23,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import mrml_bridge as bridge
 from ..errors import OBMDError
-from ..slicer_logic import AnalysisOutputs, BMDLogic
+from ..mrml import edits, labelmaps, segment_arrays, volumes
+from ..mrml.logic import AnalysisOutputs, BMDLogic
 from ..volume import Volume
+from .downloads import ReportDownloads
 from .results_view import results_view
 
 # Segments the page offers to edit first (keys of AnalysisResult.rois), in this order.
@@ -82,17 +82,18 @@ class ProgressBox:
 def bind_scene_globals(slicer_app: Any) -> None:
     """Point ``slicer.mrmlScene`` and ``slicer.modules.<name>.logic()`` at trame-slicer's scene and logics.
 
-    The bridge and the Logic use ``slicer.util`` helpers, which read these globals as in desktop Slicer."""
+    The node modules (:mod:`..mrml`) and the Logic use ``slicer.util`` helpers, which read these globals
+    as in desktop Slicer."""
     import slicer
 
-    from ..mrml_scene import _install_module_shims
+    from ..mrml.scene import install_module_shims
 
     tables = slicer.vtkSlicerTablesLogic()
     slicer_app.register_module_logic(tables, logic_name="Tables")
     slicer_app.tables_logic = tables  # keep a reference: the application logic holds a weak one
     slicer.mrmlScene = slicer_app.scene
     slicer.app_logic = slicer_app.app_logic
-    _install_module_shims(
+    install_module_shims(
         {
             "Colors": slicer_app.color_logic,
             "Volumes": slicer_app.volumes_logic,
@@ -119,6 +120,7 @@ class Workflow:
         dataset_dir: Path,
         on_outputs: Callable[[LoadedCase], None] | None = None,
         options: Any = None,
+        downloads: ReportDownloads | None = None,
     ) -> None:
         self.slicer_app = slicer_app
         self.state = state
@@ -126,6 +128,7 @@ class Workflow:
         self.dataset_dir = Path(dataset_dir)
         self.on_outputs = on_outputs or (lambda case: None)
         self.options = options
+        self.downloads = downloads  # None: Save report only writes on the server
         self.logic = BMDLogic()
         self.case: LoadedCase | None = None
         # digital patients and Recompute; an analysis gets a thread of its own (a cancelled one may still
@@ -134,7 +137,7 @@ class Workflow:
         self._analysis: ProgressBox | None = None
         self._analyzed: dict[str, str] = {}  # segment id -> voxel digest as the last Analyze wrote it
         self._measured: dict[str, str] = {}  # ... as the numbers on the page were measured from
-        self._digest_cache: dict[str, tuple[Any, str]] = {}
+        self._segment_digests = edits.SegmentDigests()
         self.reset_state()
 
     # ----------------------------------------------------------------------------- page state
@@ -155,6 +158,8 @@ class Workflow:
         s.obmd_message = "Load a CT, then press Analyze."
         s.obmd_error = ""
         s.obmd_last_report = ""
+        s.obmd_report_urls = {}  # the last saved report of the results shown: {pdf, zip, name} download URLs
+        s.obmd_hip_pictures = []  # [{side, src}]: the hips' DXA-like projections as PNG data URLs
         s.obmd_last_export = ""
         s.obmd_roi_segments = []
         s.obmd_calibration_methods = calibration_methods()
@@ -183,11 +188,11 @@ class Workflow:
         """Put a CT (and optional label map of our schema on its grid) into a fresh scene."""
         self._forget_edits()
         self.slicer_app.scene.Clear(False)
-        volume_node = bridge.node_from_volume(ct, name=name)  # its header (kVp, age, sex) as node attributes
+        volume_node = volumes.node_from_volume(ct, name=name)  # its header (kVp, age, sex) as node attributes
         labels_node = None
         if labels is not None:
-            labels_node = bridge.labels_to_segmentation(labels, volume_node, name=f"{name} labels")
-        self.case = LoadedCase(name=name, volume_node=volume_node, ct=bridge.volume_from_node(volume_node),
+            labels_node = labelmaps.labels_to_segmentation(labels, volume_node, name=f"{name} labels")
+        self.case = LoadedCase(name=name, volume_node=volume_node, ct=volumes.volume_from_node(volume_node),
                                labels_node=labels_node)
         self.reset_state()
         self.state.obmd_case_name = name
@@ -203,10 +208,10 @@ class Workflow:
 
         storage = volume_node.GetStorageNode()
         if storage is not None and storage.GetFileName():
-            bridge.set_header_attributes(volume_node, header_of_file(storage.GetFileName()))
+            volumes.set_header_attributes(volume_node, header_of_file(storage.GetFileName()))
         name = case_name(Path(volume_node.GetName()))
         volume_node.SetName(name)
-        self.case = LoadedCase(name=name, volume_node=volume_node, ct=bridge.volume_from_node(volume_node))
+        self.case = LoadedCase(name=name, volume_node=volume_node, ct=volumes.volume_from_node(volume_node))
         self.reset_state()
         self.state.obmd_case_name = self.case.name
         self._info(f"Loaded {self.case.name}. Press Analyze (the models segment the CT).")
@@ -245,7 +250,7 @@ class Workflow:
         if self.state.obmd_busy or self.state.obmd_cancelling:
             return
         from .. import pipeline
-        from ..slicer_logic import make_options
+        from ..mrml.options import make_options
 
         options = make_options(self.options)
         box = self._analysis = ProgressBox()
@@ -318,48 +323,35 @@ class Workflow:
         future.add_done_callback(stopped)
 
     # ----------------------------------------------------------------------------- edits
-    # An edit is noticed by comparing every ROI segment's voxels (a digest) with two snapshots: what the
-    # last Analyze wrote ("edited", shown on the case and the segment; back to it by Undo: not edited) and
-    # what the numbers on the page were measured from ("out of date"). A deleted segment counts as edited.
-    # The app calls refresh_edits once trame-slicer's editor has settled after a change (strokes, delete,
-    # undo). bridge.watch_edits is not used here: its VTK_STRING call-data observer crashes when
-    # trame-slicer's editor toggles closed surfaces (SegmentModified then carries no string).
+    # The edit check of mrml.edits (a digest of each ROI segment's voxels), compared with two snapshots:
+    # what the last Analyze wrote ("edited", shown on the case and the segment; back to it by Undo: not
+    # edited) and what the numbers on the page were measured from ("out of date"). A deleted segment counts
+    # as edited. The app calls refresh_edits once trame-slicer's editor has settled after a change
+    # (strokes, delete, undo), instead of observing the segmentation as desktop Slicer does
+    # (edits.watch_edits): see mrml.edits for why.
     def _start_tracking_edits(self) -> None:
         """After Analyze: segments the user had edited and Analyze kept stay edited; the rest is the base."""
         current = self._digests()
         seg_node = self._roi_node()
-        self._analyzed = {s: d for s, d in current.items() if not bridge.is_edited(seg_node, s)}
+        self._analyzed = {s: d for s, d in current.items() if not edits.is_edited(seg_node, s)}
         self._measured = dict(current)
         self._update_edit_state(current)
 
     def _forget_edits(self) -> None:
-        self._analyzed, self._measured, self._digest_cache = {}, {}, {}
+        self._analyzed, self._measured = {}, {}
+        self._segment_digests.clear()
 
     def _roi_node(self) -> Any:
         case = self.case
         return case.outputs.roi_segmentation_node if case is not None and case.outputs is not None else None
 
     def _digests(self) -> dict[str, str]:
-        """Voxel digest of every segment of the ROI segmentation (cached while its labelmap is unchanged)."""
+        """Voxel digest of every segment of the ROI segmentation (:class:`..mrml.edits.SegmentDigests`:
+        recomputed only where a labelmap changed)."""
         seg_node = self._roi_node()
         if seg_node is None:
             return {}
-        from slicer import vtkSegmentationConverter
-
-        representation = vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
-        segmentation = seg_node.GetSegmentation()
-        out = {}
-        for segment_id in segmentation.GetSegmentIDs():
-            segment = segmentation.GetSegment(segment_id)
-            labelmap = segment.GetRepresentation(representation)
-            key = (id(labelmap), labelmap.GetMTime() if labelmap is not None else 0, segment.GetLabelValue())
-            cached = self._digest_cache.get(segment_id)
-            if cached is None or cached[0] != key:
-                mask = bridge.segment_mask(seg_node, segment_id, self.case.volume_node)
-                cached = (key, hashlib.sha1(np.packbits(mask).tobytes()).hexdigest())
-                self._digest_cache[segment_id] = cached
-            out[segment_id] = cached[1]
-        return out
+        return self._segment_digests(seg_node, self.case.volume_node)
 
     def refresh_edits(self) -> bool:
         """Compare the ROI segments with the last Analyze and the last measurement; update the page and the
@@ -374,8 +366,8 @@ class Workflow:
         seg_node = self._roi_node()
         edited = {s for s, d in self._analyzed.items() if current.get(s) != d} | (set(current) - set(self._analyzed))
         for segment_id in current:  # Undo back to what Analyze wrote: no longer edited
-            if bridge.is_edited(seg_node, segment_id) != (segment_id in edited):
-                bridge.set_edited(seg_node, segment_id, segment_id in edited)
+            if edits.is_edited(seg_node, segment_id) != (segment_id in edited):
+                edits.set_edited(seg_node, segment_id, segment_id in edited)
         stale = current != self._measured
         self.case.edited_segments = edited
         self.state.obmd_edited = sorted(edited)
@@ -458,7 +450,7 @@ class Workflow:
 
     async def set_calibration(self, method: str) -> None:
         """Calibration method for the next Analyze/Recompute; recomputes at once when results exist."""
-        from ..slicer_logic import make_options
+        from ..mrml.options import make_options
 
         options = make_options(self.options)
         if options.calibration == method or self.state.obmd_busy:
@@ -471,7 +463,7 @@ class Workflow:
         """The patient's psoas and marrow fat (percent; blank or out of range: typical for the age), e.g.
         from a water-fat MRI: the calibration uses them and their error leaves the stated SD. Recomputes
         at once when results exist."""
-        from ..slicer_logic import composition_params, composition_ranges_percent, make_options
+        from ..mrml.options import composition_params, composition_ranges_percent, make_options
 
         def number(value: float | str | None) -> float | None:
             try:
@@ -527,6 +519,7 @@ class Workflow:
             self._error(f"Saving the report failed: {exc}")
             return None
         self.state.obmd_last_report = str(out_dir)
+        self.state.obmd_report_urls = self.downloads.offer(out_dir) if self.downloads is not None else {}
         self._info(f"Report saved: {out_dir} ({len(files)} files)")
         return out_dir
 
@@ -551,6 +544,9 @@ class Workflow:
     def _publish(self, results: dict, stale: bool) -> None:
         with self.state:
             self.state.obmd_view = results_view(results)
+            self.state.obmd_hip_pictures = hip_picture_items(self.case.outputs.result.pictures
+                                                             if self.case and self.case.outputs else {})
+            self.state.obmd_report_urls = {}  # a saved report no longer shows these numbers
             self.state.obmd_has_results = True
             self.state.obmd_stale = stale
             self.state.obmd_edited = sorted(self.case.edited_segments) if self.case else []
@@ -580,7 +576,7 @@ class Workflow:
             return None
         if case.outputs.roi_segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
             return None
-        mask = bridge.segment_mask(case.outputs.roi_segmentation_node, segment_id, case.volume_node)
+        mask = segment_arrays.segment_mask(case.outputs.roi_segmentation_node, segment_id, case.volume_node)
         idx = np.argwhere(mask)
         if not len(idx):
             return None
@@ -590,6 +586,18 @@ class Workflow:
         ijk_to_ras = vtk.vtkMatrix4x4()
         case.volume_node.GetIJKToRASMatrix(ijk_to_ras)
         return np.array(ijk_to_ras.MultiplyPoint((float(i), float(j), float(k), 1.0))[:3])
+
+
+def hip_picture_items(pictures: dict[str, Any]) -> list[dict[str, str]]:
+    """The hips' DXA-like projections with their regions (the report's pictures) as PNG data URLs, right first."""
+    import base64
+
+    from ..hip.analysis import HipPicture
+    from ..report.figures import hip_png
+
+    hips = {pic.side: pic for pic in pictures.values() if isinstance(pic, HipPicture)}
+    return [{"side": side, "src": "data:image/png;base64," + base64.b64encode(hip_png(hips[side])).decode("ascii")}
+            for side in ("right", "left") if side in hips]
 
 
 # method -> (title, what its numbers rest on). The list of methods is calibration.CALIBRATIONS; this says

@@ -42,7 +42,7 @@ def _register(app_logic: Any, scene: Any, name: str, logic: Any, share_dir: Path
     return logic
 
 
-def _install_module_shims(logics: dict[str, Any]) -> None:
+def install_module_shims(logics: dict[str, Any]) -> None:
     """``slicer.modules.<name>.logic()`` as desktop Slicer has it; some slicer.util helpers use it."""
     modules = getattr(slicer, "modules", None)
     if not isinstance(modules, types.SimpleNamespace):
@@ -53,7 +53,7 @@ def _install_module_shims(logics: dict[str, Any]) -> None:
 
 
 def create_headless_scene() -> tuple[Any, Any, dict[str, Any]]:
-    """Create a scene with the module logics the bridge needs; returns ``(scene, app_logic, logics)``.
+    """Create a scene with the module logics this package needs; returns ``(scene, app_logic, logics)``.
 
     ``logics`` maps "Colors", "Volumes", "Markups", "Segmentations", "SubjectHierarchy", "Tables",
     "Terminologies" to their logic objects; ``logics["_io"]`` holds the remote-IO logics used to read
@@ -104,7 +104,7 @@ def create_headless_scene() -> tuple[Any, Any, dict[str, Any]]:
     # VTK objects die with their last Python reference and logics only hold weak pointers to the
     # application logic and the IO manager: keep them alive as long as the process.
     _KEEP_ALIVE.append((scene, app_logic, logics))
-    _install_module_shims({k: v for k, v in logics.items() if not k.startswith("_")})
+    install_module_shims({k: v for k, v in logics.items() if not k.startswith("_")})
     return scene, app_logic, logics
 
 
@@ -127,8 +127,8 @@ def load_volume(path: str | os.PathLike[str], name: str | None = None, labelmap:
     node.SetAndObserveStorageNodeID(storage.GetID())
     node.CreateDefaultDisplayNodes()
     if not labelmap:  # a JSON sidecar's header (dcm2niix, obmd phantom) travels as node attributes
-        from .io import read_sidecar
-        from .mrml_bridge import set_header_attributes
+        from ..io import read_sidecar
+        from .volumes import set_header_attributes
 
         set_header_attributes(node, read_sidecar(path))
     return node

@@ -1,0 +1,156 @@
+"""``obmd analyze`` in a child process so the GUI never freezes (as SlicerMONAIAuto3DSeg runs its
+inference): the inputs are written to a work folder, the child's progress comes back as JSON lines
+(:class:`.process.BackgroundProcess`), Cancel kills the child's whole process tree, and what ``obmd
+analyze`` wrote is read back as an ``AnalysisResult``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import write_like, write_sidecar
+from ..volume import Volume
+from .process import BackgroundProcess, ChildProcess
+
+
+class AnalysisJob:
+    """One ``obmd analyze`` run: :meth:`start` writes the inputs and starts it, the GUI's timer reads
+    :meth:`poll`, :meth:`cancel` kills it (and everything it started), :meth:`result` reads its outputs."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        work_dir: Path,
+        ct: Volume | None,
+        labels: Volume | None,
+        start_process: Callable[[list[str], dict[str, str]], ChildProcess] = BackgroundProcess,
+    ) -> None:
+        self.argv, self.work_dir, self.ct, self.labels = argv, Path(work_dir), ct, labels
+        self.picture_files: dict[str, Path] = {}
+        # The child must import this very package (an extension's folder is not on PythonSlicer's path).
+        package_parent = str(Path(__file__).resolve().parents[2])
+        pythonpath = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)
+        self.process = start_process(argv, {"PYTHONPATH": pythonpath})
+
+    @classmethod
+    def start(cls, volume_node: Any, segmentation_node: Any, options: Any, work_dir: str | Path) -> AnalysisJob:
+        import shutil
+        import sys
+
+        from .logic import BMDLogic
+        from .volumes import volume_from_node
+
+        work_dir = Path(work_dir)
+        logic = BMDLogic()
+        ct = volume_from_node(volume_node)
+        ct_file = ct.like(ct.array)
+        ct_file.metadata = {}
+        write_like(ct.array, ct_file, work_dir / "ct.nii.gz")
+        # the node's header (kVp, age, sex) travels as the copy's sidecar: the job reads the CT as the CLI would
+        write_sidecar(ct.metadata, work_dir / "ct.nii.gz")
+        python = shutil.which("PythonSlicer") or sys.executable
+        argv = [python, "-m", "OpportunisticBMDLib.cli", "analyze", str(work_dir / "ct.nii.gz")]
+        labels = None
+        if segmentation_node is not None:
+            labels = logic.labels_from_node(segmentation_node, volume_node, ct)
+            write_like(labels.array.astype(np.int16), ct_file, work_dir / "labels.nii.gz")
+            argv += ["--seg", str(work_dir / "labels.nii.gz")]
+        argv += ["--out", str(work_dir / "out")]
+        argv += _options_to_cli(options)
+        return cls(argv, work_dir, ct, labels)
+
+    @property
+    def proc(self) -> Any:
+        """The child (``subprocess.Popen``)."""
+        return self.process.proc
+
+    @property
+    def lines(self) -> list[str]:
+        """Every output line read so far."""
+        return self.process.lines
+
+    @property
+    def cancelled(self) -> bool:
+        return self.process.cancelled
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def poll(self) -> list[tuple[float | None, str]]:
+        """New output lines as (progress fraction or None, text)."""
+        return self.process.poll()
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        return self.process.wait(timeout_s)
+
+    def cancel(self) -> None:
+        """Kill ``obmd analyze`` and every process it started."""
+        self.process.cancel()
+
+    def cleanup(self) -> None:
+        """Delete the work folder (inputs written for the child and its outputs)."""
+        import shutil
+
+        if self.proc.poll() is None:
+            self.cancel()
+            self.wait(10)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def last_error(self) -> str:
+        errors = [line for line in self.lines if "error" in line.lower()]
+        return (errors or self.lines or ["(no output)"])[-1]
+
+    def result(self) -> Any:
+        """The ``AnalysisResult`` written by ``obmd analyze`` (results.json and masks/*.nii.gz)."""
+        from ..io import read_labels
+        from ..pipeline import AnalysisResult
+
+        out = self.work_dir / "out"
+        results = json.loads((out / "results.json").read_text())
+        rois = {
+            path.name[: -len(".nii.gz")]: read_labels(path, like=self.ct).array > 0
+            for path in sorted((out / "masks").glob("*.nii.gz"))
+        }
+        labels, keypoints, predicted = self.labels, {}, False
+        if (out / "labels.nii.gz").exists():  # the models segmented the CT
+            labels, predicted = read_labels(out / "labels.nii.gz", like=self.ct), True
+        # Report PNGs are files here, not the HipPicture objects write_outputs expects: kept aside.
+        self.picture_files = {path.stem: path for path in sorted(out.glob("*hip*.png"))}
+        if (out / "keypoints.json").exists():
+            levels = json.loads((out / "keypoints.json").read_text()).get("levels", {})
+            keypoints = {f"{lvl} body": np.asarray(v["index_kji"]) for lvl, v in levels.items() if v.get("index_kji")}
+        return AnalysisResult(results=results, rois=rois, labels=labels, keypoints=keypoints,
+                              labels_predicted=predicted)
+
+
+def _options_to_cli(options: Any) -> list[str]:
+    """``obmd analyze`` flags for :class:`pipeline.AnalysisOptions` (or a dict of its fields)."""
+    if options is None:
+        return []
+    if not isinstance(options, dict):
+        from dataclasses import asdict
+
+        options = asdict(options)
+    argv = []
+    flags = {"calibration": "--calibration", "erosion_radius_mm": "--erosion-mm",
+             "muscle_density_mg_cm3": "--muscle-density", "fat_density_mg_cm3": "--fat-density",
+             "patient_age": "--age", "patient_sex": "--sex", "device": "--device", "z_reference": "--z-reference"}
+    for key, flag in flags.items():
+        if options.get(key) is not None:
+            argv += [flag, str(options[key])]
+    params = options.get("calibration_params") or {}
+    if params.get("slope") is not None and params.get("intercept") is not None:
+        argv += ["--slope", str(params["slope"]), "--intercept", str(params["intercept"])]
+    for key, flag in (("file", "--calibration-file"), ("psoas_fat_fraction", "--psoas-fat"),
+                      ("marrow_fat_fraction", "--marrow-fat")):
+        if params.get(key) is not None:
+            argv += [flag, str(params[key])]
+    if params.get("pad_densities"):
+        argv += ["--pad-densities", *(str(d) for d in params["pad_densities"])]
+    return argv
