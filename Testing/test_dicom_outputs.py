@@ -17,7 +17,7 @@ from dicom_checks import DCIODVFY, dciodvfy, nifti_points_mm, seg_points_mm, seg
 from web_harness import free_port
 
 from OpportunisticBMDLib.cli import main
-from OpportunisticBMDLib.dicom import pdf, sources
+from OpportunisticBMDLib.dicom import sources
 
 DICOM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen"
 SERIES, LABELS = DICOM_DIR / "series", DICOM_DIR / "ct_seg_total.nii.gz"
@@ -78,7 +78,7 @@ def _check_levels(results: dict, report: dict, numbers: dict[str, int]) -> None:
 @needs_dciodvfy
 def test_real_series_outputs_valid_and_in_the_source_study(real_out):
     results = _results(real_out)
-    for name in ("seg.dcm", "sr.dcm"):
+    for name in ("seg.dcm", "sr.dcm", "report_pdf.dcm"):
         errors, _ = dciodvfy(real_out / "dicom" / name)
         assert errors == [], (name, errors)
     # the shared series is anonymised (blank study/series UIDs): deterministic UIDs, said in results.json
@@ -127,7 +127,7 @@ def test_nifti_patient_with_hips(patient_out):
     assert results["status"] == "complete" and results["spine"]["summary"]["category"]
     ct_files = sorted((patient_out / "dicom" / "ct").glob("*.dcm"))
     assert len(ct_files) == results["input"]["shape_kji"][0]
-    for path in (patient_out / "dicom" / "seg.dcm", patient_out / "dicom" / "sr.dcm", ct_files[0]):
+    for path in [patient_out / "dicom" / name for name in ("seg.dcm", "sr.dcm", "report_pdf.dcm")] + ct_files[:1]:
         errors, _ = dciodvfy(path)
         assert errors == [], (path.name, errors)
     assert results["dicom"]["uids_generated"] is True
@@ -154,29 +154,14 @@ def test_nifti_patient_with_hips(patient_out):
         assert "T-score" in report[f"{side} hip neck"] and "T-score" in report[f"{side} hip total hip"]
 
 
-@needs_dciodvfy
-def test_encapsulated_pdf(real_out, tmp_path):
-    """The PDF wrapper on OUT/report.pdf when the report package wrote one, else on a reportlab stand-in."""
-    report_pdf = real_out / "report.pdf"
-    if not report_pdf.is_file():
-        from reportlab.pdfgen import canvas
-
-        report_pdf = tmp_path / "report.pdf"
-        page = canvas.Canvas(str(report_pdf))
-        page.drawString(72, 720, "L1-L2 vBMD 101.2 mg/cm3 (osteopenia)")
-        page.save()
-    else:
-        assert (real_out / "dicom" / "report_pdf.dcm").is_file()
-    source = sources.read_source_series(SERIES)
-    ds = pdf.encapsulate_pdf(report_pdf, source.datasets[0], series_uid=hd.UID(), sop_uid=hd.UID(), series_number=9)
-    path = tmp_path / "report_pdf.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    errors, _ = dciodvfy(path)
-    assert errors == []
-    back = pydicom.dcmread(path)
-    data = report_pdf.read_bytes()
+def test_encapsulated_pdf_is_the_report(real_out):
+    """OUT/dicom/report_pdf.dcm holds OUT/report.pdf byte for byte, in the source's study, as a DOC series."""
+    back = pydicom.dcmread(real_out / "dicom" / "report_pdf.dcm")
+    data = (real_out / "report.pdf").read_bytes()
+    assert back.MIMETypeOfEncapsulatedDocument == "application/pdf" and back.Modality == "DOC"
     assert back.EncapsulatedDocument[: len(data)] == data and back.EncapsulatedDocumentLength == len(data)
-    assert back.StudyInstanceUID == source.study_uid and back.Modality == "DOC"
+    assert back.StudyInstanceUID == sources.read_source_series(SERIES).study_uid
+    assert back.SeriesInstanceUID == _results(real_out)["dicom"]["objects"]["report_pdf.dcm"]["series_instance_uid"]
 
 
 def test_nifti_without_dicom_out_and_bad_addresses(tmp_path, capsys):

@@ -225,11 +225,12 @@ def _run(args: argparse.Namespace, ct_path: str, series_choice: dict | None) -> 
         body = read_labels(args.body_seg, like=ct) if args.body_seg else None
         options = build_options(args)
         result = analyze(ct, labels, options, progress=progress, body_mask=body)
+        dicom_cli.record_source(args, result, series_choice)  # input.ct of a PACS study, input.series_choice
         if args.json_only:
             written = {"results.json": write_json(result.results, staging / "results.json")}
         else:
             written = write_outputs(result, ct, staging)
-        written.update(dicom_cli.write_outputs(args, result, ct, staging, series_choice))
+        written.update(dicom_cli.write_outputs(args, result, ct, staging))
     print_report(result.results)
     n_masks = sum(1 for k in written if k.startswith("masks/"))
     print(f"wrote {out / 'results.json'}" + (f", results.csv and {n_masks} masks" if n_masks else "")

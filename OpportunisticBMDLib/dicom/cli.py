@@ -70,9 +70,9 @@ def wants_dicom(args: argparse.Namespace, ct_format: str | None) -> bool:
     return bool(args.dicom_out)
 
 
-def write_outputs(args: argparse.Namespace, result, ct, out_dir: Path, series_choice: dict | None) -> dict:
-    """After the analysis, in the staged output folder: record where the CT came from and the series choice,
-    write OUT/dicom/ when wanted; returns the files written (relative name -> path)."""
+def record_source(args: argparse.Namespace, result, series_choice: dict | None) -> None:
+    """Before anything is written: results.json ``input.ct`` is the PACS study's address (not the temporary
+    folder it was fetched into) and ``input.series_choice`` the choice made on the server; print the choice."""
     where = getattr(args, "dicomweb_address", None)
     inputs = result.results.setdefault("input", {})
     if series_choice is not None:
@@ -82,21 +82,23 @@ def write_outputs(args: argparse.Namespace, result, ct, out_dir: Path, series_ch
     choice = inputs.get("series_choice")
     if choice:
         print(f"series: {choice.get('reason')}")
+
+
+def write_outputs(args: argparse.Namespace, result, ct, out_dir: Path) -> dict:
+    """After the other outputs, in the staged output folder: OUT/dicom/ when wanted (results.json written
+    again with its ``dicom`` block); returns the files written (relative name -> path)."""
+    if not wants_dicom(args, ct.metadata.get("format")):
+        return {}
     from ..results import write_json
+    from .writer import write_dicom_outputs
 
-    written: dict = {}
-    if wants_dicom(args, ct.metadata.get("format")):
-        from .writer import write_dicom_outputs
-
-        outputs = write_dicom_outputs(result, ct, out_dir)
-        for note in outputs.info.get("notes", []):
-            print(f"obmd: warning: {note}", file=sys.stderr)
-        written = outputs.paths
-        names = [name for name in ("seg.dcm", "sr.dcm", "report_pdf.dcm") if f"dicom/{name}" in written]
-        print(f"DICOM: {', '.join(names)} in {Path(args.out) / 'dicom'}")
-    if where is not None or written:  # results.json again, with input.ct/series_choice and "dicom"
-        write_json(result.results, out_dir / "results.json")
-    return written
+    outputs = write_dicom_outputs(result, ct, out_dir)
+    for note in outputs.info.get("notes", []):
+        print(f"obmd: warning: {note}", file=sys.stderr)
+    names = [name for name in ("seg.dcm", "sr.dcm", "report_pdf.dcm") if f"dicom/{name}" in outputs.paths]
+    print(f"DICOM: {', '.join(names)} in {Path(args.out) / 'dicom'}")
+    write_json(result.results, out_dir / "results.json")
+    return outputs.paths
 
 
 def store(args: argparse.Namespace, out_dir: Path) -> None:
