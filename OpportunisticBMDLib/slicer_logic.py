@@ -64,7 +64,7 @@ class RecomputeJob:
         (redone or carried over with its QC)."""
         from . import pipeline
 
-        result = pipeline.measure(self.ct, self.rois, self.options, labels=self.labels)
+        result = pipeline.measure(self.ct, self.rois, self.options, labels=self.labels, hip=False)
         if self.model_naming:
             _carry_model_naming(result.results, self.model_naming)
         self.hip_recomputed = _hip_after_measure(result, self.previous, self.ct, self.options,
@@ -104,7 +104,7 @@ def make_options(options: Any) -> Any:
     if options is None:
         return AnalysisOptions()
     if isinstance(options, dict):
-        return AnalysisOptions(**options)
+        return AnalysisOptions.from_dict(options)
     return options
 
 
@@ -197,7 +197,6 @@ class BMDLogic:
                 full = result
                 result = pipeline.measure(ct, rois, options, labels=full.labels)
                 result.keypoints, result.labels_predicted = full.keypoints, full.labels_predicted
-                _hip_after_measure(result, full.results, ct, options, recompute=True)
         outputs.table_node = bridge.results_to_table(
             result.results, outputs.table_node, name=f"{volume_node.GetName()} BMD results"
         )
@@ -375,7 +374,7 @@ class BMDLogic:
 
 
 def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: Any, recompute: bool | None) -> bool:
-    """``pipeline.measure`` does no hip: redo it (``recompute``; None: when the calibration changed since the
+    """After ``pipeline.measure(hip=False)``: redo the hip (``recompute``; None: when the calibration changed since the
     previous results -- its line or the compositions given, which under a pad move the hip's anchor and
     not the line -- or there are none) or carry the previous hip results over, their QC flags with them
     (a T-score must never lose the warnings that qualify it). True when the hip was measured again."""
@@ -383,16 +382,18 @@ def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: 
     if recompute is None:
         recompute = not previous or changed
     if recompute and result.labels is not None:
-        from .hip.pipeline_hook import add_hip_results, femur_in_view
+        from . import pipeline
+        from .hip.site import femur_in_view
 
         if femur_in_view(result.labels):
-            add_hip_results(result, ct, result.labels, options)
+            pipeline.add_hip(result, ct, options.with_header_defaults(ct.metadata))
+            validity.finalize(result.results)
             return True
     if not previous or not previous.get("hip"):
         return False
     result.results["hip"] = previous["hip"]
     qc = result.results.setdefault("qc", [])
-    for block in previous["hip"].values():  # add_hip_results put each side's flags in the scan's QC list too
+    for block in previous["hip"].values():  # pipeline.add_hip put each side's flags in the scan's QC list too
         if isinstance(block, dict):
             qc.extend(block.get("qc") or [])
     if changed:
@@ -660,7 +661,7 @@ class AnalysisJob:
 
 def composition_ranges_percent() -> dict[str, tuple[float, float]]:
     """``calibration_params`` key -> the range (percent) a panel accepts for it (:mod:`.calibration`)."""
-    from .calibration import MARROW_FAT_FRACTION_RANGE, PSOAS_FAT_FRACTION_RANGE
+    from .settings import MARROW_FAT_FRACTION_RANGE, PSOAS_FAT_FRACTION_RANGE
 
     return {key: (100.0 * low, 100.0 * high) for key, (low, high) in (
         ("psoas_fat_fraction", PSOAS_FAT_FRACTION_RANGE), ("marrow_fat_fraction", MARROW_FAT_FRACTION_RANGE))}
@@ -678,27 +679,5 @@ def composition_params(psoas_fat_percent: float | None, marrow_fat_percent: floa
 
 
 def _options_to_cli(options: Any) -> list[str]:
-    """``obmd analyze`` flags for :class:`pipeline.AnalysisOptions` (or a dict of its fields)."""
-    if options is None:
-        return []
-    if not isinstance(options, dict):
-        from dataclasses import asdict
-
-        options = asdict(options)
-    argv = []
-    flags = {"calibration": "--calibration", "erosion_radius_mm": "--erosion-mm",
-             "muscle_density_mg_cm3": "--muscle-density", "fat_density_mg_cm3": "--fat-density",
-             "patient_age": "--age", "patient_sex": "--sex", "device": "--device", "z_reference": "--z-reference"}
-    for key, flag in flags.items():
-        if options.get(key) is not None:
-            argv += [flag, str(options[key])]
-    params = options.get("calibration_params") or {}
-    if params.get("slope") is not None and params.get("intercept") is not None:
-        argv += ["--slope", str(params["slope"]), "--intercept", str(params["intercept"])]
-    for key, flag in (("file", "--calibration-file"), ("psoas_fat_fraction", "--psoas-fat"),
-                      ("marrow_fat_fraction", "--marrow-fat")):
-        if params.get(key) is not None:
-            argv += [flag, str(params[key])]
-    if params.get("pad_densities"):
-        argv += ["--pad-densities", *(str(d) for d in params["pad_densities"])]
-    return argv
+    """``obmd analyze`` flags for :class:`settings.AnalysisOptions` (or a dict of its fields)."""
+    return [] if options is None else make_options(options).to_argv()

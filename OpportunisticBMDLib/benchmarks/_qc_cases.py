@@ -43,7 +43,8 @@ def spine_summary(ct: Volume, labels: Volume, calibration: str = "auto",
                   erosion_radius_mm: float | None = None) -> dict[str, Any]:
     """L1-L2 vBMD (the two levels measured, withheld or not), its stated SD, the levels' values, reference HU
     and the QC codes."""
-    from ..pipeline import AnalysisOptions, derive_rois, measure
+    from ..pipeline import derive_rois, measure
+    from ..settings import AnalysisOptions
 
     options = AnalysisOptions(calibration=calibration)
     if erosion_radius_mm is not None:
