@@ -21,6 +21,7 @@ from . import validity
 from .io import write_like, write_sidecar
 from .labels import LABELS, VERTEBRA_LEVELS, looks_like_totalseg, totalseg_to_ours, vertebra_label
 from .progress import Progress, no_progress
+from .settings import AnalysisOptions
 from .volume import Volume
 
 REF_INPUT = "OBMD.InputVolume"  # node reference from every output node to its CT
@@ -49,7 +50,7 @@ class RecomputeJob:
     ct: Volume
     rois: dict[str, np.ndarray]
     labels: Volume | None
-    options: Any
+    options: AnalysisOptions
     previous: dict | None  # the results the table held (the last Analyze or Recompute)
     recompute_hip: bool | None
     volume_node: Any
@@ -97,10 +98,8 @@ def _carry_model_naming(results: dict, evidence: dict) -> None:
     validity.finalize(results)
 
 
-def make_options(options: Any) -> Any:
-    """``pipeline.AnalysisOptions`` from None (defaults), a dict of its fields, or itself."""
-    from .pipeline import AnalysisOptions
-
+def make_options(options: AnalysisOptions | dict | None) -> AnalysisOptions:
+    """:class:`settings.AnalysisOptions` from None (defaults), a dict of its fields (``as_dict``), or itself."""
     if options is None:
         return AnalysisOptions()
     if isinstance(options, dict):
@@ -157,7 +156,7 @@ class BMDLogic:
         self,
         volume_node: Any,
         segmentation_node: Any = None,
-        options: Any = None,
+        options: AnalysisOptions | dict | None = None,
         progress: Progress = no_progress,
         outputs: AnalysisOutputs | None = None,
         overwrite_edited: bool = False,
@@ -231,7 +230,7 @@ class BMDLogic:
         volume_node: Any,
         roi_segmentation_node: Any,
         labels_segmentation_node: Any = None,
-        options: Any = None,
+        options: AnalysisOptions | dict | None = None,
         table_node: Any = None,
         rederive_rois: bool = False,
         overwrite_edited: bool = False,
@@ -257,7 +256,7 @@ class BMDLogic:
         volume_node: Any,
         roi_segmentation_node: Any,
         labels_segmentation_node: Any = None,
-        options: Any = None,
+        options: AnalysisOptions | dict | None = None,
         table_node: Any = None,
         rederive_rois: bool = False,
         overwrite_edited: bool = False,
@@ -373,7 +372,8 @@ class BMDLogic:
         return {"image": image_path, "label": label_path, "dataset_json": dataset_json}
 
 
-def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: Any, recompute: bool | None) -> bool:
+def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: AnalysisOptions,
+                       recompute: bool | None) -> bool:
     """After ``pipeline.measure(hip=False)``: redo the hip (``recompute``; None: when the calibration changed since the
     previous results -- its line or the compositions given, which under a pad move the hip's anchor and
     not the line -- or there are none) or carry the previous hip results over, their QC flags with them
@@ -564,7 +564,8 @@ class AnalysisJob:
         self._thread.start()
 
     @classmethod
-    def start(cls, volume_node: Any, segmentation_node: Any, options: Any, work_dir: str | Path) -> AnalysisJob:
+    def start(cls, volume_node: Any, segmentation_node: Any, options: AnalysisOptions | dict | None,
+              work_dir: str | Path) -> AnalysisJob:
         import shutil
         import sys
 
@@ -678,6 +679,6 @@ def composition_params(psoas_fat_percent: float | None, marrow_fat_percent: floa
     return params
 
 
-def _options_to_cli(options: Any) -> list[str]:
+def _options_to_cli(options: AnalysisOptions | dict | None) -> list[str]:
     """``obmd analyze`` flags for :class:`settings.AnalysisOptions` (or a dict of its fields)."""
     return [] if options is None else make_options(options).to_argv()

@@ -20,11 +20,11 @@ class Case:
     truth: dict | None  # truth.json of a digital patient; None for a real CT
 
 
-def digital_patient(seed: int, **options: Any) -> Case:
+def digital_patient(seed: int, **phantom_options: Any) -> Case:
     """Digital patient ``seed`` (region "spine" unless given), the kVp in the CT's metadata as DICOM has it."""
     from . import _cohort
 
-    scan = _cohort.generate(int(seed), None, **options)
+    scan = _cohort.generate(int(seed), None, **phantom_options)
     scan.ct.metadata["patient_age"] = _cohort.patient_age(scan.truth)
     return Case(f"seed {seed}", scan.ct, scan.labels, scan.truth)
 

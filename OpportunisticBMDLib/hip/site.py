@@ -35,6 +35,14 @@ def femur_in_view(labels: Volume | None) -> bool:
     return labels is not None and bool(np.isin(labels.array, (LABELS["femur_left"], LABELS["femur_right"])).any())
 
 
+def hip_options_for(options: AnalysisOptions, slope_relative_sd: float | None) -> HipOptions:
+    """The hip's options from the analysis' (header defaults resolved): the same kVp as the calibration's (the
+    user's or the header's), the patient's age and sex for the Z-scores, the line's 1 SD at the hip."""
+    return HipOptions(kvp=options.calibration_settings.kvp, patient_age=options.patient_age,
+                      patient_sex=options.patient_sex, slope_relative_sd=slope_relative_sd,
+                      z_reference=load_age_reference(options.z_reference) if options.z_reference else None)
+
+
 def measure_hip_site(ct: Volume, labels: Volume, calibration: Calibration, spine_rois: dict[str, np.ndarray],
                      options: AnalysisOptions) -> HipSiteResult:
     """Areal BMD of each femur in ``labels`` on ``calibration`` (the spine's); ``options`` with the header
@@ -58,9 +66,6 @@ def measure_hip_site(ct: Volume, labels: Volume, calibration: Calibration, spine
         reference = reference_tissue_hu(ct.array, spine_rois)
         if relative_sd is not None:  # None: the line states no uncertainty (user densities): none added
             relative_sd = hip_relative_sd(relative_sd, marrow_hu_sd)
-    hip_options = HipOptions(
-        kvp=options.calibration_settings.kvp, patient_age=options.patient_age, patient_sex=options.patient_sex,
-        slope_relative_sd=relative_sd,
-        z_reference=load_age_reference(options.z_reference) if options.z_reference else None)
-    results, rois, pictures = analyze_hips(ct, labels, calibration, hip_options, reference_hu=reference)
+    results, rois, pictures = analyze_hips(ct, labels, calibration, hip_options_for(options, relative_sd),
+                                           reference_hu=reference)
     return HipSiteResult(results, rois, {f"hip_{side}": pic for side, pic in pictures.items()})

@@ -4,7 +4,7 @@ noise (white or in-plane correlated) and int16 quantisation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -157,8 +157,7 @@ def draw_scanner_settings(options: PhantomOptions, rng: np.random.Generator, spa
     if options.ideal:
         s.noise_hu = s.blur_fwhm_mm = s.cupping_hu = s.offset_field_hu = s.streak_hu = 0.0
         s.slice_thickness_mm = float(spacing_mm[0])
-    for name in ("noise_hu", "blur_fwhm_mm", "slice_thickness_mm", "cupping_hu", "offset_field_hu"):
-        value = getattr(options, name)
-        if value is not None:
-            setattr(s, name, float(value))
-    return s
+    given = {"noise_hu": options.noise_hu, "blur_fwhm_mm": options.blur_fwhm_mm,
+             "slice_thickness_mm": options.slice_thickness_mm, "cupping_hu": options.cupping_hu,
+             "offset_field_hu": options.offset_field_hu}
+    return replace(s, **{name: float(value) for name, value in given.items() if value is not None})
