@@ -46,9 +46,8 @@ def spine_summary(ct: Volume, labels: Volume, calibration: str = "auto",
     from ..pipeline import derive_rois, measure
     from ..settings import AnalysisOptions
 
-    options = AnalysisOptions(calibration=calibration)
-    if erosion_radius_mm is not None:
-        options.erosion_radius_mm = float(erosion_radius_mm)
+    options = AnalysisOptions(calibration=calibration) if erosion_radius_mm is None else \
+        AnalysisOptions(calibration=calibration, erosion_radius_mm=float(erosion_radius_mm))
     geometry: dict = {}
     rois = derive_rois(ct, labels, options, geometry_out=geometry)
     results = measure(ct, rois, options, labels, geometry=geometry).results
