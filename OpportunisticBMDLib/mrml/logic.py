@@ -17,11 +17,12 @@ import numpy as np
 
 from ..labels import VERTEBRA_LEVELS, normalise_label_ids, vertebra_label
 from ..progress import Progress, no_progress
+from ..settings import AnalysisOptions
 from ..volume import Volume
 from . import edits, labelmaps, markups, segments, tables, volumes
 from .hierarchy import place_in_study
 from .options import make_options
-from .recompute import RecomputeJob, _hip_after_measure, model_naming_evidence
+from .recompute import RecomputeJob, model_naming_evidence
 
 REF_INPUT = "OBMD.InputVolume"  # node reference from every output node to its CT
 REF_LABELS = "OBMD.Labels"  # from the ROI segmentation to the label segmentation used
@@ -89,7 +90,7 @@ class BMDLogic:
         self,
         volume_node: Any,
         segmentation_node: Any = None,
-        options: Any = None,
+        options: AnalysisOptions | dict | None = None,
         progress: Progress = no_progress,
         outputs: AnalysisOutputs | None = None,
         overwrite_edited: bool = False,
@@ -129,7 +130,6 @@ class BMDLogic:
                 full = result
                 result = pipeline.measure(ct, rois, options, labels=full.labels)
                 result.keypoints, result.labels_predicted = full.keypoints, full.labels_predicted
-                _hip_after_measure(result, full.results, ct, options, recompute=True)
         outputs.table_node = tables.results_to_table(
             result.results, outputs.table_node, name=f"{volume_node.GetName()} BMD results"
         )
@@ -164,7 +164,7 @@ class BMDLogic:
         volume_node: Any,
         roi_segmentation_node: Any,
         labels_segmentation_node: Any = None,
-        options: Any = None,
+        options: AnalysisOptions | dict | None = None,
         table_node: Any = None,
         rederive_rois: bool = False,
         overwrite_edited: bool = False,
@@ -190,7 +190,7 @@ class BMDLogic:
         volume_node: Any,
         roi_segmentation_node: Any,
         labels_segmentation_node: Any = None,
-        options: Any = None,
+        options: AnalysisOptions | dict | None = None,
         table_node: Any = None,
         rederive_rois: bool = False,
         overwrite_edited: bool = False,
