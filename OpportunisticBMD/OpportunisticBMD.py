@@ -260,7 +260,7 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         if job.cancelled:
             self.ui.statusLabel.text = "Cancelled."
-        elif job.returncode != 0:
+        elif not job.finished_with_results:  # exit 3 (not measurable) still has results to show
             slicer.util.errorDisplay("Analysis failed:\n" + job.last_error())
         else:
             with slicer.util.tryWithErrorDisplay("Importing the results failed.", waitCursor=True):

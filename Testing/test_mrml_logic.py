@@ -333,6 +333,18 @@ def test_save_report_of_a_dicom_series_writes_dicom_slicer_reads_back(shared_dat
     checked = assert_segments_equal_masks(seg_node, names, out / "masks", scene)
     assert {"muscle_roi", "fat_roi"} <= set(checked)
 
+    # Analyze in the background (the panel's default): the child read a NIfTI copy, the report names the series
+    job = AnalysisJob.start(ct_node, labels_node, None, tmp_path / "job")
+    assert job.wait(120) == 3 and job.finished_with_results, "\n".join(job.lines[-5:])  # 3: not measurable
+    from_job = logic.analyze(ct_node, labels_node, result=job.result())
+    job.cleanup()
+    saved_job = logic.save_report(from_job.result, from_job.ct, tmp_path / "from-job")
+    job_results = json.loads((tmp_path / "from-job" / "results.json").read_text())
+    assert saved_job.dicom_files == ["seg.dcm", "sr.dcm", "report_pdf.dcm"]
+    for key in ("ct", "format", "identification"):
+        assert job_results["input"][key] == results["input"][key], key
+    assert job_results["calibration"]["slope"] == pytest.approx(results["calibration"]["slope"], rel=1e-9)
+
     # Slicer's DICOM module: a node without our source attributes, its instances in the database
     files = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID): p
              for p in sorted(series.iterdir())}
