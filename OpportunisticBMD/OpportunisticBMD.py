@@ -29,13 +29,15 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-CALIBRATION_METHODS = ["auto", "muscle-fat", "internal-multi", "inscan", "phantom", "hu"]
-
 # Source checkout added to Slicer's module paths: the library sits next to this folder (an installed
 # extension has it next to this file instead, already importable).
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_SOURCE_ROOT, "OpportunisticBMDLib")) and _SOURCE_ROOT not in sys.path:
     sys.path.append(_SOURCE_ROOT)
+
+from OpportunisticBMDLib.calibration import CALIBRATIONS  # noqa: E402  (after the path above)
+
+CALIBRATION_METHODS = list(CALIBRATIONS)
 
 
 class OpportunisticBMD(ScriptedLoadableModule):

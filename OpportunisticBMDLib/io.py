@@ -77,25 +77,6 @@ def check_ct_modality(modality: Any, where: str) -> None:
         raise InputError(f"{where} modality {modality}, not CT")
 
 
-def age_years(value: Any) -> float | None:
-    """Age in years from a number or a DICOM Age String ('055Y', '006M', '010W', '003D'); None if unreadable."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    match = re.fullmatch(r"\s*(\d{1,3})\s*([YMWD]?)\s*", str(value).upper())
-    if not match:
-        return None
-    n, unit = float(match.group(1)), match.group(2) or "Y"
-    return n / {"Y": 1.0, "M": 12.0, "W": 52.18, "D": 365.25}[unit]
-
-
-def sex_code(value: Any) -> str | None:
-    """'F' or 'M' from a DICOM PatientSex (or a user's entry); None otherwise ('O', blank)."""
-    code = str(value or "").strip().upper()[:1]
-    return code if code in ("F", "M") else None
-
-
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
     """``ct.json`` for ``ct.nii.gz`` / ``ct.nii`` / ``ct.nrrd`` / ``ct.mha`` (the file's name without its
     image suffix, plus ``.json``)."""

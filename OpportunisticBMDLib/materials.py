@@ -1,6 +1,6 @@
 """X-ray physics of tissues: compositions, attenuation over a CT tube spectrum, and Hounsfield units.
 
-The digital patient (``phantom/``) and the internal calibration (``calibration_internal.py``) both take
+The digital patient (``phantom/``) and the internal calibration (``calibration/internal_multi.py``) both take
 their numbers from here, so the densities of the phantom come from physics, not from any calibration
 under test.
 

@@ -1,13 +1,14 @@
-"""CT + label map -> ROIs -> calibration -> per-level vBMD, summary, QC -> results.json and masks.
+"""CT + label map -> ROIs -> calibration -> measurement sites (spine, hip) -> results.json and masks.
 
-``analyze`` is the whole job; ``derive_rois`` and ``measure`` are its two halves so that a user can
-edit the ROI masks between them (Slicer's Recompute calls ``measure`` on the edited masks).
+``analyze`` = segment (when no labels are given) + ``derive_rois`` + ``measure``; ``measure`` calibrates
+once and measures every site on that :class:`Calibration` (the spine's levels, each femur in view), so a
+user can edit the ROI masks between the two halves (Slicer's Recompute calls ``measure`` on the edited masks).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,17 @@ import numpy as np
 
 from . import input_checks, qc, spine, validity
 from . import rois as tissue_rois
-from .calibration import calibrate, check_options
+from .calibration import Calibration, calibrate, check_options
 from .errors import ModelError, SegmentationError
-from .io import HEADER_KEYS, age_years, check_ct_modality, check_same_grid, sex_code, write_like
+from .hip.site import femur_in_view, measure_hip_site
+from .io import HEADER_KEYS, check_ct_modality, check_same_grid, write_like
 from .labels import LABELS, MEASURED_LEVELS, normalise_label_ids, vertebra_label
 from .progress import Progress, no_progress, scaled
 from .report import write_report
 from .report.identification import identification
 from .report.pdf import ReportOptions
 from .results import build_results, csv_row, write_csv, write_json
+from .settings import AnalysisOptions
 from .volume import Volume
 
 TRABECULAR_PREFIX = "trabecular_"
@@ -33,23 +36,6 @@ TRABECULAR_PREFIX = "trabecular_"
 REFERENCE_TISSUE_LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")
 DICOM_KEYS = ("format", *HEADER_KEYS, "series_choice")  # series_choice: which series of a DICOM folder, and why
 MODEL_LABELS_SOURCE = "obmd-models"  # results input.labels_source of labels the segmentation models made
-
-
-@dataclass
-class AnalysisOptions:
-    calibration: str = "auto"  # registry name (calibration.CALIBRATIONS); auto: in-scan pad if found, else muscle-fat
-    erosion_radius_mm: float = spine.DEFAULT_EROSION_RADIUS_MM  # cortex removal, see spine.py
-    muscle_density_mg_cm3: float | None = None  # None: from materials at the scan kVp (calibration.py)
-    fat_density_mg_cm3: float | None = None  # None: from materials at the scan kVp (calibration.py)
-    calibration_params: dict = field(default_factory=dict)  # e.g. {"slope":..,"intercept":..} for "phantom"
-    patient_age: float | None = None
-    patient_sex: str | None = None
-    z_reference: str | None = None  # hip Z-score reference table (JSON, hip/tscores.py); None: built-in rows
-    device: str = "cpu"  # for the segmentation models
-    segmentation_backend: str = "obmd"  # without labels: "obmd" (shipped model) | "totalsegmentator" (if installed)
-    # extra cortex margin (mm) on top of erosion_radius_mm for labels whose boundary is uncertain;
-    # None: MODEL_LABEL_MARGIN_MM for the built-in model's labels, 0 for labels a user or another tool gave
-    label_margin_mm: float | None = None
 
 
 # The built-in model labels on a 3 mm grid: their vertebra boundary lies up to a model voxel too far
@@ -80,7 +66,8 @@ class AnalysisResult:
     labels: Volume | None  # the label map used (our schema)
     keypoints: dict[str, Any] = field(default_factory=dict)  # {name: (k, j, i)} when the models gave them
     labels_predicted: bool = False
-    pictures: dict[str, Any] = field(default_factory=dict)  # e.g. hip projections (hip engineer)
+    pictures: dict[str, Any] = field(default_factory=dict)  # e.g. hip projections (hip_<side>)
+    calibration: Calibration | None = None  # the line every site used (results["calibration"] is its record)
 
 
 # metadata key: the label array (the object itself) last found to be in our schema: its ids scan takes
@@ -167,17 +154,6 @@ def _input_info(ct: Volume, labels: Volume | None, source: str, body_mask: Any) 
     return info
 
 
-def with_header_defaults(options: AnalysisOptions, ct: Volume) -> AnalysisOptions:
-    """``options`` with the patient's age and sex from the CT's header (DICOM, a JSON sidecar, or an MRML
-    node's attributes) where the user gave none: every front end then sets the calibration's age-typical
-    marrow and psoas fat, and the hip's Z-score, from the same header. A copy; the user's values win."""
-    age = options.patient_age if options.patient_age is not None else age_years(ct.metadata.get("patient_age"))
-    sex = sex_code(options.patient_sex) or sex_code(ct.metadata.get("patient_sex"))
-    if age == options.patient_age and sex == options.patient_sex:
-        return options
-    return replace(options, patient_age=age, patient_sex=sex)
-
-
 def level_confidence(labels: Volume | None, level: str) -> dict[str, float | None]:
     """``naming_confidence`` and ``segmentation_confidence`` of a level the model labelled (label metadata
     from models/inference.py); null for labels given by the user or another tool."""
@@ -192,11 +168,13 @@ def measure(
     labels: Volume | None = None,
     body_mask: Volume | np.ndarray | None = None,
     geometry: dict | None = None,
+    hip: bool = True,
 ) -> AnalysisResult:
-    """Calibrate and measure from ROI masks (possibly user-edited). ``labels`` (our schema or TotalSegmentator)
-    add vertebral geometry (heights, field-of-view cut) and the contrast check; ``geometry`` (from
-    ``derive_rois(geometry_out=...)`` on the same labels) saves recomputing it."""
-    options = with_header_defaults(options, ct)
+    """Calibrate once and measure every site from ROI masks (possibly user-edited): the spine's levels and,
+    with ``hip`` and a femur labelled, each hip on the same :class:`Calibration`. ``labels`` (our schema or
+    TotalSegmentator) add vertebral geometry (heights, field-of-view cut), the contrast check and the femurs;
+    ``geometry`` (from ``derive_rois(geometry_out=...)`` on the same labels) saves recomputing it."""
+    options = options.with_header_defaults(ct.metadata)
     rois = {k: np.asarray(v, dtype=bool) for k, v in rois.items()}
     margin_mm = label_margin_mm(options, labels)
     radius_mm = float(options.erosion_radius_mm) + margin_mm
@@ -250,10 +228,24 @@ def measure(
         levels=levels,
         calibration=cal,
         qc=flags,
-        options={**asdict(options), "label_margin_mm": margin_mm},
+        options={**options.as_dict(), "label_margin_mm": margin_mm},
         tissues=tissues,
     )
-    return AnalysisResult(results=validity.finalize(results), rois=rois, labels=labels)
+    result = AnalysisResult(results=validity.finalize(results), rois=rois, labels=labels, calibration=calibration)
+    if hip and femur_in_view(labels):
+        add_hip(result, ct, options)
+        validity.finalize(results)  # WHO categories only where backed; the status counts every site
+    return result
+
+
+def add_hip(result: AnalysisResult, ct: Volume, options: AnalysisOptions) -> None:
+    """The hip site on ``result``'s calibration and labels: ``results["hip"]``, its QC flags in the scan's
+    list, its ROI masks and pictures (``options`` with the header defaults resolved; the caller finalizes)."""
+    site = measure_hip_site(ct, result.labels, result.calibration, result.rois, options)
+    result.results["hip"] = site.results
+    result.results.setdefault("qc", []).extend(site.qc)
+    result.rois.update(site.rois)
+    result.pictures.update(site.pictures)
 
 
 def _segment(ct: Volume, options: AnalysisOptions, progress: Progress) -> tuple[Volume, dict[str, Any]]:
@@ -272,7 +264,7 @@ def analyze(
     body_mask: Volume | np.ndarray | None = None,
 ) -> AnalysisResult:
     """The whole analysis; with ``labels`` None the segmentation models produce them."""
-    options = with_header_defaults(options or AnalysisOptions(), ct)  # once, for the spine and the hip
+    options = (options or AnalysisOptions()).with_header_defaults(ct.metadata)  # once, for every site
     check_options(options)
     # files are checked on reading; a Slicer node's header (DICOM database, attributes) here
     check_ct_modality(ct.metadata.get("modality"), f"{ct.metadata.get('name') or 'the volume'}: its header says")
@@ -293,20 +285,14 @@ def analyze(
     input_checks.check_anatomy(ct, labels, predicted)
     geometry: dict = {}
     rois = derive_rois(ct, labels, options, body_mask, geometry_out=geometry)
-    progress(0.8, "Calibrating and measuring")
+    progress(0.8, "Calibrating and measuring the spine and the hips")
     result = measure(ct, rois, options, labels, body_mask, geometry=geometry)
     if predicted:
         result.results["software"]["models"] = model_info
         result.results["qc"] = model_qc + result.results["qc"]
+        validity.finalize(result.results)  # the model's naming flags join the status
     result.keypoints = keypoints
     result.labels_predicted = predicted
-    # hip (hip engineer): CTXA-like areal BMD of each femur in view, same calibration as the spine
-    from .hip.pipeline_hook import add_hip_results, femur_in_view
-
-    if femur_in_view(labels):
-        progress(0.9, "Hip: DXA-like projection of the femurs")
-        add_hip_results(result, ct, labels, options)
-    validity.finalize(result.results)  # the model's naming flags and the hip join the status
     progress(1.0, "Done")
     return result
 
@@ -324,7 +310,7 @@ def write_outputs(result: AnalysisResult, ct: Volume, out_dir: str | Path,
                          list(result.rois.items()))
         for name, path in zip(result.rois, paths, strict=True):
             written[f"masks/{name}"] = path
-    if result.pictures:  # hip (hip engineer): DXA-like report PNGs
+    if result.pictures:  # the hip's DXA-like report PNGs
         from .hip.pictures import save_hip_pictures
 
         written.update(save_hip_pictures(result.pictures, out_dir))

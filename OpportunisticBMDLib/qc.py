@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .calibration.composition import REFERENCE_KVP, muscle_fat_densities
 from .labels import LABELS
 from .spine import FRACTURE_HEIGHT_LOSS, MIN_ROI_VOLUME_MM3
 from .volume import Volume
@@ -191,8 +192,6 @@ EXTERNAL_LINE_METHODS = ("phantom", "inscan")
 def line_tissue_flags(calibration: dict[str, Any]) -> list[dict[str, str]]:
     """``calibration_line_implausible`` when a phantom or pad line reads the patient's muscle or fat far from
     what those tissues are."""
-    from .calibration import REFERENCE_KVP, muscle_fat_densities
-
     slope, intercept = calibration.get("slope"), calibration.get("intercept")
     muscle_hu, fat_hu = calibration.get("muscle_hu"), calibration.get("fat_hu")
     if calibration.get("method") not in EXTERNAL_LINE_METHODS or None in (slope, intercept, muscle_hu, fat_hu):

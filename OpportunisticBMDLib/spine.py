@@ -24,13 +24,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .labels import MEASURED_LEVELS, vertebra_label
+from .settings import DEFAULT_EROSION_RADIUS_MM  # cortex removal (cited there)
 from .volume import Volume
 
-# Cortex removal. The reference study (Radiologic Practice 2024, doi:10.13609/j.cnki.1000-0313.2024.02.019)
-# erodes the vertebral body with a sphere of radius 4 voxels; at its ~0.8 mm voxels that is ~3.2 mm, about
-# the thickness of the vertebral shell plus the partial-volume band around it (the lumbar cortical shell is
-# 0.2-0.5 mm thick: Silva et al., Bone 15:409 (1994); ~3 mm more removes the blur of a ~1 mm kernel).
-DEFAULT_EROSION_RADIUS_MM = 3.2
 # Opening radius that cuts the pedicles: lumbar pedicles are 5-10 mm wide at the isthmus at T12-L3
 # (wider at L4-L5: Zindrick et al., Spine 12:160 (1987)); vertebral bodies are 30-50 mm wide, 25-35 mm
 # deep and ~25 mm high, so a 14 mm ball still fits inside a body. Wide L5 pedicles that survive the

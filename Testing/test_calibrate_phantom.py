@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from OpportunisticBMDLib import materials as m
+from OpportunisticBMDLib.calibration.phantom import fit_phantom_line, read_phantom_file
 from OpportunisticBMDLib.cli import main
-from OpportunisticBMDLib.commands.calibrate_phantom import calibrate, load_calibration_file
 from OpportunisticBMDLib.io import write_like
 from OpportunisticBMDLib.volume import Volume
 
@@ -38,7 +38,7 @@ def _esp_like(beam: m.Beam, rng: np.random.Generator) -> Volume:
 
 def test_esp_like_scan_calibrates_exactly():
     beam = m.Beam(120)
-    calib = calibrate(_esp_like(beam, np.random.default_rng(0)), (50, 100, 200))
+    calib = fit_phantom_line(_esp_like(beam, np.random.default_rng(0)), (50, 100, 200))
     assert [ins["density_mg_cm3"] for ins in calib["inserts"]] == [50, 100, 200]
     assert calib["max_residual_mg_cm3"] < 1.5
     # the line converts HA-in-water HU of any density
@@ -53,7 +53,7 @@ def test_cli_round_trip(tmp_path):
     out = tmp_path / "calib.json"
     assert main(["calibrate-phantom", str(path), "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    params = load_calibration_file(out)
+    params = read_phantom_file(out)
     assert params["slope"] == data["slope"] and 0.3 < params["slope"] < 1.0
     # a water-only scan has no inserts: one clear error, exit 2
     water = np.where(ct.array > 30, 0.0, ct.array).astype(np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from OpportunisticBMDLib import materials as m
-from OpportunisticBMDLib.calibration_internal import (
+from OpportunisticBMDLib.calibration.internal_multi import (
     fit_details,
     fit_internal_calibration,
     measure_reference_tissues,

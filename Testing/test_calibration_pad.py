@@ -10,13 +10,14 @@ import pytest
 
 from OpportunisticBMDLib import materials as m
 from OpportunisticBMDLib.calibration import calibrate
-from OpportunisticBMDLib.calibration_pad import find_pad, inscan_calibration, marrow_base_line
+from OpportunisticBMDLib.calibration.inscan import find_pad, inscan_calibration, marrow_base_line
 from OpportunisticBMDLib.cli import main
 from OpportunisticBMDLib.errors import InputError
 from OpportunisticBMDLib.labels import LABELS
 from OpportunisticBMDLib.phantom import PhantomOptions, generate_phantom
 from OpportunisticBMDLib.phantom.esp import ha_in_water_hu
 from OpportunisticBMDLib.pipeline import AnalysisOptions, derive_rois
+from OpportunisticBMDLib.settings import CalibrationSettings
 
 SEED = 7
 # small and fast: hip region, 3 mm slices; half-fatty marrow = the calibration's default base, so the
@@ -92,7 +93,7 @@ def test_no_pad_inscan_errors_and_auto_falls_back(plain_phantom):
 def test_user_densities_are_checked(pad_phantom):
     def cal(densities):
         return inscan_calibration(pad_phantom.ct, AnalysisOptions(calibration="inscan",
-                                                                  calibration_params={"pad_densities": densities}))
+                                                                  calibration_settings=CalibrationSettings(pad_densities=densities)))
 
     assert cal([200, 150, 100, 50]).slope_mg_cm3_per_hu == pytest.approx(cal(None).slope_mg_cm3_per_hu)
     with pytest.raises(InputError, match="4 pad rods found, 3 densities"):
@@ -135,7 +136,11 @@ def test_cli_auto_uses_the_pad(tmp_path, capsys):
 def test_hip_anchors_the_pad_line_on_a_typical_iliopsoas(pad_phantom):
     """The pad's line holds outside the body; the hip checks its muscle against a typical iliopsoas under
     that line (not the psoas ROI) and states the anchor's composition SD on top of the line's."""
-    from OpportunisticBMDLib.calibration import muscle_fat_densities, psoas_fat_sd, typical_psoas_fat_fraction
+    from OpportunisticBMDLib.calibration.composition import (
+        muscle_fat_densities,
+        psoas_fat_sd,
+        typical_psoas_fat_fraction,
+    )
     from OpportunisticBMDLib.pipeline import analyze
 
     res = analyze(pad_phantom.ct, pad_phantom.labels, AnalysisOptions()).results

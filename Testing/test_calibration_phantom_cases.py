@@ -5,14 +5,15 @@ and fat infiltration of muscle moves the muscle-fat method's error in the predic
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from OpportunisticBMDLib import calibration as cal
 from OpportunisticBMDLib import materials as m
 from OpportunisticBMDLib.benchmarks import _cohort
 from OpportunisticBMDLib.calibration import calibrate
+from OpportunisticBMDLib.calibration import composition as cal
 from OpportunisticBMDLib.cli import main
 from OpportunisticBMDLib.pipeline import analyze
 
@@ -34,8 +35,7 @@ def ideal_patient():
 
 
 def _l1_l2(scan, base, method, **params):
-    options = _cohort.analysis_options(method, scan.truth)
-    options.calibration_params.update(params)
+    options = _cohort.analysis_options(method, scan.truth).with_calibration(**params)
     calibration = calibrate(scan.ct, base.rois, base.labels, options)
     levels = base.results["spine"]["levels"]
     hu = float(np.mean([levels[lvl]["trabecular_hu_mean"] for lvl in ("L1", "L2")]))
@@ -145,8 +145,8 @@ def test_muscle_fat_follows_the_scan_kvp(kvp):
     assert vbmd == pytest.approx(truth, abs=3.0)
     assert vbmd == pytest.approx(exact, abs=3.0)
     if kvp == 80.0:
-        options = _cohort.analysis_options("muscle-fat", scan.truth)
-        options.muscle_density_mg_cm3, options.fat_density_mg_cm3 = 32.0, -74.2
+        options = replace(_cohort.analysis_options("muscle-fat", scan.truth),
+                          muscle_density_mg_cm3=32.0, fat_density_mg_cm3=-74.2)
         old = calibrate(scan.ct, base.rois, base.labels, options)
         hu = float(np.mean([base.results["spine"]["levels"][lvl]["trabecular_hu_mean"] for lvl in ("L1", "L2")]))
         assert float(old.to_mg_cm3(hu)) - truth > 10.0

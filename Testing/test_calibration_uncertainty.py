@@ -7,11 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from OpportunisticBMDLib import calibration as cal
 from OpportunisticBMDLib import materials as m
+from OpportunisticBMDLib.calibration import composition as cal
+from OpportunisticBMDLib.calibration.muscle_fat import two_point_line
 from OpportunisticBMDLib.hip.analysis import calibration_uncertainty
-from OpportunisticBMDLib.hip.pipeline_hook import hip_report_lines
 from OpportunisticBMDLib.hip.tscores import NHANES3_WHITE_FEMALE_YOUNG
+from OpportunisticBMDLib.settings import CalibrationSettings
+from OpportunisticBMDLib.text_report import hip_report_lines
 
 
 @pytest.mark.parametrize("kvp", [80.0, 120.0])
@@ -27,7 +29,7 @@ def test_stated_slope_sd_matches_the_physics(kvp):
 
     def slope_with_psoas_fat(true_fat: float) -> float:
         psoas_hu = m.hu(m.mix({"muscle": 1 - true_fat, "adipose": true_fat}), beam)
-        return cal.two_point_line(psoas_hu, fat_hu, psoas_d, fat_d)[0]
+        return two_point_line(psoas_hu, fat_hu, psoas_d, fat_d)[0]
 
     assert slope_with_psoas_fat(f) == pytest.approx(exact_slope, rel=0.01)  # the assumed psoas: no error
     actual = slope_with_psoas_fat(f + sd) / slope_with_psoas_fat(f) - 1.0
@@ -96,7 +98,7 @@ def test_pipeline_records_the_sd_for_muscle_fat_only():
         rel * (summary["vbmd_mg_cm3"] - res["calibration"]["fat_density_mg_cm3"]), marrow["mg_cm3_sd"]))
     # the patient's marrow fat given: its term is 0, the slope's remains
     given = pipeline.analyze(ct, labels, pipeline.AnalysisOptions(
-        patient_age=70.0, calibration_params={"marrow_fat_fraction": 0.6})).results
+        patient_age=70.0, calibration_settings=CalibrationSettings(marrow_fat_fraction=0.6))).results
     assert given["calibration"]["details"]["marrow_fat"]["mg_cm3_sd"] == 0.0
     assert given["spine"]["summary"]["vbmd_calibration_sd_mg_cm3"] == pytest.approx(
         given["calibration"]["details"]["slope_relative_sd"]

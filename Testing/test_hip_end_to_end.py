@@ -93,19 +93,19 @@ def test_composition_out_of_range_is_refused(patient, tmp_path, capsys, flag, va
 
 def test_slicer_background_job_passes_every_calibration_option_to_the_cli():
     """The Slicer module runs ``obmd analyze`` in a process: no option may be dropped on the way."""
-    from OpportunisticBMDLib.commands.analyze import build_options
     from OpportunisticBMDLib.mrml.background_job import _options_to_cli
+    from OpportunisticBMDLib.settings import AnalysisOptions
 
     given = {"calibration": "inscan", "patient_age": 61.0, "patient_sex": "F", "z_reference": "z.json",
              "calibration_params": {"psoas_fat_fraction": 0.11, "marrow_fat_fraction": 0.62,
                                     "pad_densities": [0.0, 75.0, 150.0], "file": "calib.json"}}
     args = build_parser().parse_args(["analyze", "ct.nii.gz", "--out", "o", *_options_to_cli(given)])
     assert args.z_reference == "z.json"
-    args.z_reference = None  # not a file here: build_options would read it
-    options = build_options(args)
+    options = AnalysisOptions.from_args(args)
     assert options.calibration == "inscan" and options.patient_age == 61.0 and options.patient_sex == "F"
-    assert options.calibration_params == {"file": "calib.json", "pad_densities": [0.0, 75.0, 150.0],
-                                          "psoas_fat_fraction": 0.11, "marrow_fat_fraction": 0.62}
+    assert options.calibration_settings.as_dict() == {"file": "calib.json", "pad_densities": [0.0, 75.0, 150.0],
+                                                      "psoas_fat_fraction": 0.11, "marrow_fat_fraction": 0.62}
+    assert options == AnalysisOptions.from_dict(given)
 
 
 @pytest.mark.parametrize("kvp, base", [(80.0, 0.35), (120.0, 0.55), (140.0, 0.7)])
@@ -113,8 +113,8 @@ def test_marrow_sd_in_hu_is_what_the_pad_line_does(kvp, base):
     """The marrow term's HU equals how far the pad's HA-in-marrow line moves (intercept / slope) when its
     base moves by the marrow fat SD: the stated SD is the calibration's own physics, not a guess."""
     from OpportunisticBMDLib import materials as m
-    from OpportunisticBMDLib.calibration_internal import MARROW_FAT_SD, marrow_base_hu_sd
-    from OpportunisticBMDLib.calibration_pad import marrow_base_line
+    from OpportunisticBMDLib.calibration.composition import MARROW_FAT_SD, marrow_base_hu_sd
+    from OpportunisticBMDLib.calibration.inscan import marrow_base_line
     from OpportunisticBMDLib.phantom.esp import ha_in_water_hu
 
     beam = m.Beam(kvp, patient_water_cm=30.0)

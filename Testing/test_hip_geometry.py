@@ -17,7 +17,7 @@ HEAD_MM = (140.0, 50.0, None)
 def _run(femur: AnalyticFemur, spacing=(1.0, 1.0, 1.0)):
     density, labels, head = femur.volumes(spacing_mm=spacing, shape_mm=SHAPE_MM, head_offset_mm=HEAD_MM)
     # The analytic 'CT' already holds HA: no cortical/marrow composition correction.
-    results, rois, pictures = analyze_hips(density, labels, IdentityCalibration(), None,
+    results, rois, pictures = analyze_hips(density, labels, IdentityCalibration(),
                                            HipOptions(cortical_correction=False))
     return results[femur.side], rois, pictures[femur.side], head, density
 
@@ -116,7 +116,7 @@ def test_oversegmented_femur_keeps_its_area(monkeypatch):
     opts = HipOptions(cortical_correction=False, subtract_soft_tissue=False)
 
     def measure(lab):
-        return analyze_hips(density, lab, IdentityCalibration(), None, opts)[0][femur.side]
+        return analyze_hips(density, lab, IdentityCalibration(), opts)[0][femur.side]
 
     true, over = measure(labels), measure(wide_labels)
     for region in ("neck", "total_hip"):
@@ -164,7 +164,7 @@ def test_neck_cortex_labelled_pelvis_is_reclaimed(monkeypatch):
     opts = HipOptions(cortical_correction=False, subtract_soft_tissue=False)
 
     def neck_abmd(lab) -> dict:
-        return analyze_hips(density, lab, IdentityCalibration(), None, opts)[0][femur.side]
+        return analyze_hips(density, lab, IdentityCalibration(), opts)[0][femur.side]
 
     whole = neck_abmd(labels)["neck"]["abmd_g_cm2"]
     damaged_labels = Volume(cut.astype(labels.array.dtype), spacing)
@@ -187,7 +187,7 @@ def test_femur_label_missing_bone_is_flagged():
     frac = density.array / femur.density_mg_cm3
     ct = Volume(2.0 * density.array + 40.0 * (1.0 - frac), spacing)  # 800 HU bone in 40 HU 'muscle'
     opts = HipOptions(cortical_correction=False)
-    intact = analyze_hips(ct, labels, IdentityCalibration(), None, opts)[0][femur.side]
+    intact = analyze_hips(ct, labels, IdentityCalibration(), opts)[0][femur.side]
     assert intact["dense_bone_outside_label_ratio"] < 0.1
     assert "hip_femur_label_incomplete" not in [q["code"] for q in intact["qc"]]
     from scipy import ndimage
@@ -195,7 +195,7 @@ def test_femur_label_missing_bone_is_flagged():
     # a label that misses the bone's outer 4.5 mm all around (as the model's did on one digital patient)
     thin = ndimage.binary_erosion(labels.array > 0, iterations=3)
     cut = np.where(thin, labels.array, 0).astype(labels.array.dtype)
-    damaged = analyze_hips(ct, Volume(cut, spacing), IdentityCalibration(), None, opts)[0][femur.side]
+    damaged = analyze_hips(ct, Volume(cut, spacing), IdentityCalibration(), opts)[0][femur.side]
     assert damaged.get("excluded_reason") is None
     assert damaged["dense_bone_outside_label_ratio"] > 0.6
     assert "hip_femur_label_incomplete" in [q["code"] for q in damaged["qc"]]
@@ -215,11 +215,11 @@ def test_trochanter_cut_by_the_field_of_view_is_not_reported():
     keep = slice(int(bone_i.min()) + 8, None) if lateral_low_i else slice(None, int(bone_i.max()) - 7)
     cut_density = Volume(np.ascontiguousarray(density.array[:, :, keep]), density.spacing_mm)
     cut_labels = Volume(np.ascontiguousarray(labels.array[:, :, keep]), labels.spacing_mm)
-    result = analyze_hips(cut_density, cut_labels, IdentityCalibration(), None,
+    result = analyze_hips(cut_density, cut_labels, IdentityCalibration(),
                           HipOptions(cortical_correction=False))[0][femur.side]
     codes = [q["code"] for q in result["qc"]]
     assert "hip_total_hip_cut_fov" in codes
     assert result["total_hip"] is None and result["trochanter"] is None
-    whole = analyze_hips(density, labels, IdentityCalibration(), None, HipOptions(cortical_correction=False))[0]
+    whole = analyze_hips(density, labels, IdentityCalibration(), HipOptions(cortical_correction=False))[0]
     assert abs(result["neck"]["abmd_g_cm2"] / whole[femur.side]["neck"]["abmd_g_cm2"] - 1.0) < 0.01
     assert "hip_total_hip_cut_fov" not in [q["code"] for q in whole[femur.side]["qc"]]

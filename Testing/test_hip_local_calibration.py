@@ -135,12 +135,12 @@ def test_offset_at_the_hip_is_removed():
     opts = HipOptions(cortical_correction=False)
     reference = {"muscle_hu": MUSCLE_HU}
     ct0, lab0 = _hip_with_offset(0.0)
-    base = analyze_hips(ct0, lab0, IdentityCalibration(), None, opts, reference_hu=reference)[0]["right"]
+    base = analyze_hips(ct0, lab0, IdentityCalibration(), opts, reference_hu=reference)[0]["right"]
     assert base["calibration"]["hu_shift_applied"] == pytest.approx(0.0, abs=1e-6)
     ct, lab = _hip_with_offset(-12.0)
     off = HipOptions(cortical_correction=False, local_calibration=False)
-    uncorrected = analyze_hips(ct, lab, IdentityCalibration(), None, off)[0]["right"]
-    corrected = analyze_hips(ct, lab, IdentityCalibration(), None, opts, reference_hu=reference)[0]["right"]
+    uncorrected = analyze_hips(ct, lab, IdentityCalibration(), off)[0]["right"]
+    corrected = analyze_hips(ct, lab, IdentityCalibration(), opts, reference_hu=reference)[0]["right"]
     assert corrected["calibration"]["hu_shift_applied"] == pytest.approx(-12.0, abs=1e-3)
     assert corrected["calibration"]["local_check"]["applied"]
     assert "shifted" in corrected["calibration"]["used"]
@@ -164,14 +164,14 @@ def test_offset_varying_across_the_femur_is_removed():
     anterior = (np.arange(lab0.shape[1]) * lab0.spacing_mm[1] < 22.0)[None, :, None]
     psoas = (lab0.array == LABELS["other_muscle"]) & anterior
     labels = Volume(np.where(psoas, LABELS["psoas_right"], lab0.array).astype(np.int16), lab0.spacing_mm)
-    base = analyze_hips(ct0, labels, IdentityCalibration(), None, opts, reference_hu=reference)[0]["right"]
+    base = analyze_hips(ct0, labels, IdentityCalibration(), opts, reference_hu=reference)[0]["right"]
     femur = lab0.array == LABELS["femur_right"]
     ks = np.nonzero(femur.any(axis=(1, 2)))[0]
     z_mm = np.arange(lab0.shape[0])[:, None, None] * lab0.spacing_mm[0]
     z_centre = (ks.max() - PROXIMAL_FEMUR_MM / 2 / lab0.spacing_mm[0]) * lab0.spacing_mm[0]
     offset = -12.0 + 0.12 * (z_mm - z_centre)  # darker going distal (lower z)
     ct = Volume((ct0.array + offset).astype(np.float32), ct0.spacing_mm)
-    corrected = analyze_hips(ct, labels, IdentityCalibration(), None, opts, reference_hu=reference)[0]["right"]
+    corrected = analyze_hips(ct, labels, IdentityCalibration(), opts, reference_hu=reference)[0]["right"]
     lo, hi = corrected["calibration"]["local_check"]["field_applied_hu_range_over_femur"]
     assert hi - lo > 10.0  # the field spans the femur's offset range, not one value
     for region in ("neck", "total_hip"):
@@ -179,7 +179,7 @@ def test_offset_varying_across_the_femur_is_removed():
 
 
 def test_report_line_shows_z_and_the_hip_line():
-    from OpportunisticBMDLib.hip.pipeline_hook import hip_report_lines
+    from OpportunisticBMDLib.text_report import hip_report_lines
 
     block = {"neck": {"abmd_g_cm2": 0.738, "t_score": -1.0, "z_score": -1.0},
              "total_hip": {"abmd_g_cm2": 0.942, "t_score": 0.0, "z_score": None},

@@ -29,7 +29,7 @@ def test_truth_has_hip_abmd(phantom):
 
 def test_detected_geometry_matches_true_geometry(phantom):
     """Same density map (the true one): our axes/regions vs the phantom's true axes."""
-    results, _, _ = analyze_hips(phantom.density_mg_cm3, phantom.labels, IdentityCalibration(), None,
+    results, _, _ = analyze_hips(phantom.density_mg_cm3, phantom.labels, IdentityCalibration(),
                                  HipOptions(cortical_correction=False, subtract_soft_tissue=False))
     for side in ("left", "right"):
         for region in REGIONS:
@@ -40,7 +40,7 @@ def test_detected_geometry_matches_true_geometry(phantom):
 def test_ct_with_exact_calibration_close_to_truth(phantom):
     ex = phantom.truth["exact_calibration"]
     cal = Calibration("exact", ex["slope_mg_cm3_per_hu"], ex["intercept_mg_cm3"])
-    results, _, _ = analyze_hips(phantom.ct, phantom.labels, cal, None, HipOptions(kvp=phantom.truth["scanner"]["kvp"]))
+    results, _, _ = analyze_hips(phantom.ct, phantom.labels, cal, HipOptions(kvp=phantom.truth["scanner"]["kvp"]))
     for side in ("left", "right"):
         for region in REGIONS:
             truth = phantom.truth["hip"][side][region]

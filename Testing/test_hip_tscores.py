@@ -99,7 +99,7 @@ def test_malformed_site_table_is_refused(tmp_path, row):
 def test_z_scores_in_the_hip_results():
     """analyze_hips fills hip.<side>.<region>.z_score from the options' age and sex (built-in row: a
     White woman of 25 has Z = T), and None with the reason for an age without a row."""
-    from types import SimpleNamespace
+    from dataclasses import replace
 
     from OpportunisticBMDLib.hip import HipOptions, analyze_hips
     from OpportunisticBMDLib.hip.analytic import AnalyticFemur, IdentityCalibration
@@ -107,13 +107,11 @@ def test_z_scores_in_the_hip_results():
     dens, lab, _ = AnalyticFemur(side="right").volumes(spacing_mm=(1.5, 1.5, 1.5), shape_mm=(180.0, 100.0, 140.0),
                                                         head_offset_mm=(140.0, 50.0, None))
     opts = HipOptions(cortical_correction=False, local_calibration=False)
-    young = analyze_hips(dens, lab, IdentityCalibration(), SimpleNamespace(patient_age=25, patient_sex="F"),
-                         opts)[0]["right"]
+    young = analyze_hips(dens, lab, IdentityCalibration(), replace(opts, patient_age=25, patient_sex="F"))[0]["right"]
     for region in ("neck", "total_hip"):
         assert young[region]["z_score"] == pytest.approx(young[region]["t_score"], abs=1e-12)
     assert young["trochanter"]["z_score"] is None
     assert "Looker" in young["z_score_note"]
-    old = analyze_hips(dens, lab, IdentityCalibration(), SimpleNamespace(patient_age=67, patient_sex="F"),
-                       opts)[0]["right"]
+    old = analyze_hips(dens, lab, IdentityCalibration(), replace(opts, patient_age=67, patient_sex="F"))[0]["right"]
     assert old["neck"]["z_score"] is None and "--z-reference" in old["z_score_note"]
     assert old["patient_age"] == 67 and old["patient_sex"] == "F"

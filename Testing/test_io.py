@@ -202,7 +202,7 @@ def test_json_sidecar_gives_the_header_a_nifti_lacks(tmp_path):
 def test_web_digital_patient_carries_the_header_a_scan_would():
     """The browser app's digital patient (generated in-process, no ct.json) gets the same header fields
     ``obmd phantom`` writes: kVp, age and sex reach its calibration as they do the CLI's."""
-    from OpportunisticBMDLib.io import age_years
+    from OpportunisticBMDLib.header import age_years
     from OpportunisticBMDLib.web.cases import load_phantom_case
 
     ct, labels, name = load_phantom_case(5, "spine", 3.0)

@@ -470,7 +470,7 @@ def test_header_travels_with_the_node_and_reaches_the_calibration(scene, small_p
     assert details["kvp_source"] == "header" and details["kvp"] == header["KVP"]
     assert details["marrow_fat"]["source"] == "age-typical"  # the age reached the calibration
     cli_age = int(header["PatientAge"][:3])
-    from OpportunisticBMDLib.calibration_internal import expected_marrow_fat_fraction
+    from OpportunisticBMDLib.calibration.composition import expected_marrow_fat_fraction
 
     assert details["base_marrow_fat_fraction"] == pytest.approx(round(expected_marrow_fat_fraction(cli_age), 3))
 

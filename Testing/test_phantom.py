@@ -11,6 +11,7 @@ import pytest
 from OpportunisticBMDLib.io import read_ct, read_labels
 from OpportunisticBMDLib.labels import LABELS, vertebra_label
 from OpportunisticBMDLib.phantom import PhantomOptions, generate_phantom
+from OpportunisticBMDLib.settings import CalibrationSettings
 from OpportunisticBMDLib.volume import ball_kernel
 
 
@@ -141,8 +142,8 @@ def test_pipeline_measures_truth_with_exact_calibration(ideal_spine):
     from OpportunisticBMDLib import pipeline
 
     cal = ideal_spine.truth["exact_calibration"]
-    options = pipeline.AnalysisOptions(calibration="phantom", calibration_params={
-        "slope": cal["slope_mg_cm3_per_hu"], "intercept": cal["intercept_mg_cm3"]})
+    line = CalibrationSettings(slope=cal["slope_mg_cm3_per_hu"], intercept=cal["intercept_mg_cm3"])
+    options = pipeline.AnalysisOptions(calibration="phantom", calibration_settings=line)
     result = pipeline.analyze(ideal_spine.ct, ideal_spine.labels, options)
     truth = ideal_spine.truth["spine"]["levels"]
     for lv in ("T12", "L1", "L2", "L3"):

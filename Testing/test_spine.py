@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from OpportunisticBMDLib import calibration as cal
 from OpportunisticBMDLib import pipeline, qc, rois, spine
+from OpportunisticBMDLib.calibration import composition as cal
 from OpportunisticBMDLib.errors import InputError, SegmentationError
 from OpportunisticBMDLib.labels import LABELS, vertebra_label
 from OpportunisticBMDLib.results import acr_category, csv_row
+from OpportunisticBMDLib.settings import CalibrationSettings
 from OpportunisticBMDLib.volume import Volume, ball_kernel
 
 TRAB_HU, CORTEX_HU, PSOAS_HU, FAT_HU, SOFT_HU = 150.0, 700.0, 50.0, -100.0, 40.0
@@ -202,12 +203,13 @@ def test_hu_method_reports_no_vbmd(patient):
 
 def test_phantom_method_from_params_and_file(patient, tmp_path):
     ct, labels = patient
-    opts = pipeline.AnalysisOptions(calibration="phantom", calibration_params={"slope": 0.8, "intercept": -5.0})
+    line = CalibrationSettings(slope=0.8, intercept=-5.0)
+    opts = pipeline.AnalysisOptions(calibration="phantom", calibration_settings=line)
     res = pipeline.analyze(ct, labels, opts).results
     assert res["spine"]["levels"]["L2"]["vbmd_mg_cm3"] == pytest.approx(-5.0 + 0.8 * TRAB_HU)
     f = tmp_path / "calib.json"
     f.write_text('{"slope": 0.5, "intercept": 10.0}')
-    opts = pipeline.AnalysisOptions(calibration="phantom", calibration_params={"file": str(f)})
+    opts = pipeline.AnalysisOptions(calibration="phantom", calibration_settings=CalibrationSettings(file=str(f)))
     assert pipeline.analyze(ct, labels, opts).results["spine"]["summary"]["vbmd_mg_cm3"] == pytest.approx(85.0)
     with pytest.raises(InputError, match="slope and an intercept"):
         pipeline.analyze(ct, labels, pipeline.AnalysisOptions(calibration="phantom"))
@@ -283,7 +285,7 @@ def test_muscle_fat_densities_follow_header_kvp_and_age(patient):
     options = pipeline.AnalysisOptions(patient_age=70.0)
     known = pipeline.analyze(header_ct, labels, options).results
     calib = known["calibration"]
-    from OpportunisticBMDLib.calibration_internal import expected_marrow_fat_fraction
+    from OpportunisticBMDLib.calibration.composition import expected_marrow_fat_fraction
 
     fat_fraction = round(expected_marrow_fat_fraction(70.0), 3)
     assert calib["details"]["kvp"] == 80.0 and calib["details"]["kvp_source"] == "header"
@@ -300,7 +302,7 @@ def test_muscle_fat_densities_follow_header_kvp_and_age(patient):
     assert young["muscle_density_mg_cm3"] > cal.muscle_fat_densities(80.0, young_marrow)[0]
     # a measured psoas fat fraction (e.g. from MRI) overrides the typical value
     own = pipeline.analyze(header_ct, labels, pipeline.AnalysisOptions(
-        patient_age=70.0, calibration_params={"psoas_fat_fraction": 0.0})).results["calibration"]
+        patient_age=70.0, calibration_settings=CalibrationSettings(psoas_fat_fraction=0.0))).results["calibration"]
     assert own["details"]["psoas_fat_source"] == "user"
     assert own["muscle_density_mg_cm3"] == pytest.approx(cal.muscle_fat_densities(80.0, fat_fraction, 0.0)[0])
     assert "kvp_assumed" not in [q["code"] for q in known["qc"]]

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration import calibrate
+from ..pipeline import analyze
+from ..settings import AnalysisOptions
+
 # The clinically used pair of levels (ACR QCT practice parameter): per-patient vBMD = mean of L1 and L2,
 # else of the two measured levels closest to them.
 PREFERRED_LEVELS = ("L1", "L2", "T12", "L3", "T11", "L4")
@@ -94,18 +98,11 @@ def paired_patient_value(measured: dict[str, float], truth: dict[str, float]) ->
             common)
 
 
-def analysis_options(method: str, truth: dict, header_known: bool = True):
+def analysis_options(method: str, truth: dict, header_known: bool = True) -> AnalysisOptions:
     """Options as a user's ``obmd analyze --calibration METHOD`` would get them; with ``header_known``
     the patient's age is passed as a DICOM header would provide it (the kVp travels in the CT's
     metadata, set by :func:`generate`, for every method alike)."""
-    from ..pipeline import AnalysisOptions
-
-    options = AnalysisOptions(calibration=method)
-    if header_known:
-        age = patient_age(truth)
-        if age is not None and hasattr(options, "patient_age"):
-            options.patient_age = age
-    return options
+    return AnalysisOptions(calibration=method, patient_age=patient_age(truth) if header_known else None)
 
 
 def measure_methods(scan: PhantomScan, methods: list[str], header_known: bool = True,
@@ -113,9 +110,6 @@ def measure_methods(scan: PhantomScan, methods: list[str], header_known: bool = 
     """Per-level vBMD for each method. One full ``pipeline.analyze`` (method "hu": ROIs and trabecular
     HU), then each method calibrates those ROIs: vBMD = calibration(trabecular HU mean), as
     ``pipeline.measure`` computes it. A method that fails maps to its error message."""
-    from ..calibration import calibrate
-    from ..pipeline import analyze
-
     ct = scan.ct if header_known else without_header(scan.ct)
     try:
         base = analyze(ct, scan.labels, analysis_options("hu", scan.truth, header_known))
@@ -132,7 +126,7 @@ def measure_methods(scan: PhantomScan, methods: list[str], header_known: bool = 
             continue
         options = analysis_options(method, scan.truth, header_known)
         if extra_params and method in extra_params:
-            options.calibration_params = {**options.calibration_params, **extra_params[method]}
+            options = options.with_calibration(**extra_params[method])
         try:
             calibration = calibrate(ct, base.rois, base.labels, options)
         except Exception as exc:  # reported per method, the cohort goes on

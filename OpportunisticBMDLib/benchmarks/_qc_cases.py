@@ -20,11 +20,11 @@ class Case:
     truth: dict | None  # truth.json of a digital patient; None for a real CT
 
 
-def digital_patient(seed: int, **options: Any) -> Case:
+def digital_patient(seed: int, **phantom_options: Any) -> Case:
     """Digital patient ``seed`` (region "spine" unless given), the kVp in the CT's metadata as DICOM has it."""
     from . import _cohort
 
-    scan = _cohort.generate(int(seed), None, **options)
+    scan = _cohort.generate(int(seed), None, **phantom_options)
     scan.ct.metadata["patient_age"] = _cohort.patient_age(scan.truth)
     return Case(f"seed {seed}", scan.ct, scan.labels, scan.truth)
 
@@ -43,11 +43,11 @@ def spine_summary(ct: Volume, labels: Volume, calibration: str = "auto",
                   erosion_radius_mm: float | None = None) -> dict[str, Any]:
     """L1-L2 vBMD (the two levels measured, withheld or not), its stated SD, the levels' values, reference HU
     and the QC codes."""
-    from ..pipeline import AnalysisOptions, derive_rois, measure
+    from ..pipeline import derive_rois, measure
+    from ..settings import AnalysisOptions
 
-    options = AnalysisOptions(calibration=calibration)
-    if erosion_radius_mm is not None:
-        options.erosion_radius_mm = float(erosion_radius_mm)
+    options = AnalysisOptions(calibration=calibration) if erosion_radius_mm is None else \
+        AnalysisOptions(calibration=calibration, erosion_radius_mm=float(erosion_radius_mm))
     geometry: dict = {}
     rois = derive_rois(ct, labels, options, geometry_out=geometry)
     results = measure(ct, rois, options, labels, geometry=geometry).results

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import stats
+from ..calibration.phantom import ESP_DENSITIES_MG_CM3, fit_phantom_line
+from . import _cohort
 from .common import add_json_option, peak_rss_mb, write_json
 
 DEFAULT_METHODS = ("muscle-fat", "internal-multi")
@@ -53,8 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_cohort(n: int, seed: int, methods: list[str], blind: bool = False, keep_scans: str | None = None,
                phantom_options: dict | None = None, log=print) -> dict:
     """Generate and analyse the cohort; returns {"rows": [...], "failures": [...], "methods": {m: figures}}."""
-    from .. import stats
-    from . import _cohort
 
     rows: list[dict] = []
     failures: list[dict] = []
@@ -112,11 +113,8 @@ def run_cohort(n: int, seed: int, methods: list[str], blind: bool = False, keep_
 
 def _phantom_calibration(kvp: float) -> dict:
     """Asynchronous calibration: scan the ESP-like phantom once at this kVp and fit its inserts."""
-    from ..commands.calibrate_phantom import calibrate
-    from . import _cohort
-
     scan = _cohort.generate(1, region="esp", kvp=kvp)
-    calib = calibrate(scan.ct, (50.0, 100.0, 200.0))
+    calib = fit_phantom_line(scan.ct, ESP_DENSITIES_MG_CM3)
     return {"slope": calib["slope"], "intercept": calib["intercept"]}
 
 

@@ -27,12 +27,43 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..calibration import CALIBRATIONS, Calibration
+from ..errors import InputError
+from ..hip import HipOptions, analyze_hips
+from ..hip.analytic import AnalyticFemur, IdentityCalibration
+from ..hip.local_calibration import reference_tissue_hu
+from ..phantom.generator import generate_phantom
+from ..phantom.options import PhantomOptions
+from ..pipeline import analyze, derive_rois
+from ..settings import AnalysisOptions
+from ._cohort import patient_age
 from .common import add_json_option, peak_rss_mb, write_json
+from .precision import rescan_options
 
 REGIONS = ("neck", "total_hip")
+EXACT = "exact"  # the phantom's own HA line (truth.exact_calibration): isolates the hip method
+# end to end through the pipeline: every registered method that needs no phantom scan
+END_TO_END_METHODS = tuple(m.name for m in CALIBRATIONS.values() if not m.needs_phantom_line)
+END_TO_END_FOV = ("T12", "femur")  # spine reference ROIs (T12-L4) and both hips
+
+
+@dataclass(frozen=True)
+class HipBenchConfig:
+    """How one ``obmd bench hip`` run measures (its flags)."""
+
+    calibration: str = EXACT
+    local_calibration: bool = True
+    segmentation: str = "truth"  # "truth" | "model"
+    psoas_fat: str = "typical"  # "typical" | "truth"
+    marrow_fat: str = "typical"  # "typical" | "truth"
+
+    @property
+    def end_to_end(self) -> bool:
+        return self.calibration != EXACT
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,10 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scans", type=int, default=4, help="scans per rescanned patient (default 4)")
     parser.add_argument("--rotation-patients", type=int, default=1,
                         help="digital patients rescanned with the legs rotated -15/0/+15 deg (default 1; 0: none)")
-    parser.add_argument("--calibration", default="exact", choices=("exact", "muscle-fat", "internal-multi", "inscan"),
-                        help="exact: the phantom's HA line (isolates the hip method, default); muscle-fat, "
-                        "internal-multi or inscan (patients scanned with a calibration pad): end to end through "
-                        "the pipeline on T12-to-femur digital patients")
+    parser.add_argument("--calibration", default=EXACT, choices=(EXACT, *END_TO_END_METHODS),
+                        help=f"{EXACT}: the phantom's HA line (isolates the hip method, default); "
+                        f"{', '.join(END_TO_END_METHODS)}: end to end through the pipeline on T12-to-femur "
+                        "digital patients (inscan: scanned with a calibration pad)")
     parser.add_argument("--no-local-calibration", action="store_true",
                         help="use the spine's line unchanged at the hip (no local muscle check)")
     parser.add_argument("--segmentation", choices=("truth", "model"), default="truth",
@@ -65,23 +96,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _exact_calibration(truth: dict):
-    from ..calibration import Calibration
-
+def _exact_calibration(truth: dict) -> Calibration:
     ex = truth["exact_calibration"]
     return Calibration("phantom-exact", float(ex["slope_mg_cm3_per_hu"]), float(ex["intercept_mg_cm3"]))
 
 
-CONFIG = {"calibration": "exact", "local_calibration": True, "segmentation": "truth",
-          "psoas_fat": "typical", "marrow_fat": "typical"}  # set by run()
-END_TO_END_FOV = ("T12", "femur")  # spine reference ROIs (T12-L4) and both hips
-
-
 def _reference_hu(phantom) -> dict | None:
     """Psoas (pipeline ``muscle_roi``) and fat ROI HU of a scan, as the spine calibration reads them."""
-    from ..hip.local_calibration import reference_tissue_hu
-    from ..pipeline import AnalysisOptions, derive_rois
-
     try:
         rois = derive_rois(phantom.ct, phantom.labels, AnalysisOptions())
     except Exception:  # noqa: BLE001 - no vertebra in view: no reference
@@ -89,59 +110,51 @@ def _reference_hu(phantom) -> dict | None:
     return reference_tissue_hu(phantom.ct.array, rois)
 
 
-def _measure(phantom, twin_kw: dict | None = None) -> dict:
+def _end_to_end_options(truth: dict, config: HipBenchConfig) -> AnalysisOptions:
+    """As ``obmd analyze`` gets them from a DICOM header (the patient's age: age-typical marrow and psoas
+    fat) and, with ``--psoas-fat/--marrow-fat truth``, the patient's own compositions as a user gives them."""
+    patient = truth["patient"]
+    return AnalysisOptions(calibration=config.calibration, patient_age=patient_age(truth)).with_calibration(
+        psoas_fat_fraction=float(patient["muscle_fat_infiltration"]) if config.psoas_fat == "truth" else None,
+        marrow_fat_fraction=float(patient["marrow_fat_fraction"]) if config.marrow_fat == "truth" else None)
+
+
+def _measure(phantom, config: HipBenchConfig, twin_kw: dict | None = None) -> dict:
     """Hip results of one scan. Exact line: the local check's reference is read on the ideal twin
     (``twin_kw``: the phantom options, ideal=True added); end to end: ``pipeline.analyze``."""
-    from ..hip import HipOptions, analyze_hips
-
     truth = phantom.truth
-    if CONFIG["calibration"] != "exact":
-        from ..calibration import Calibration
-        from ..pipeline import AnalysisOptions, analyze
-        from ._cohort import patient_age
-
-        # as a DICOM header gives them: tube voltage and the patient's age (age-typical marrow and psoas fat)
-        phantom.ct.metadata["kvp"] = float(truth["scanner"]["kvp"])
-        options = AnalysisOptions(calibration=CONFIG["calibration"], patient_age=patient_age(truth))
-        if CONFIG["psoas_fat"] == "truth":
-            options.calibration_params["psoas_fat_fraction"] = float(truth["patient"]["muscle_fat_infiltration"])
-        if CONFIG["marrow_fat"] == "truth":
-            options.calibration_params["marrow_fat_fraction"] = float(truth["patient"]["marrow_fat_fraction"])
-        labels = None if CONFIG["segmentation"] == "model" else phantom.labels  # None: the shipped model segments
-        analysed = analyze(phantom.ct, labels, options)
-        res = analysed.results
-        if CONFIG["local_calibration"]:
-            return res["hip"]
-        cal = res["calibration"]  # the same spine line, unchanged at the hip
-        line = Calibration(cal["method"], float(cal["slope"]), float(cal["intercept"]))
-        return analyze_hips(phantom.ct, analysed.labels, line, None, HipOptions(local_calibration=False))[0]
-    opts = HipOptions(kvp=float(truth["scanner"]["kvp"]), local_calibration=CONFIG["local_calibration"])
+    if config.end_to_end:
+        phantom.ct.metadata["kvp"] = float(truth["scanner"]["kvp"])  # as a DICOM header gives it
+        labels = None if config.segmentation == "model" else phantom.labels  # None: the shipped model segments
+        analysed = analyze(phantom.ct, labels, _end_to_end_options(truth, config))
+        if config.local_calibration:
+            return analysed.results["hip"]
+        # the same spine line, unchanged at the hip
+        unchanged = HipOptions(kvp=float(truth["scanner"]["kvp"]), local_calibration=False)
+        return analyze_hips(phantom.ct, analysed.labels, analysed.calibration, unchanged)[0]
+    opts = HipOptions(kvp=float(truth["scanner"]["kvp"]), local_calibration=config.local_calibration)
     reference = None
-    if CONFIG["local_calibration"] and twin_kw is not None:
-        twin = phantom if twin_kw.get("ideal") else _phantom(truth["seed"], **{**twin_kw, "ideal": True,
-                                                                               "hip_truth": False})
+    if config.local_calibration and twin_kw is not None:
+        twin = phantom if twin_kw.get("ideal") else _phantom(truth["seed"], config, **{**twin_kw, "ideal": True,
+                                                                                       "hip_truth": False})
         reference = _reference_hu(twin)
-    results, _, _ = analyze_hips(phantom.ct, phantom.labels, _exact_calibration(truth), None, opts,
-                                 reference_hu=reference)
+    results, _, _ = analyze_hips(phantom.ct, phantom.labels, _exact_calibration(truth), opts, reference_hu=reference)
     return results
 
 
-def _phantom(seed: int, **kw):
-    from ..phantom.generator import generate_phantom
-    from ..phantom.options import PhantomOptions
-
-    if CONFIG["calibration"] != "exact":
+def _phantom(seed: int, config: HipBenchConfig, **kw):
+    if config.end_to_end:
         kw = {"region": "torso", "fov_levels": END_TO_END_FOV, **kw}
-    if CONFIG["calibration"] == "inscan":
+    if config.calibration == "inscan":
         kw = {"calibration_pad": True, **kw}
     return generate_phantom(seed, PhantomOptions(**{"region": "hip", **kw}))
 
 
-def accuracy(n: int, seed: int, log=print, ideal: bool = False) -> dict:
+def accuracy(n: int, seed: int, config: HipBenchConfig, log=print, ideal: bool = False) -> dict:
     rows = []
     for s in range(seed, seed + n):
-        ph = _phantom(s, ideal=ideal)
-        measured = _measure(ph, {"ideal": ideal})
+        ph = _phantom(s, config, ideal=ideal)
+        measured = _measure(ph, config, {"ideal": ideal})
         for side in ("left", "right"):
             true_side = ph.truth.get("hip", {}).get(side, {})
             m_side = measured.get(side) or {}
@@ -170,9 +183,7 @@ def accuracy(n: int, seed: int, log=print, ideal: bool = False) -> dict:
     return {"per_region": out, "rows": rows}
 
 
-def precision(patients: int, scans: int, seed: int, log=print) -> dict:
-    from .precision import rescan_options
-
+def precision(patients: int, scans: int, seed: int, config: HipBenchConfig, log=print) -> dict:
     cvs: dict[str, list[float]] = {r: [] for r in REGIONS}
     rng = np.random.default_rng(seed)
     for s in range(seed, seed + patients):
@@ -180,8 +191,8 @@ def precision(patients: int, scans: int, seed: int, log=print) -> dict:
         values: dict[tuple[str, str], list[float]] = {}
         for i in range(scans):
             kw = rescan_options(i, base_kvp, rng)
-            ph = _phantom(s, **kw)
-            res = _measure(ph, {k: v for k, v in kw.items() if k in ("kvp", "grid_shift_mm")})
+            ph = _phantom(s, config, **kw)
+            res = _measure(ph, config, {k: v for k, v in kw.items() if k in ("kvp", "grid_shift_mm")})
             for side in ("left", "right"):
                 for region in REGIONS:
                     entry = (res.get(side) or {}).get(region)
@@ -197,14 +208,11 @@ def precision(patients: int, scans: int, seed: int, log=print) -> dict:
 
 
 def rotation(log=print) -> dict:
-    from ..hip import HipOptions, analyze_hips
-    from ..hip.analytic import AnalyticFemur, IdentityCalibration
-
     def measure(rot: float) -> dict:
         f = AnalyticFemur(rotation_deg=rot)
         dens, lab, _ = f.volumes(spacing_mm=(1.5, 1.5, 1.5), shape_mm=(180.0, 100.0, 140.0),
                                  head_offset_mm=(140.0, 50.0, None))
-        res, _, _ = analyze_hips(dens, lab, IdentityCalibration(), None, HipOptions(cortical_correction=False))
+        res, _, _ = analyze_hips(dens, lab, IdentityCalibration(), HipOptions(cortical_correction=False))
         return res["right"]
 
     base = measure(0.0)
@@ -219,7 +227,7 @@ def rotation(log=print) -> dict:
     return out
 
 
-def rotation_digital(patients: int, seed: int, log=print) -> dict:
+def rotation_digital(patients: int, seed: int, config: HipBenchConfig, log=print) -> dict:
     """The same digital patients scanned with both legs rotated -15 / 0 / +15 deg about the shaft
     (``leg_rotation_deg``: positioning, the anatomy unchanged): each hip's neck and total hip aBMD change
     from its 0 deg reading (realistic scans; the calibration as for accuracy)."""
@@ -228,7 +236,7 @@ def rotation_digital(patients: int, seed: int, log=print) -> dict:
         readings = {}
         for rot in (0.0, -15.0, 15.0):
             kw = {"leg_rotation_deg": rot, "hip_truth": False}
-            readings[rot] = _measure(_phantom(s, **kw), twin_kw=kw)
+            readings[rot] = _measure(_phantom(s, config, **kw), config, twin_kw=kw)
         for side in ("left", "right"):
             if not all(isinstance(readings[r].get(side), dict) and readings[r][side].get("neck") for r in readings):
                 continue
@@ -248,32 +256,26 @@ def rotation_digital(patients: int, seed: int, log=print) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    if args.segmentation == "model" and args.calibration == "exact":
-        from ..errors import InputError
-
-        raise InputError("--segmentation model needs an end-to-end calibration (--calibration muscle-fat, "
-                         "internal-multi or inscan)")
-    if "truth" in (args.psoas_fat, args.marrow_fat) and args.calibration == "exact":
-        from ..errors import InputError
-
-        raise InputError("--psoas-fat/--marrow-fat truth need an end-to-end calibration (--calibration muscle-fat, "
-                         "internal-multi or inscan)")
-    CONFIG.update(calibration=args.calibration, local_calibration=not args.no_local_calibration,
-                  segmentation=args.segmentation, psoas_fat=args.psoas_fat,
-                  marrow_fat=args.marrow_fat)
+    config = HipBenchConfig(calibration=args.calibration, local_calibration=not args.no_local_calibration,
+                            segmentation=args.segmentation, psoas_fat=args.psoas_fat, marrow_fat=args.marrow_fat)
+    end_to_end = f"an end-to-end calibration (--calibration {', '.join(END_TO_END_METHODS)})"
+    if config.segmentation == "model" and not config.end_to_end:
+        raise InputError(f"--segmentation model needs {end_to_end}")
+    if "truth" in (config.psoas_fat, config.marrow_fat) and not config.end_to_end:
+        raise InputError(f"--psoas-fat/--marrow-fat truth need {end_to_end}")
     print(f"calibration: {args.calibration}; local calibration check at the hip: "
-          f"{'on' if CONFIG['local_calibration'] else 'off'}")
+          f"{'on' if config.local_calibration else 'off'}")
     line = {"exact": "the exact HA line", "inscan": "inscan from the calibration pad in the scan"}.get(
         args.calibration, f"{args.calibration} from the spine ROIs")
     print(f"hip accuracy on {args.n} ideal digital patients (no noise/blur/offsets; seed {args.seed}..; {line}):")
-    acc_ideal = accuracy(args.n, args.seed, ideal=True)
+    acc_ideal = accuracy(args.n, args.seed, config, ideal=True)
     print(f"hip accuracy on {args.n} realistic digital patients (noise, blur, cupping, offset fields; same seeds):")
-    acc = accuracy(args.n, args.seed)
+    acc = accuracy(args.n, args.seed, config)
     print(f"hip precision: {args.precision_patients} patients x {args.scans} scans:")
-    prec = precision(args.precision_patients, args.scans, args.seed + 1000)
+    prec = precision(args.precision_patients, args.scans, args.seed + 1000, config)
     print("positioning independence:")
     rot = rotation()
-    rot_digital = rotation_digital(args.rotation_patients, args.seed) if args.rotation_patients else {}
+    rot_digital = rotation_digital(args.rotation_patients, args.seed, config) if args.rotation_patients else {}
     print("\nregion     n  mean err %  max|err| %  max|T err|  RMSCV %   (targets: |err| <= 1 %, |T err| <= 0.1, "
           "CV <= 1.5 %)")
     for label, block in (("ideal", acc_ideal), ("realistic", acc)):
@@ -289,9 +291,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"digital patients' legs rotated +-15 deg: max neck aBMD change "
               f"{rot_digital['max_abs_neck_change_percent']:.2f} %, total hip "
               f"{rot_digital['max_abs_total_hip_change_percent']:.2f} % (target <= 1.5 %)")
-    figures = {"calibration": args.calibration, "local_calibration": CONFIG["local_calibration"],
-               "segmentation": CONFIG["segmentation"], "psoas_fat": CONFIG["psoas_fat"],
-               "marrow_fat": CONFIG["marrow_fat"],
+    figures = {"calibration": config.calibration, "local_calibration": config.local_calibration,
+               "segmentation": config.segmentation, "psoas_fat": config.psoas_fat, "marrow_fat": config.marrow_fat,
                "accuracy_ideal": acc_ideal, "accuracy": acc, "precision": prec, "rotation": rot,
                "rotation_digital": rot_digital,
                "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}

@@ -127,7 +127,8 @@ def _analysis(ct, labels, calibration: str, model_qc: list[dict[str, Any]] | Non
     """results.json of the pipeline on ``labels``; with ``model_qc`` the model path's own flags join it
     (as ``analyze(ct, None)`` does), so validity and status read as a user's run would."""
     from ..errors import InputError, SegmentationError
-    from ..pipeline import AnalysisOptions, analyze
+    from ..pipeline import analyze
+    from ..settings import AnalysisOptions
     from ..validity import finalize
 
     try:

@@ -84,7 +84,8 @@ def compare(ct, reference: np.ndarray, predicted: np.ndarray, keypoints: dict[st
 def vbmd_difference(ct, reference_labels, predicted_labels) -> dict[str, Any]:
     """L1-L2 (and per-level) vBMD measured on the model's labels minus on the reference labels."""
     try:
-        from ..pipeline import AnalysisOptions, analyze
+        from ..pipeline import analyze
+        from ..settings import AnalysisOptions
     except ImportError as exc:
         return {"error": f"pipeline not available ({exc})"}
     options = AnalysisOptions()

@@ -108,12 +108,6 @@ def _write_scan(path: Path, shape: tuple[int, int, int]) -> str:
 
 
 def _child_command(scan: Path, out_dir: Path, device: str) -> list[str]:
-    try:
-        from ..commands import analyze  # noqa: F401
-    except ImportError:
-        code = ("import sys; from OpportunisticBMDLib.io import read_ct; from OpportunisticBMDLib.models.inference "
-                f"import segment; segment(read_ct(sys.argv[1]), device={device!r})")
-        return [sys.executable, "-c", code, str(scan)]
     return [sys.executable, "-m", "OpportunisticBMDLib.cli", "analyze", str(scan), "--out", str(out_dir),
             "--device", device]
 

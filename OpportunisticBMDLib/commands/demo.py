@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..calibration import CALIBRATIONS, cli_help
+
 DEMO_SEED = 7
 MIN_MODEL_DICE = 0.8  # vertebra agreement with the phantom's truth below which the demo uses the labels
 
@@ -22,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="obmd-demo", help="output folder (default ./obmd-demo)")
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help=f"phantom seed (default {DEMO_SEED})")
-    parser.add_argument("--calibration", default="muscle-fat", help="calibration method (default muscle-fat)")
+    parser.add_argument("--calibration", default="muscle-fat", choices=list(CALIBRATIONS), metavar="METHOD",
+                        help="calibration method (default muscle-fat): " + cli_help())
     parser.add_argument("--segmentation", choices=("auto", "models", "labels"), default="auto",
                         help="auto: the trained models if installed, else the phantom's labels")
     parser.set_defaults(func=run)

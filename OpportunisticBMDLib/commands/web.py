@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..calibration import CALIBRATIONS, cli_help
+from ..settings import AnalysisOptions
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -27,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="obmd-web-out", help="folder for saved reports (default ./obmd-web-out)")
     parser.add_argument("--dataset", help="nnU-Net v2 raw dataset folder for exported training cases "
                         "(default OUT/nnUNet_raw/Dataset901_OBMD)")
-    parser.add_argument("--calibration", default=None, help="calibration method (default: the pipeline's)")
+    parser.add_argument("--calibration", default=None, metavar="METHOD",
+                        choices=[m.name for m in CALIBRATIONS.values() if not m.needs_phantom_line],
+                        help="calibration method (default: the pipeline's): " + cli_help())
     parser.add_argument("--analyze", action=argparse.BooleanOptionalAction, default=None,
                         help="run the analysis once the server is up (default: yes for a digital patient, "
                         "no for a CT, whose segmentation may take minutes)")
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         ct, labels, name = load_ct_case(args.ct, args.labels)
     else:
         ct, labels, name = load_phantom_case(args.phantom_seed, args.phantom_region, args.phantom_spacing)
-    options = {"calibration": args.calibration} if args.calibration else None
+    options = AnalysisOptions(calibration=args.calibration) if args.calibration else None
     server = get_server("obmd-web", client_type="vue3")
     app = OBMDWebApp(server, out_dir=Path(args.out), dataset_dir=Path(args.dataset) if args.dataset else None,
                      options=options, phantom_seed=args.phantom_seed, phantom_spacing_mm=args.phantom_spacing)

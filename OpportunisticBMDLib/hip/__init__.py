@@ -6,7 +6,7 @@ calibrated density map (the spine's :class:`Calibration`), femoral head / neck /
 Hologic-style regions in mm (:mod:`.regions`), T-scores and WHO category (:mod:`.tscores`),
 DXA-like report pictures (:mod:`.pictures`) and phantom truth (:mod:`.truth`).
 
-``analyze_hips(ct, labels, calibration, options) -> (results, rois, pictures)`` with
+``analyze_hips(ct, labels, calibration, hip_options) -> (results, rois, pictures)`` with
 ``results = {"left"|"right": {"neck"|"trochanter"|"intertrochanter"|"total_hip": {abmd_g_cm2,
 area_cm2, bmc_g, t_score}, "category", "neck_axis_angle_deg", "neck_shaft_angle_deg",
 "excluded_reason", "qc": [...]}}``.

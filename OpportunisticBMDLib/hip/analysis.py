@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from scipy import ndimage
 
-from ..io import age_years
 from ..labels import LABELS
 from ..volume import Volume
 from . import tscores
@@ -60,6 +59,9 @@ class HipOptions:
     subtract_soft_tissue: bool = True
     cortical_correction: bool = True  # cortical bone is not HA in marrow (see hip/density.py)
     kvp: float | None = None  # tube voltage of the scan (DICOM); None: 120 kVp
+    patient_age: float | None = None  # years, for the Z-scores (AnalysisOptions, header resolved)
+    patient_sex: str | None = None  # "F" | "M", for the Z-scores
+    slope_relative_sd: float | None = None  # 1 SD of the line's slope at the hip (relative); None: none stated
     # Transfer the calibration to the hip's slices from the muscle around the femur (hip/local_calibration.py)
     local_calibration: bool = True
     z_reference: dict | None = None  # age/sex reference table for Z-scores (tscores.load_age_reference)
@@ -361,7 +363,7 @@ def _local_check_qc(side: str, check: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def analyze_hips(
-    ct: Volume, labels: Volume, calibration: HasToMgCm3, options: Any = None, hip_options: HipOptions | None = None,
+    ct: Volume, labels: Volume, calibration: HasToMgCm3, hip_options: HipOptions | None = None,
     reference_hu: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, HipPicture]]:
     """Areal BMD per Hologic-style region for each femur (labels 20/21 of our schema).
@@ -374,15 +376,8 @@ def analyze_hips(
     package docstring), 3D ROI masks ``hip_<region>_roi_<side>`` on the CT grid, and per measured
     side a :class:`HipPicture` for display (:mod:`.pictures` renders it)."""
     opts = hip_options or HipOptions()
-    if opts.kvp is None and ct.metadata.get("kvp"):
-        try:
-            opts = replace(opts, kvp=float(ct.metadata["kvp"]))
-        except (TypeError, ValueError):
-            pass
     spacing = tuple(float(s) for s in ct.spacing_mm)
-    age = age_years(getattr(options, "patient_age", None) or ct.metadata.get("patient_age"))
-    rel_sd = (getattr(calibration, "details", None) or {}).get("slope_relative_sd")  # the line's stated 1 SD
-    sex = getattr(options, "patient_sex", None) or ct.metadata.get("patient_sex")
+    age, sex, rel_sd = opts.patient_age, opts.patient_sex, opts.slope_relative_sd
     results: dict[str, Any] = {}
     rois: dict[str, np.ndarray] = {}
     pictures: dict[str, HipPicture] = {}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..calibration import (
+from ..calibration.composition import (
     REFERENCE_KVP,
     REFERENCE_MARROW_FAT_FRACTION,
     muscle_fat_densities,

@@ -1,4 +1,5 @@
-"""Adapter for the phantom generator's hip truth hook (``phantom/truth.py: add_hip_abmd_truth``)."""
+"""The true hip aBMD of a digital patient (``phantom/generator.py`` adds it to truth.json): the hip method on
+the phantom's own density map and true axes (:func:`.truth.hip_truth`)."""
 
 from __future__ import annotations
 

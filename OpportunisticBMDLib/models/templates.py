@@ -204,13 +204,13 @@ def from_phantom_dir(path: Path, use_image: bool = False) -> Template:
     return from_volumes(path.name, labels, image_hu=image)
 
 
-def phantom_template(seed: int, use_image: bool = False, weight: float = 1.0, **options: Any) -> Template:
+def phantom_template(seed: int, use_image: bool = False, weight: float = 1.0, **phantom_options: Any) -> Template:
     """A template from digital patient ``seed`` (:func:`OpportunisticBMDLib.phantom.generator.generate_phantom`)
-    built directly at the model spacing; ``options`` go to ``PhantomOptions`` (region, contrast, metal...)."""
+    built directly at the model spacing; ``phantom_options`` go to ``PhantomOptions`` (region, contrast, metal...)."""
     from ..phantom.generator import generate_phantom
     from ..phantom.options import PhantomOptions
 
-    opts = PhantomOptions(spacing_mm=(MODEL_SPACING_MM,) * 3, **options)
+    opts = PhantomOptions(spacing_mm=(MODEL_SPACING_MM,) * 3, **phantom_options)
     phantom = generate_phantom(seed, opts)
     tpl = from_volumes(f"phantom{seed}", phantom.labels, image_hu=phantom.ct if use_image else None)
     tpl.weight = weight

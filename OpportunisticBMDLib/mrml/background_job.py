@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from ..io import write_like, write_sidecar
+from ..settings import AnalysisOptions
 from ..volume import Volume
+from .options import make_options
 from .process import BackgroundProcess, ChildProcess
 
 
@@ -38,7 +40,8 @@ class AnalysisJob:
         self.process = start_process(argv, {"PYTHONPATH": pythonpath})
 
     @classmethod
-    def start(cls, volume_node: Any, segmentation_node: Any, options: Any, work_dir: str | Path) -> AnalysisJob:
+    def start(cls, volume_node: Any, segmentation_node: Any, options: AnalysisOptions | dict | None,
+              work_dir: str | Path) -> AnalysisJob:
         import shutil
         import sys
 
@@ -155,28 +158,6 @@ def _input_of_the_node(results: dict, ct: Volume) -> None:
     inputs["identification"] = identification(ct.metadata)
 
 
-def _options_to_cli(options: Any) -> list[str]:
-    """``obmd analyze`` flags for :class:`pipeline.AnalysisOptions` (or a dict of its fields)."""
-    if options is None:
-        return []
-    if not isinstance(options, dict):
-        from dataclasses import asdict
-
-        options = asdict(options)
-    argv = []
-    flags = {"calibration": "--calibration", "erosion_radius_mm": "--erosion-mm",
-             "muscle_density_mg_cm3": "--muscle-density", "fat_density_mg_cm3": "--fat-density",
-             "patient_age": "--age", "patient_sex": "--sex", "device": "--device", "z_reference": "--z-reference"}
-    for key, flag in flags.items():
-        if options.get(key) is not None:
-            argv += [flag, str(options[key])]
-    params = options.get("calibration_params") or {}
-    if params.get("slope") is not None and params.get("intercept") is not None:
-        argv += ["--slope", str(params["slope"]), "--intercept", str(params["intercept"])]
-    for key, flag in (("file", "--calibration-file"), ("psoas_fat_fraction", "--psoas-fat"),
-                      ("marrow_fat_fraction", "--marrow-fat")):
-        if params.get(key) is not None:
-            argv += [flag, str(params[key])]
-    if params.get("pad_densities"):
-        argv += ["--pad-densities", *(str(d) for d in params["pad_densities"])]
-    return argv
+def _options_to_cli(options: AnalysisOptions | dict | None) -> list[str]:
+    """``obmd analyze`` flags for :class:`settings.AnalysisOptions` (or a dict of its fields)."""
+    return [] if options is None else make_options(options).to_argv()

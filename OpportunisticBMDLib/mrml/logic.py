@@ -18,11 +18,12 @@ import numpy as np
 
 from ..labels import VERTEBRA_LEVELS, normalise_label_ids, vertebra_label
 from ..progress import Progress, no_progress
+from ..settings import AnalysisOptions
 from ..volume import Volume
 from . import edits, labelmaps, markups, segments, tables, volumes
 from .hierarchy import place_in_study
 from .options import make_options
-from .recompute import RecomputeJob, _hip_after_measure, model_naming_evidence
+from .recompute import RecomputeJob, model_naming_evidence
 
 if TYPE_CHECKING:  # the pipeline loads when an analysis runs, not with the module
     from ..report_folder import ReportFolderOptions, WrittenReport
@@ -93,7 +94,7 @@ class BMDLogic:
         self,
         volume_node: Any,
         segmentation_node: Any = None,
-        options: Any = None,
+        options: AnalysisOptions | dict | None = None,
         progress: Progress = no_progress,
         outputs: AnalysisOutputs | None = None,
         overwrite_edited: bool = False,
@@ -133,7 +134,6 @@ class BMDLogic:
                 full = result
                 result = pipeline.measure(ct, rois, options, labels=full.labels)
                 result.keypoints, result.labels_predicted = full.keypoints, full.labels_predicted
-                _hip_after_measure(result, full.results, ct, options, recompute=True)
         outputs.table_node = tables.results_to_table(
             result.results, outputs.table_node, name=f"{volume_node.GetName()} BMD results"
         )
@@ -168,7 +168,7 @@ class BMDLogic:
         volume_node: Any,
         roi_segmentation_node: Any,
         labels_segmentation_node: Any = None,
-        options: Any = None,
+        options: AnalysisOptions | dict | None = None,
         table_node: Any = None,
         rederive_rois: bool = False,
         overwrite_edited: bool = False,
@@ -194,7 +194,7 @@ class BMDLogic:
         volume_node: Any,
         roi_segmentation_node: Any,
         labels_segmentation_node: Any = None,
-        options: Any = None,
+        options: AnalysisOptions | dict | None = None,
         table_node: Any = None,
         rederive_rois: bool = False,
         overwrite_edited: bool = False,

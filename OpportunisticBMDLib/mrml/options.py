@@ -1,26 +1,23 @@
-"""The analysis options as the panels give them: :class:`..pipeline.AnalysisOptions` from None or a dict,
+"""The analysis options as the panels give them: :class:`..settings.AnalysisOptions` from None or a dict,
 and the composition fields (percent) as ``calibration_params``. No slicer import (the module's static
 tests and the browser app use it)."""
 
 from __future__ import annotations
 
-from typing import Any
+from ..settings import MARROW_FAT_FRACTION_RANGE, PSOAS_FAT_FRACTION_RANGE, AnalysisOptions
 
 
-def make_options(options: Any) -> Any:
-    """``pipeline.AnalysisOptions`` from None (defaults), a dict of its fields, or itself."""
-    from ..pipeline import AnalysisOptions
-
+def make_options(options: AnalysisOptions | dict | None) -> AnalysisOptions:
+    """:class:`settings.AnalysisOptions` from None (defaults), a dict of its fields (``as_dict``), or itself."""
     if options is None:
         return AnalysisOptions()
     if isinstance(options, dict):
-        return AnalysisOptions(**options)
+        return AnalysisOptions.from_dict(options)
     return options
 
 
 def composition_ranges_percent() -> dict[str, tuple[float, float]]:
-    """``calibration_params`` key -> the range (percent) a panel accepts for it (:mod:`..calibration`)."""
-    from ..calibration import MARROW_FAT_FRACTION_RANGE, PSOAS_FAT_FRACTION_RANGE
+    """``calibration_params`` key -> the range (percent) a panel accepts for it (:mod:`..settings`)."""
 
     return {key: (100.0 * low, 100.0 * high) for key, (low, high) in (
         ("psoas_fat_fraction", PSOAS_FAT_FRACTION_RANGE), ("marrow_fat_fraction", MARROW_FAT_FRACTION_RANGE))}

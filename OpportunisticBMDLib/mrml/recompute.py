@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import validity
+from ..settings import AnalysisOptions
 from ..volume import Volume
 
 
@@ -21,7 +22,7 @@ class RecomputeJob:
     ct: Volume
     rois: dict[str, np.ndarray]
     labels: Volume | None
-    options: Any
+    options: AnalysisOptions
     previous: dict | None  # the results the table held (the last Analyze or Recompute)
     recompute_hip: bool | None
     volume_node: Any
@@ -36,7 +37,7 @@ class RecomputeJob:
         (redone or carried over with its QC)."""
         from .. import pipeline
 
-        result = pipeline.measure(self.ct, self.rois, self.options, labels=self.labels)
+        result = pipeline.measure(self.ct, self.rois, self.options, labels=self.labels, hip=False)
         if self.model_naming:
             _carry_model_naming(result.results, self.model_naming)
         self.hip_recomputed = _hip_after_measure(result, self.previous, self.ct, self.options,
@@ -69,8 +70,9 @@ def _carry_model_naming(results: dict, evidence: dict) -> None:
     validity.finalize(results)
 
 
-def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: Any, recompute: bool | None) -> bool:
-    """``pipeline.measure`` does no hip: redo it (``recompute``; None: when the calibration changed since the
+def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: AnalysisOptions,
+                       recompute: bool | None) -> bool:
+    """After ``pipeline.measure(hip=False)``: redo the hip (``recompute``; None: when the calibration changed since the
     previous results -- its line or the compositions given, which under a pad move the hip's anchor and
     not the line -- or there are none) or carry the previous hip results over, their QC flags with them
     (a T-score must never lose the warnings that qualify it). True when the hip was measured again."""
@@ -78,16 +80,18 @@ def _hip_after_measure(result: Any, previous: dict | None, ct: Volume, options: 
     if recompute is None:
         recompute = not previous or changed
     if recompute and result.labels is not None:
-        from ..hip.pipeline_hook import add_hip_results, femur_in_view
+        from .. import pipeline
+        from ..hip.site import femur_in_view
 
         if femur_in_view(result.labels):
-            add_hip_results(result, ct, result.labels, options)
+            pipeline.add_hip(result, ct, options.with_header_defaults(ct.metadata))
+            validity.finalize(result.results)
             return True
     if not previous or not previous.get("hip"):
         return False
     result.results["hip"] = previous["hip"]
     qc = result.results.setdefault("qc", [])
-    for block in previous["hip"].values():  # add_hip_results put each side's flags in the scan's QC list too
+    for block in previous["hip"].values():  # pipeline.add_hip put each side's flags in the scan's QC list too
         if isinstance(block, dict):
             qc.extend(block.get("qc") or [])
     if changed:

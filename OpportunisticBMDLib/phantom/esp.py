@@ -22,7 +22,7 @@ from ..volume import Volume
 from .grid import Canvas, Grid
 from .layout import VertebraFrame, smoothstep
 from .options import Phantom, PhantomOptions
-from .scanner import add_noise_and_blur, apply_offset_field, quantise
+from .scanner import add_noise_and_blur, apply_offset_field, draw_scanner_settings, quantise
 from .shapes import capsule, ellipse_distance
 from .soft_tissue import TABLE_HALF_WIDTH_MM, TABLE_THICKNESS_MM
 from .spine import body_prim
@@ -41,14 +41,12 @@ def ha_in_water_hu(ha_mg_cm3: float, beam: Beam) -> float:
 
 
 def generate_esp(seed: int, options: PhantomOptions, progress: Progress) -> Phantom:
-    from .generator import _scanner
-
     t0 = time.perf_counter()
     streams = np.random.SeedSequence(int(seed)).spawn(6)
     rng_scan = np.random.default_rng(streams[4])
     rng_noise = np.random.default_rng(streams[5] if options.noise_seed is None else
                                       np.random.SeedSequence([int(seed), int(options.noise_seed)]))
-    scanner = _scanner(options, rng_scan, options.spacing_mm)
+    scanner = draw_scanner_settings(options, rng_scan, options.spacing_mm)
     beam = Beam(float(options.kvp), patient_water_cm=float(options.patient_water_cm or 20.0))
     sz, sy, sx = options.spacing_mm
     a, b = BODY_HALF_AXES_MM

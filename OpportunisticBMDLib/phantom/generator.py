@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..hip.phantom_truth import hip_abmd_truth
 from ..labels import LABELS
 from ..materials import Beam
 from ..progress import Progress, no_progress
@@ -20,9 +21,16 @@ from .grid import Canvas, Grid
 from .layout import Y_BACK_MM, Layout, build_layout
 from .options import REGIONS, Phantom, PhantomOptions
 from .patient import LEVELS, sample_patient
-from .scanner import ScannerSettings, add_noise_and_blur, apply_offset_field, metal_streaks, quantise
+from .scanner import (
+    ScannerSettings,
+    add_noise_and_blur,
+    apply_offset_field,
+    draw_scanner_settings,
+    metal_streaks,
+    quantise,
+)
 from .tissues import tissue_table
-from .truth import add_hip_abmd_truth, hip_geometry, spine_truth
+from .truth import hip_geometry, spine_truth
 
 MARGIN_MM = 12.0
 
@@ -81,33 +89,6 @@ def make_grid(layout: Layout, options: PhantomOptions) -> Grid:
     return Grid(tuple(shape), (sz, sy, sx), (x0 + dx, y0 + dy, z0 + dz))
 
 
-def _scanner(options: PhantomOptions, rng: np.random.Generator, spacing_mm) -> ScannerSettings:
-    """Scanner settings: drawn from the seed's scanner stream, then overridden by the options."""
-    draws = {
-        "noise_hu": float(rng.uniform(8.0, 28.0)),
-        "noise_correlation_mm": float(rng.uniform(0.3, 0.9)),  # drawn (stream stability), no longer used
-        "blur_fwhm_mm": float(rng.uniform(0.7, 1.5)),
-        "slice_factor": float(rng.uniform(1.0, 1.5)),
-        "cupping_hu": float(rng.uniform(0.0, 12.0)),
-        "offset_field_hu": float(rng.uniform(0.0, 8.0)),
-        "streak_hu": float(rng.uniform(150.0, 400.0)),
-    }
-    s = ScannerSettings(kvp=float(options.kvp), noise_hu=draws["noise_hu"],
-                        blur_fwhm_mm=draws["blur_fwhm_mm"],
-                        slice_thickness_mm=float(spacing_mm[0]) * draws["slice_factor"],
-                        cupping_hu=draws["cupping_hu"], offset_field_hu=draws["offset_field_hu"],
-                        streak_hu=draws["streak_hu"] if options.metal else 0.0,
-                        max_hu=30000.0 if options.extended_hu else 3071.0)
-    if options.ideal:
-        s.noise_hu = s.blur_fwhm_mm = s.cupping_hu = s.offset_field_hu = s.streak_hu = 0.0
-        s.slice_thickness_mm = float(spacing_mm[0])
-    for name in ("noise_hu", "blur_fwhm_mm", "slice_thickness_mm", "cupping_hu", "offset_field_hu"):
-        value = getattr(options, name)
-        if value is not None:
-            setattr(s, name, float(value))
-    return s
-
-
 def generate_phantom(seed: int, options: PhantomOptions | None = None, progress: Progress = no_progress) -> Phantom:
     """Build digital patient ``seed`` (reproducible: same seed and options give the same arrays)."""
     options = options or PhantomOptions()
@@ -133,7 +114,7 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
         for fp in patient.femur.values():
             fp.external_rotation_deg = float(options.leg_rotation_deg)
     layout = build_layout(patient, rng_layout)
-    scanner = _scanner(options, rng_scan, options.spacing_mm)
+    scanner = draw_scanner_settings(options, rng_scan, options.spacing_mm)
     # Beam hardening depends on the patient: water path ~ the mean body diameter (quantised to 2 cm so
     # spectra are cached across a cohort).
     water_cm = options.patient_water_cm
@@ -203,7 +184,9 @@ def generate_phantom(seed: int, options: PhantomOptions | None = None, progress:
     labels = Volume(canvas.labels, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta))
     density = Volume(canvas.density, grid.spacing_mm, grid.origin_lps_mm, metadata=dict(meta))
     if options.hip_truth and any(h.get("head_in_fov") for h in truth["hip"].values()):
-        add_hip_abmd_truth(truth, density, labels)
+        # the true neck / total hip aBMD from the phantom's own density map and axes (hip/truth.py)
+        for side, regions in hip_abmd_truth(density, labels, truth).items():
+            truth.setdefault("hip", {}).setdefault(side, {}).update(regions)
     progress(1.0, "done")
     return Phantom(ct=ct, labels=labels, density_mg_cm3=density, truth=truth)
 

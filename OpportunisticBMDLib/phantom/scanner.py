@@ -4,10 +4,12 @@ noise (white or in-plane correlated) and int16 quantisation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
+
+from .options import PhantomOptions
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 TRUNCATE = 2.5  # Gaussian kernels cut at 2.5 SD
@@ -133,3 +135,29 @@ def quantise(hu: np.ndarray, settings: ScannerSettings) -> np.ndarray:
         np.rint(hu[sl], out=hu[sl])
         np.clip(hu[sl], -1024, settings.max_hu, out=hu[sl])
     return hu
+
+
+def draw_scanner_settings(options: PhantomOptions, rng: np.random.Generator, spacing_mm) -> ScannerSettings:
+    """Scanner settings: drawn from the seed's scanner stream, then overridden by the options."""
+    draws = {
+        "noise_hu": float(rng.uniform(8.0, 28.0)),
+        "noise_correlation_mm": float(rng.uniform(0.3, 0.9)),  # drawn (stream stability), no longer used
+        "blur_fwhm_mm": float(rng.uniform(0.7, 1.5)),
+        "slice_factor": float(rng.uniform(1.0, 1.5)),
+        "cupping_hu": float(rng.uniform(0.0, 12.0)),
+        "offset_field_hu": float(rng.uniform(0.0, 8.0)),
+        "streak_hu": float(rng.uniform(150.0, 400.0)),
+    }
+    s = ScannerSettings(kvp=float(options.kvp), noise_hu=draws["noise_hu"],
+                        blur_fwhm_mm=draws["blur_fwhm_mm"],
+                        slice_thickness_mm=float(spacing_mm[0]) * draws["slice_factor"],
+                        cupping_hu=draws["cupping_hu"], offset_field_hu=draws["offset_field_hu"],
+                        streak_hu=draws["streak_hu"] if options.metal else 0.0,
+                        max_hu=30000.0 if options.extended_hu else 3071.0)
+    if options.ideal:
+        s.noise_hu = s.blur_fwhm_mm = s.cupping_hu = s.offset_field_hu = s.streak_hu = 0.0
+        s.slice_thickness_mm = float(spacing_mm[0])
+    given = {"noise_hu": options.noise_hu, "blur_fwhm_mm": options.blur_fwhm_mm,
+             "slice_thickness_mm": options.slice_thickness_mm, "cupping_hu": options.cupping_hu,
+             "offset_field_hu": options.offset_field_hu}
+    return replace(s, **{name: float(value) for name, value in given.items() if value is not None})

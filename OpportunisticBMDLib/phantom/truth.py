@@ -72,17 +72,3 @@ def hip_geometry(ctx: Ctx, femur_geometry: dict) -> dict:
                                   "trochanter": round(fp.trab_troch_mg_cm3, 3)},
         }
     return out
-
-
-def add_hip_abmd_truth(truth: dict, density, labels) -> None:
-    """HIP TRUTH HOOK (hip engineer): fills ``truth["hip"][side][region]["abmd_g_cm2"]`` for
-    region in neck/total_hip from the phantom's own density map (``density``: Volume, mg/cm3 HA) and
-    the geometry in ``truth["hip"][side]["geometry"]``, using ``OpportunisticBMDLib.hip`` when present.
-    The hip package provides ``hip.phantom_truth.hip_abmd_truth(density, labels, truth) -> dict`` returning
-    ``{side: {region: {...}}}``; nothing is written when it does not exist yet."""
-    try:
-        from ..hip.phantom_truth import hip_abmd_truth  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    for side, regions in hip_abmd_truth(density, labels, truth).items():
-        truth.setdefault("hip", {}).setdefault(side, {}).update(regions)

@@ -16,6 +16,7 @@ from trame_slicer.app.ui import ViewerLayoutState
 from trame_slicer.core import SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
+from ..settings import AnalysisOptions
 from .downloads import ReportDownloads
 from .origin import install_origin_check
 from .ui import WorkflowUI
@@ -31,7 +32,8 @@ SHOW_2D_PREFIXES = (*SHOW_3D_PREFIXES, "paraspinal", "subcutaneous_fat")
 
 class OBMDWebApp(TrameApp):
     def __init__(self, server: Any = None, out_dir: Path = Path("obmd-web-out"), dataset_dir: Path | None = None,
-                 options: Any = None, phantom_seed: int = 0, phantom_spacing_mm: float | None = None) -> None:
+                 options: AnalysisOptions | None = None, phantom_seed: int = 0,
+                 phantom_spacing_mm: float | None = None) -> None:
         super().__init__(server)
         self._phantom_seed = int(phantom_seed)
         self._anatomy_3d: Any = None

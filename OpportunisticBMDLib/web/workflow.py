@@ -16,15 +16,17 @@ import threading
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..calibration import CALIBRATIONS
 from ..errors import OBMDError
 from ..mrml import edits, labelmaps, segment_arrays, volumes
 from ..mrml.logic import AnalysisOutputs, BMDLogic
+from ..settings import AnalysisOptions
 from ..volume import Volume
 from .downloads import ReportDownloads
 from .results_view import results_view
@@ -119,7 +121,7 @@ class Workflow:
         out_dir: Path,
         dataset_dir: Path,
         on_outputs: Callable[[LoadedCase], None] | None = None,
-        options: Any = None,
+        options: AnalysisOptions | None = None,
         downloads: ReportDownloads | None = None,
     ) -> None:
         self.slicer_app = slicer_app
@@ -455,7 +457,7 @@ class Workflow:
         options = make_options(self.options)
         if options.calibration == method or self.state.obmd_busy:
             return
-        options.calibration = method
+        options = replace(options, calibration=method)
         await self._calibration_changed(options)
 
     async def set_composition(self, psoas_fat_percent: float | str | None,
@@ -482,15 +484,14 @@ class Workflow:
                 self._error(f"{what} {given!r}: a percentage from {low:g} to {high:g} (blank: typical for the age)")
                 return
         options = make_options(self.options)
-        params = {k: v for k, v in (options.calibration_params or {}).items()
-                  if k not in ("psoas_fat_fraction", "marrow_fat_fraction")}
-        params.update(composition_params(psoas, marrow))
-        if params == (options.calibration_params or {}):
+        given = composition_params(psoas, marrow)
+        changed = options.with_calibration(psoas_fat_fraction=given.get("psoas_fat_fraction"),
+                                           marrow_fat_fraction=given.get("marrow_fat_fraction"))
+        if changed == options:
             return
-        options.calibration_params = params
-        await self._calibration_changed(options)
+        await self._calibration_changed(changed)
 
-    async def _calibration_changed(self, options: Any) -> None:
+    async def _calibration_changed(self, options: AnalysisOptions) -> None:
         """Use ``options`` from now on; with results on the page, recompute them, the hip included (another
         psoas fat under a pad moves the hip's anchor, not the line)."""
         self.options = options
@@ -605,34 +606,9 @@ def hip_picture_items(pictures: dict[str, Any]) -> list[dict[str, str]]:
             for side in ("right", "left") if side in hips]
 
 
-# method -> (title, what its numbers rest on). The list of methods is calibration.CALIBRATIONS; this says
-# how each is validated, for the user choosing between them (a category can flip with the method).
-# Figures: README "Calibration methods and the accuracy benchmark" and docs/calibration.md (obmd bench
-# accuracy --n 200: digital patients at 80-140 kVp, bias and 95 % limits of agreement; no real scan with a
-# QCT or DXA reference exists for this software).
-CALIBRATION_METHOD_NOTES = {
-    "auto": ("auto (in-scan pad if found, else muscle-fat)",
-             "the pad's line when a pad is found in the CT, else muscle-fat (see each)"),
-    "inscan": ("inscan (calibration pad scanned with the patient)",
-               "validated against the pad's rods of known density (QCT practice); no ± on the spine value"),
-    "muscle-fat": ("muscle-fat (psoas + subcutaneous fat)",
-                   "phantomless, ± stated (psoas and marrow fat assumed); digital patients: bias +8.7, "
-                   "limits −36 to +54 mg/cm³"),
-    "internal-multi": ("internal-multi (several tissues, robust fit)",
-                       "phantomless, no ± stated; digital patients: bias −1.9, limits −13 to +9 mg/cm³"),
-    "hu": ("hu (HU only, no vBMD)", "no calibration: HU only, no vBMD and no category"),
-}
-
-
 def calibration_methods() -> list[dict[str, str]]:
-    """Methods the page offers, each with a title and a word on its validation (``subtitle``, shown under
-    the title in the drop-down). "phantom" needs a scanned phantom's slope and intercept: CLI only."""
-    from ..calibration import CALIBRATIONS
-
-    items = []
-    for name in CALIBRATIONS:
-        if name == "phantom":
-            continue
-        title, validation = CALIBRATION_METHOD_NOTES.get(name, (name, "no validation stated"))
-        items.append({"value": name, "title": title, "subtitle": validation})
-    return items
+    """Methods the page offers, each with its registered title and what its numbers rest on (``subtitle``,
+    shown under the title in the drop-down; a category can flip with the method). Methods that need a
+    scanned phantom's line: CLI and Slicer only (the page takes no line)."""
+    return [{"value": m.name, "title": m.title, "subtitle": m.validation}
+            for m in CALIBRATIONS.values() if not m.needs_phantom_line]

@@ -1,5 +1,4 @@
-"""``inscan``: HU -> mg/cm3 from an in-scan calibration pad found in the CT; ``auto``: the pad when one is
-found, else ``muscle-fat``.
+"""``inscan``: HU -> mg/cm3 from an in-scan calibration pad found in the CT.
 
 A pad (QCT practice: Mindways, QRM) lies under the patient during the scan: a water-equivalent base
 holding rods of known hydroxyapatite density, running along z. It is found without labels: rods are
@@ -11,11 +10,11 @@ point. Rods are matched to the nominal densities by rank of HU and a least-squar
 ``mg/cm3 = a + b * HU`` is fitted.
 
 The pad's scale is HA in water; the project's scale (truth, ``muscle-fat``, ``internal-multi``) is HA in a
-marrow base (``calibration_internal.base_marrow_fat_fraction``). The line is converted with
+marrow base (:func:`.composition.base_marrow_fat_fraction`). The line is converted with
 :mod:`materials`: the beam (the scan's kVp, water path matched to the measured HU per mg/cm3 of the rods)
 gives the base's HU relative to water and its HU per mg/cm3 (volume mixing). Limits: the rods lie
 outside the body, so the body's cupping and scatter offsets are not seen by them; the nominal densities
-are the user's (``calibration_params["pad_densities"]``, default :data:`DEFAULT_ROD_MG_CM3`: the digital
+are the user's (``CalibrationSettings.pad_densities``, default :data:`DEFAULT_ROD_MG_CM3`: the digital
 patient's pad).
 """
 
@@ -28,9 +27,13 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .calibration import CALIBRATIONS, Calibration, register_calibration
-from .errors import InputError
-from .volume import Volume
+from .. import materials as mat
+from ..errors import InputError
+from ..settings import AnalysisOptions, CalibrationSettings
+from ..volume import Volume
+from .composition import REFERENCE_KVP, base_marrow_fat_fraction, known_kvp, marrow_fat_term
+from .registry import register_calibration
+from .types import Calibration
 
 DEFAULT_ROD_MG_CM3 = (50.0, 100.0, 150.0, 200.0)  # the digital patient's pad (phantom/pad.py)
 BASE_MG_CM3 = 0.0  # the pad's water-equivalent base
@@ -215,8 +218,6 @@ def _base_table(kvp: float, marrow_fat_fraction: float) -> tuple[np.ndarray, ...
     """Per water path (beam hardening): HU per mg/cm3 of HA in water, marrow base minus water HU, the
     marrow base's HU per mg/cm3 over water's (volume mixing, :mod:`materials`) and the path (cm); sorted
     by the first."""
-    from . import materials as mat
-
     s_w, d_hu, ratio = [], [], []
     for w in WATER_PATHS_CM:
         beam = mat.Beam(float(kvp), patient_water_cm=w)
@@ -245,9 +246,9 @@ def marrow_base_line(water_hu0: float, hu_per_mg: float, kvp: float, marrow_fat_
             "beam_outside_table": not s_w[0] <= hu_per_mg <= s_w[-1]}
 
 
-def pad_densities(params: dict) -> tuple[float, ...]:
-    """The rods' nominal densities (ascending) from ``params["pad_densities"]`` or the default."""
-    given = params.get("pad_densities")
+def pad_densities(settings: CalibrationSettings) -> tuple[float, ...]:
+    """The rods' nominal densities (ascending): the settings' or the default."""
+    given = settings.pad_densities
     if given is None:
         return DEFAULT_ROD_MG_CM3
     try:
@@ -260,13 +261,10 @@ def pad_densities(params: dict) -> tuple[float, ...]:
     return values
 
 
-def inscan_calibration(ct: Volume, options: Any, detection: PadDetection | None = None) -> Calibration:
+def inscan_calibration(ct: Volume, options: AnalysisOptions, detection: PadDetection | None = None) -> Calibration:
     """The ``inscan`` line from the pad in ``ct``; :class:`InputError` when there is none or it is implausible."""
-    from .calibration import REFERENCE_KVP
-    from .calibration_internal import base_marrow_fat_fraction, known_kvp, marrow_fat_term
-
-    params = dict(getattr(options, "calibration_params", None) or {})
-    nominal = pad_densities(params)
+    settings = options.calibration_settings
+    nominal = pad_densities(settings)
     detection = detection or find_pad(ct)
     if detection is None:
         raise InputError("calibration 'inscan': no calibration pad found in the CT (a row of at least "
@@ -295,10 +293,10 @@ def inscan_calibration(ct: Volume, options: Any, detection: PadDetection | None 
         problems.append(f"line fit R^2 {fit['r2']:.4f}, residual {fit['rms_residual_mg_cm3']:.1f} mg/cm3")
     if problems:
         raise InputError("calibration 'inscan': implausible pad calibration: " + "; ".join(problems))
-    kvp = known_kvp(ct, params)
+    kvp = known_kvp(ct, settings)
     kvp_assumed = kvp is None
     kvp = REFERENCE_KVP if kvp is None else round(kvp, 1)
-    marrow_fat = base_marrow_fat_fraction(params, getattr(options, "patient_age", None))
+    marrow_fat = base_marrow_fat_fraction(settings, options.patient_age)
     water_hu0 = -fit["intercept"] / fit["slope"]
     line = marrow_base_line(water_hu0, hu_per_mg, kvp, marrow_fat)
     rel_sd = fit["slope_se"] / fit["slope"]
@@ -307,7 +305,7 @@ def inscan_calibration(ct: Volume, options: Any, detection: PadDetection | None 
         "rods": rods,
         "base": {**base, "nominal_mg_cm3": BASE_MG_CM3},
         "nominal_densities_mg_cm3": list(nominal),
-        "densities_source": "user" if params.get("pad_densities") is not None else "default (the digital pad)",
+        "densities_source": "user" if settings.pad_densities is not None else "default (the digital pad)",
         "water_line": {"slope": fit["slope"], "intercept": fit["intercept"], "hu_per_mg_cm3": hu_per_mg,
                        "water_hu": water_hu0},
         "fit_r2": fit["r2"], "fit_rms_residual_mg_cm3": fit["rms_residual_mg_cm3"],
@@ -319,30 +317,15 @@ def inscan_calibration(ct: Volume, options: Any, detection: PadDetection | None 
         "marrow_base": {k: line[k] for k in ("marrow_minus_water_hu", "slope_ratio", "matched_water_path_cm",
                                              "beam_outside_table")},
         "candidates": detection.candidates,
-        "marrow_fat": marrow_fat_term(kvp, marrow_fat, params, getattr(options, "patient_age", None), line["slope"]),
+        "marrow_fat": marrow_fat_term(kvp, marrow_fat, settings, options.patient_age, line["slope"]),
     }
     return Calibration("inscan", line["slope"], line["intercept"], details)
 
 
-@register_calibration("inscan")
-def _inscan(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options: Any) -> Calibration:
+@register_calibration(
+    "inscan", title="inscan (calibration pad scanned with the patient)", help="the pad's rods; --pad-densities",
+    validation="validated against the pad's rods of known density (QCT practice); no ± on the spine value",
+    check=lambda options: pad_densities(options.calibration_settings))
+def inscan_method(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None,
+                  options: AnalysisOptions) -> Calibration:
     return inscan_calibration(ct, options)
-
-
-@register_calibration("auto")
-def _auto(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options: Any) -> Calibration:
-    """The in-scan pad when one is found and fits, else ``muscle-fat``; ``details.selected_by`` says so."""
-    detection = find_pad(ct)
-    reason = "no calibration pad found in the CT"
-    if detection is not None:
-        try:
-            cal = inscan_calibration(ct, options, detection)
-            cal.details["selected_by"] = "auto"
-            cal.details["auto_reason"] = f"calibration pad found ({len(detection.rods)} rods)"
-            return cal
-        except InputError as exc:
-            reason = f"calibration pad found but not used: {exc}"
-    cal = CALIBRATIONS["muscle-fat"](ct, rois, labels, options)
-    cal.details["selected_by"] = "auto"
-    cal.details["auto_reason"] = reason
-    return cal

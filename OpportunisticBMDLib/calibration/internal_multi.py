@@ -7,7 +7,7 @@ bone), compute each tissue's linear attenuation from its ICRU-44/46 composition 
 family of beams, pick the beam whose attenuations best explain the measured HU by a straight line
 HU = a + b * mu, and convert trabecular HU to mg/cm3 hydroxyapatite with that beam.
 
-Two beam families (``calibration_params["energy_model"]``):
+Two beam families (``CalibrationSettings.energy_model``):
 - ``"spectrum"`` (default): polychromatic tube spectra (SpekPy) over 70-150 kVp; the fitted spectrum
   also converts bone, so the lower effective energy of calcium under a polychromatic beam is kept;
 - ``"mono"``: single energies 40-120 keV, as in Michalski 2020.
@@ -20,7 +20,7 @@ when that exceeds ``MAX_Z``. What was used, dropped, fitted and the residuals go
 ``calibration.details``).
 
 The HA scale is the partial density of HA in a base of marrow (``marrow_fat_fraction`` of yellow marrow
-by volume: from ``calibration_params``, else the age-typical value when the patient's age is known, else
+by volume: from the calibration settings, else the age-typical value when the patient's age is known, else
 0.5), the quantity the digital patient's truth uses; QCT's fat error remains for patients whose marrow is
 fattier or leaner than the base.
 """
@@ -31,9 +31,20 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+from scipy import ndimage
 
-from . import materials as mat
-from .volume import Volume
+from .. import materials as mat
+from ..settings import AnalysisOptions
+from ..volume import Volume
+from .composition import (
+    DEFAULT_MARROW_FAT_FRACTION,
+    REFERENCE_KVP,
+    base_marrow_fat_fraction,
+    known_kvp,
+    marrow_fat_term,
+)
+from .registry import register_calibration
+from .types import Calibration
 
 # Reference tissues: name -> material in materials.MATERIALS.
 TISSUE_MATERIALS = {
@@ -43,56 +54,6 @@ TISSUE_MATERIALS = {
     "blood": "blood",
     "cortical_bone": "cortical_bone",
 }
-# Marrow of older adults' lumbar vertebrae is about half fat by volume (Griffith et al., Radiology
-# 236:945 (2005): MR fat fraction 0.5-0.6 in the 6th-7th decade); the base the HA scale is built on.
-DEFAULT_MARROW_FAT_FRACTION = 0.5
-
-
-def expected_marrow_fat_fraction(age_years: float) -> float:
-    """Typical lumbar marrow fat volume fraction at an age: about 0.3 at 30 y rising ~0.6 % per year
-    (MR spectroscopy: Griffith et al., J Magn Reson Imaging 36:225 (2012); Baum et al. 2012)."""
-    return float(np.clip(0.30 + 0.006 * (age_years - 30.0), 0.15, 0.75))
-
-
-# Between-subject SD of the lumbar (L1-L4) marrow proton-density fat fraction at a given age: 6.0-8.0 %
-# in the 20-39 y groups of 156 healthy adults (Baum et al., Front Endocrinol 2018;9:141, chemical-shift
-# water-fat MRI). PDFF is taken as the volume fraction of yellow marrow.
-MARROW_FAT_SD = 0.07
-# Age unknown: the age-typical value itself is unknown too -- add the spread of
-# expected_marrow_fat_fraction over 30-80 y (0.30 of range, uniform: 0.30/sqrt(12) = 0.087).
-MARROW_FAT_SD_AGE_UNKNOWN = 0.11
-
-
-def marrow_fat_sd(age_years: float | None) -> float:
-    """1 SD of the patient's marrow fat fraction about the assumed base (age known: age-typical base)."""
-    return MARROW_FAT_SD if age_years is not None else MARROW_FAT_SD_AGE_UNKNOWN
-
-
-def marrow_base_hu_sd(kvp: float, marrow_fat_fraction: float, fat_sd: float) -> float:
-    """HU by which HA-free marrow moves when its fat fraction moves by ``fat_sd`` about the base (central
-    difference): a line built on the base reads the patient's marrow that many HU (x slope: mg/cm3) off."""
-    beam = mat.Beam(kvp=float(kvp))
-    lo = mat.hu(mat.trabecular_bone(0.0, max(0.0, marrow_fat_fraction - fat_sd)), beam)
-    hi = mat.hu(mat.trabecular_bone(0.0, min(1.0, marrow_fat_fraction + fat_sd)), beam)
-    span = min(1.0, marrow_fat_fraction + fat_sd) - max(0.0, marrow_fat_fraction - fat_sd)
-    return float(abs(hi - lo) * fat_sd / span)
-
-
-def marrow_fat_term(kvp: float, base_fraction: float, params: dict, age_years: float | None,
-                    slope_mg_cm3_per_hu: float) -> dict:
-    """``details.marrow_fat`` of a line on a marrow base: single-energy QCT's fat error as a stated 1 SD.
-    A marrow fattier than the base reads as less mineral by ``hu_sd`` x slope; SD 0 when the user gave the
-    patient's marrow fat (``calibration_params["marrow_fat_fraction"]``, ``obmd analyze --marrow-fat``)."""
-    user = params.get("marrow_fat_fraction") is not None
-    sd = 0.0 if user else marrow_fat_sd(age_years)
-    hu_sd = round(marrow_base_hu_sd(float(kvp), float(base_fraction), sd), 2) if sd else 0.0
-    return {"base_fraction": float(base_fraction), "sd_fraction": sd, "hu_sd": hu_sd,
-            "mg_cm3_sd": round(hu_sd * abs(float(slope_mg_cm3_per_hu)), 2),
-            "source": "user" if user else ("age-typical" if age_years is not None else "default (age unknown)"),
-            "sd_source": "between-subject SD of lumbar marrow PDFF (Baum et al., Front Endocrinol 2018;9:141)"
-                         + ("" if age_years is not None else ", widened for the unknown age")}
-
-
 # How far a real ROI mean may stray from its nominal composition (HU, 1 SD): the fit's weights are 1/SD^2
 # and a tissue is an outlier beyond MAX_Z SDs. Air: pure, only noise; fat: adipose composition varies
 # (ICRU-46 adult #1-#3 span ~15 HU); blood: haematocrit (~5 HU per 10 % Hct); muscle: fat infiltration
@@ -122,6 +83,7 @@ class InternalFit:
     dropped: dict[str, float] = field(default_factory=dict)  # tissue -> its leave-one-out residual (HU)
     kvp_source: str = "fitted"
     marrow_fat_fraction: float = DEFAULT_MARROW_FAT_FRACTION
+    tissue_details: dict[str, dict] = field(default_factory=dict)  # per tissue: HU, voxels, why not used
 
     def to_mg_cm3(self, hu_value: float | np.ndarray) -> float | np.ndarray:
         return self.intercept_mg_cm3 + self.slope_mg_cm3_per_hu * hu_value
@@ -266,8 +228,6 @@ def _z_range(rois: dict[str, np.ndarray], shape: tuple[int, ...], margin: int) -
 
 
 def _erode_2d(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    from scipy import ndimage
-
     if radius_mm <= 0:
         return mask
     dist = ndimage.distance_transform_edt(mask, sampling=(1e6, spacing_mm[1], spacing_mm[2]))
@@ -278,8 +238,6 @@ def air_roi(ct: Volume, labels: Volume | None, z_lo: int, z_hi: int, clearance_m
     """Air outside the body, ``clearance_mm`` away from skin and table, in slices z_lo..z_hi.
 
     Values outside -1100..-850 HU are excluded (padding outside the reconstruction circle, e.g. -3024)."""
-    from scipy import ndimage
-
     sub = ct.array[z_lo:z_hi]
     if labels is not None and (labels.array[z_lo:z_hi] == 42).any():
         body = labels.array[z_lo:z_hi] > 0
@@ -330,8 +288,6 @@ def measure_reference_tissues(
     if labels is not None:
         masks["blood"] = blood_roi(ct, labels, z_lo, z_hi)
         if use_cortical:
-            from scipy import ndimage
-
             femur = np.isin(labels.array, (20, 21))
             shell = femur & ~ndimage.binary_erosion(femur, iterations=1) & (ct.array > 800)
             masks["cortical_bone"] = shell
@@ -352,44 +308,23 @@ def measure_reference_tissues(
     return values, details, masks
 
 
-def internal_calibration(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options) -> InternalFit:
-    params = dict(getattr(options, "calibration_params", None) or {})
-    tissue_hu, tissue_details, _ = measure_reference_tissues(ct, rois, labels, bool(params.get("use_cortical")))
+def internal_calibration(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None,
+                         options: AnalysisOptions) -> InternalFit:
+    settings = options.calibration_settings
+    tissue_hu, tissue_details, _ = measure_reference_tissues(ct, rois, labels, bool(settings.use_cortical))
     fit = fit_internal_calibration(
         tissue_hu,
-        energy_model=params.get("energy_model", "spectrum"),
-        marrow_fat_fraction=base_marrow_fat_fraction(params, getattr(options, "patient_age", None)),
-        robust=bool(params.get("robust", True)),
-        kvp=known_kvp(ct, params),
+        energy_model=settings.energy_model or "spectrum",
+        marrow_fat_fraction=base_marrow_fat_fraction(settings, options.patient_age),
+        robust=settings.robust is not False,
+        kvp=known_kvp(ct, settings),
     )
-    fit.tissue_details = tissue_details  # type: ignore[attr-defined]
+    fit.tissue_details = tissue_details
     return fit
 
 
-def base_marrow_fat_fraction(params: dict, age_years: float | None) -> float:
-    """Marrow fat fraction of the HA scale's base: ``params``, else age-typical, else the default."""
-    if params.get("marrow_fat_fraction") is not None:
-        return float(params["marrow_fat_fraction"])
-    if age_years is not None:
-        return round(expected_marrow_fat_fraction(float(age_years)), 3)  # rounded: cache-friendly
-    return DEFAULT_MARROW_FAT_FRACTION
-
-
-def known_kvp(ct: Volume, params: dict) -> float | None:
-    """Tube potential from the options or the image header, if any (None: fitted from the tissues)."""
-    for source in (params, ct.metadata):
-        for key in ("kvp", "KVP", "0018|0060"):
-            value = source.get(key)
-            if value not in (None, ""):
-                try:
-                    return float(value)
-                except (TypeError, ValueError):
-                    continue
-    return None
-
-
 def fit_details(fit: InternalFit) -> dict:
-    tissues = getattr(fit, "tissue_details", {})
+    tissues = fit.tissue_details
     for name, res in fit.residuals_hu.items():
         tissues.setdefault(name, {})["residual_hu"] = res
     for name, res in fit.dropped.items():
@@ -410,18 +345,15 @@ def fit_details(fit: InternalFit) -> dict:
     }
 
 
-try:  # registered into the spine engineer's registry (calibration.py imports this module at its bottom)
-    from .calibration import REFERENCE_KVP, Calibration, register_calibration
-except ImportError:  # calibration.py not present yet
-    Calibration = None  # type: ignore[assignment]
-else:
-
-    @register_calibration("internal-multi")
-    def _internal_multi(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options) -> Calibration:
-        fit = internal_calibration(ct, rois, labels, options)
-        details = fit_details(fit)
-        details["marrow_fat"] = marrow_fat_term(
-            fit.kvp or REFERENCE_KVP, fit.marrow_fat_fraction, dict(getattr(options, "calibration_params", None) or {}),
-            getattr(options, "patient_age", None), fit.slope_mg_cm3_per_hu)
-        return Calibration("internal-multi", fit.slope_mg_cm3_per_hu, fit.intercept_mg_cm3, details)
-
+@register_calibration(
+    "internal-multi", title="internal-multi (several tissues, robust fit)",
+    help="several tissues, Michalski 2020",
+    validation="phantomless, no ± stated; digital patients: bias −1.9, limits −13 to +9 mg/cm³")
+def internal_multi_calibration(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None,
+                               options: AnalysisOptions) -> Calibration:
+    fit = internal_calibration(ct, rois, labels, options)
+    details = fit_details(fit)
+    details["marrow_fat"] = marrow_fat_term(fit.kvp or REFERENCE_KVP, fit.marrow_fat_fraction,
+                                            options.calibration_settings, options.patient_age,
+                                            fit.slope_mg_cm3_per_hu)
+    return Calibration("internal-multi", fit.slope_mg_cm3_per_hu, fit.intercept_mg_cm3, details)
