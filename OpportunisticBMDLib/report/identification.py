@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..io import age_years, sex_code
+from ..header import age_years, sex_code
 
 # identification key -> Volume.metadata key (io.HEADER_KEYS), in the order the report lists them
 FIELDS = {
