@@ -262,7 +262,7 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         if job.cancelled:
             self.ui.statusLabel.text = "Cancelled."
-        elif job.returncode != 0:
+        elif not job.finished_with_results:  # exit 3 (not measurable) still has results to show
             slicer.util.errorDisplay("Analysis failed:\n" + job.last_error())
         else:
             with slicer.util.tryWithErrorDisplay("Importing the results failed.", waitCursor=True):
@@ -346,8 +346,10 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
             volume = self._parameterNode.inputVolume
             folder = new_report_folder(self.ui.reportDirectoryButton.directory, volume.GetName() if volume else "case")
-            files = self.logic.bmd.save_report(*self._lastResult, folder)
-            self._log("Report written: " + ", ".join(str(f) for f in files.values()))
+            written = self.logic.saveReport(volume, *self._lastResult, folder)
+            self._log("Report written: " + ", ".join(str(f) for f in written.files.values()))
+            for note in written.notes:
+                self._log("Note: " + note)
 
     def onExportTrainingCaseButton(self):
         p = self._parameterNode
@@ -450,6 +452,14 @@ class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
             p.inputVolume, p.outputRoiSegmentation, p.inputSegmentation or p.outputLabels, self._options(p),
             table_node=p.outputTable,
         )
+
+    def saveReport(self, volumeNode, result, ct, folder):
+        """The report folder; DICOM SEG, SR and PDF too when the CT came from DICOM: a series loaded by
+        Slicer's DICOM module is found through its instance UIDs in Slicer's DICOM database."""
+        from OpportunisticBMDLib.mrml.volumes import dicom_source_files
+
+        sourceFiles = dicom_source_files(volumeNode, getattr(slicer, "dicomDatabase", None)) if volumeNode else []
+        return self.bmd.save_report(result, ct, folder, dicom_source_files=sourceFiles)
 
     def loadDigitalPatient(self, seed=0):
         from OpportunisticBMDLib.mrml.digital_patient import load_digital_patient

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -15,7 +16,7 @@ import pytest
 pytest.importorskip("slicer")
 pipeline = pytest.importorskip("OpportunisticBMDLib.pipeline")
 
-from mrml_helpers import edit_segment  # noqa: E402
+from mrml_helpers import assert_segments_equal_masks, edit_segment, load_seg_as_segmentation  # noqa: E402
 
 from OpportunisticBMDLib.io import read_ct, read_labels  # noqa: E402
 from OpportunisticBMDLib.labels import LABELS, totalseg_to_ours  # noqa: E402
@@ -23,6 +24,7 @@ from OpportunisticBMDLib.mrml import edits, labelmaps, segment_arrays, segments,
 from OpportunisticBMDLib.mrml import scene as mrml_scene  # noqa: E402
 from OpportunisticBMDLib.mrml.background_job import AnalysisJob  # noqa: E402
 from OpportunisticBMDLib.mrml.logic import BMDLogic  # noqa: E402
+from OpportunisticBMDLib.report_folder import ReportFolderOptions  # noqa: E402
 
 pytestmark = pytest.mark.mrml
 
@@ -153,8 +155,9 @@ def test_mrb_reload_keeps_edits_and_numbers(case, tmp_path):
 
 
 def test_save_report_writes_what_obmd_analyze_writes(case, tmp_path):
-    files = case["logic"].save_report(case["direct"], case["ct"], tmp_path / "report")
+    files = case["logic"].save_report(case["direct"], case["ct"], tmp_path / "report").files
     results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert "dicom" not in results and not (tmp_path / "report" / "dicom").exists()  # a NIfTI CT: no DICOM asked
     assert results["spine"]["levels"]["L1"]["vbmd_mg_cm3"] == pytest.approx(
         case["direct"].results["spine"]["levels"]["L1"]["vbmd_mg_cm3"]
     )
@@ -183,7 +186,7 @@ def test_background_job_gives_the_same_table(case, tmp_path):
     assert job.returncode == 0 and not job.cancelled
     logic = BMDLogic()
     outputs = logic.analyze(ct_node, seg, result=job.result())
-    files = logic.save_report(outputs.result, outputs.ct, tmp_path / "report")  # a report from the job's result
+    files = logic.save_report(outputs.result, outputs.ct, tmp_path / "report").files  # from the job's result
     assert (tmp_path / "report" / "results.json").exists() and all(p.exists() for p in files.values())
     if case["direct"].pictures:
         assert job.picture_files and all(p.suffix == ".png" for p in job.picture_files.values())
@@ -284,3 +287,81 @@ def test_recompute_keeps_the_models_naming_doubt_until_a_vertebra_is_edited(case
     segment_arrays.write_segment_array(seg, "vertebra_L1", mask.astype(np.uint8), ct_node)
     edited = logic.recompute(ct_node, outputs.roi_segmentation_node, seg, table_node=twice.table_node)
     assert edited.result.results["spine"]["summary"]["category"] == "osteopenia"
+
+
+class _DicomDatabase:
+    """Slicer's DICOM database (ctkDICOMDatabase: desktop Slicer only, not in slicer-core) as the module uses
+    it: the file of each SOP Instance UID it holds."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self.files = files
+
+    def fileForInstance(self, uid: str) -> str:  # noqa: N802 (ctk's name)
+        return str(self.files.get(uid, ""))
+
+
+def test_save_report_of_a_dicom_series_writes_dicom_slicer_reads_back(shared_data, tmp_path):
+    """Issue 16: the shared DICOM series read by our loader into a node, analysed, saved: the node kept the
+    folder it came from, so Save report writes OUT/dicom (SEG, SR, PDF) in the source's study, and the SEG
+    loads back into a segmentation equal to the NIfTI masks. The same CT loaded by Slicer's DICOM module
+    (only DICOM.instanceUIDs on the node) finds the series through the DICOM database."""
+    import pydicom
+
+    from OpportunisticBMDLib.dicom import sources
+
+    series = shared_data / "dicom_upper_abdomen" / "series"
+    scene, _app, _logics = mrml_scene.create_headless_scene()
+    ct = read_ct(series)
+    total = read_labels(shared_data / "dicom_upper_abdomen" / "ct_seg_total.nii.gz", like=ct)
+    ct_node = volumes.node_from_volume(ct, "dicom ct")
+    labels_node = labelmaps.labels_to_segmentation(total.like(totalseg_to_ours(total.array)), ct_node)
+    logic = BMDLogic()
+    outputs = logic.analyze(ct_node, labels_node)
+    assert (outputs.ct.metadata["format"], outputs.ct.metadata["path"]) == ("dicom", str(series))  # node round trip
+    out = tmp_path / "report"
+    saved = logic.save_report(outputs.result, outputs.ct, out)
+    assert saved.dicom_files == ["seg.dcm", "sr.dcm", "report_pdf.dcm"]
+    assert all((out / "dicom" / name).is_file() for name in saved.dicom_files)
+    results = json.loads((out / "results.json").read_text())
+    source = sources.read_source_series(series)  # anonymised: the deterministic completed study UID
+    seg = pydicom.dcmread(out / "dicom" / "seg.dcm")
+    assert seg.StudyInstanceUID == results["dicom"]["study_instance_uid"] == source.study_uid
+    assert results["input"]["format"] == "dicom" and results["input"]["ct"] == str(series)
+    assert results["dicom"]["objects"]["seg.dcm"]["sop_instance_uid"] == seg.SOPInstanceUID
+    assert any("StudyInstanceUID blank" in note for note in saved.notes)
+    seg_node, names = load_seg_as_segmentation(out / "dicom" / "seg.dcm", scene)
+    checked = assert_segments_equal_masks(seg_node, names, out / "masks", scene)
+    assert {"muscle_roi", "fat_roi"} <= set(checked)
+
+    # Analyze in the background (the panel's default): the child read a NIfTI copy, the report names the series
+    job = AnalysisJob.start(ct_node, labels_node, None, tmp_path / "job")
+    assert job.wait(120) == 3 and job.finished_with_results, "\n".join(job.lines[-5:])  # 3: not measurable
+    from_job = logic.analyze(ct_node, labels_node, result=job.result())
+    job.cleanup()
+    saved_job = logic.save_report(from_job.result, from_job.ct, tmp_path / "from-job")
+    job_results = json.loads((tmp_path / "from-job" / "results.json").read_text())
+    assert saved_job.dicom_files == ["seg.dcm", "sr.dcm", "report_pdf.dcm"]
+    for key in ("ct", "format", "identification"):
+        assert job_results["input"][key] == results["input"][key], key
+    assert job_results["calibration"]["slope"] == pytest.approx(results["calibration"]["slope"], rel=1e-9)
+
+    # Slicer's DICOM module: a node without our source attributes, its instances in the database
+    files = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID): p
+             for p in sorted(series.iterdir())}
+    plain = volumes.node_from_volume(ct.like(ct.array), "from DICOM module")
+    plain.SetAttribute(volumes.ATTR_DICOM_INSTANCES, " ".join(files))
+    source_files = volumes.dicom_source_files(plain, _DicomDatabase(files))
+    assert sorted(source_files) == sorted(files.values())
+    plain_ct = logic.ct_volume(plain)
+    assert "path" not in plain_ct.metadata
+    again = logic.save_report(outputs.result, plain_ct, tmp_path / "from-database", dicom_source_files=source_files)
+    seg_again = pydicom.dcmread(again.files["dicom/seg.dcm"])
+    assert seg_again.StudyInstanceUID == source.study_uid and seg_again.SOPInstanceUID != seg.SOPInstanceUID
+    referenced = {i.ReferencedSOPInstanceUID for i in seg_again.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced <= set(files)
+    assert volumes.dicom_source_files(plain, _DicomDatabase(dict(list(files.items())[1:]))) == []  # one missing
+
+    # saved once more without DICOM: results.json says nothing of an earlier save's dicom/
+    logic.save_report(outputs.result, outputs.ct, tmp_path / "no-dicom", options=ReportFolderOptions(dicom="never"))
+    assert "dicom" not in json.loads((tmp_path / "no-dicom" / "results.json").read_text())
+    assert not (tmp_path / "no-dicom" / "dicom").exists()

@@ -147,3 +147,45 @@ def test_delete_is_asked_marks_edited_and_undo_clears(app) -> None:
     assert seg.GetSegmentation().GetSegment("trabecular_L3") is not None
     assert state.obmd_edited == edited_before and state.obmd_deleted == [] and not state.obmd_stale
     assert not edits.is_edited(seg, "trabecular_L3")
+
+
+def test_dicom_case_report_holds_dicom_and_the_zip_too(app, shared_data: Path) -> None:
+    """Issue 16: a CT the app read from a DICOM folder (``obmd web SERIES``): Save report writes OUT/dicom as
+    ``obmd analyze`` does, and "Download report (zip)" (the real aiohttp route) carries it. Last in this module:
+    it replaces the case the tests above share."""
+    import io
+    import json
+    import zipfile
+    from types import SimpleNamespace
+
+    import pydicom
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from OpportunisticBMDLib.web.cases import load_ct_case
+
+    workflow = app.workflow
+    ct, labels, name = load_ct_case(shared_data / "dicom_upper_abdomen" / "series",
+                                    shared_data / "dicom_upper_abdomen" / "ct_seg_total.nii.gz")
+    workflow.load_volume(ct, name, labels)
+    asyncio.run(workflow.analyze())
+    report = asyncio.run(workflow.save_report())
+    assert report is not None and app.state.obmd_error == ""
+    assert "with DICOM seg.dcm, sr.dcm, report_pdf.dcm" in app.state.obmd_message
+    saved = json.loads((report / "results.json").read_text())
+    seg = pydicom.dcmread(report / "dicom" / "seg.dcm")
+    assert seg.StudyInstanceUID == saved["dicom"]["study_instance_uid"]
+
+    async def download(url: str) -> bytes:
+        server = web.Application()
+        app.downloads.install(SimpleNamespace(app=server, host="127.0.0.1"))
+        async with TestClient(TestServer(server, host="127.0.0.1")) as client:
+            response = await client.get(url)
+            assert response.status == 200
+            return await response.read()
+
+    with zipfile.ZipFile(io.BytesIO(asyncio.run(download(app.state.obmd_report_urls["zip"])))) as archive:
+        names = set(archive.namelist())
+        for part in ("dicom/seg.dcm", "dicom/sr.dcm", "dicom/report_pdf.dcm", "report.pdf", "results.json"):
+            assert f"{report.name}/{part}" in names, part
+        assert archive.read(f"{report.name}/dicom/seg.dcm") == (report / "dicom" / "seg.dcm").read_bytes()

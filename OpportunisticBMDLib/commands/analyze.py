@@ -80,9 +80,9 @@ def _run(args: argparse.Namespace, ct_path: str, series_choice: dict | None) -> 
     from ..dicom import cli as dicom_cli
     from ..io import read_ct, read_labels
     from ..output_folder import staged_output
-    from ..pipeline import analyze, write_outputs
+    from ..pipeline import analyze
     from ..progress import TerminalProgress, no_progress
-    from ..results import write_json
+    from ..report_folder import write_report_folder
     from ..validity import STATUS_NOT_MEASURABLE
 
     start = time.perf_counter()
@@ -101,11 +101,10 @@ def _run(args: argparse.Namespace, ct_path: str, series_choice: dict | None) -> 
         check_z_reference(options.z_reference)
         result = analyze(ct, labels, options, progress=progress, body_mask=body)
         dicom_cli.record_source(args, result, series_choice)  # input.ct of a PACS study, input.series_choice
-        if args.json_only:
-            written = {"results.json": write_json(result.results, staging / "results.json")}
-        else:
-            written = write_outputs(result, ct, staging)
-        written.update(dicom_cli.write_outputs(args, result, ct, staging))
+        # results.json, results.csv, masks, report.pdf and OUT/dicom: the folder Slicer and the web app save too
+        report = write_report_folder(result, ct, staging, dicom_cli.report_folder_options(args))
+        dicom_cli.print_written(args, report)
+        written = report.files
     print_report(result.results)
     n_masks = sum(1 for k in written if k.startswith("masks/"))
     print(f"wrote {out / 'results.json'}" + (f", results.csv and {n_masks} masks" if n_masks else "")

@@ -1,6 +1,6 @@
 """The DICOM and PACS flags of ``obmd analyze`` and what they do around the analysis: fetch a DICOMweb
-study's CT series, write OUT/dicom/, store it back. Kept apart from commands/analyze.py, which calls
-:func:`add_dicom_arguments` and the three steps below."""
+study's CT series, say what OUT/dicom/ holds (written by :mod:`..report_folder`), store it back. Kept apart
+from commands/analyze.py, which calls :func:`add_dicom_arguments` and the steps below."""
 
 from __future__ import annotations
 
@@ -64,10 +64,14 @@ def local_ct(args: argparse.Namespace) -> Iterator[tuple[str, dict | None]]:
         yield folder, choice.as_dict()
 
 
-def wants_dicom(args: argparse.Namespace, ct_format: str | None) -> bool:
-    if ct_format == "dicom":
-        return not args.no_dicom_out and not args.json_only
-    return bool(args.dicom_out)
+def report_folder_options(args: argparse.Namespace):
+    """What ``--json-only``, ``--dicom-out`` and ``--no-dicom-out`` ask of the report folder
+    (:class:`..report_folder.ReportFolderOptions`): DICOM input writes OUT/dicom unless --no-dicom-out or
+    --json-only; other input only with --dicom-out."""
+    from ..report_folder import ReportFolderOptions
+
+    dicom = "never" if args.no_dicom_out else "always" if args.dicom_out else "auto"
+    return ReportFolderOptions(dicom=dicom, json_only=bool(args.json_only))
 
 
 def record_source(args: argparse.Namespace, result, series_choice: dict | None) -> None:
@@ -84,21 +88,13 @@ def record_source(args: argparse.Namespace, result, series_choice: dict | None) 
         print(f"series: {choice.get('reason')}")
 
 
-def write_outputs(args: argparse.Namespace, result, ct, out_dir: Path) -> dict:
-    """After the other outputs, in the staged output folder: OUT/dicom/ when wanted (results.json written
-    again with its ``dicom`` block); returns the files written (relative name -> path)."""
-    if not wants_dicom(args, ct.metadata.get("format")):
-        return {}
-    from ..results import write_json
-    from .writer import write_dicom_outputs
-
-    outputs = write_dicom_outputs(result, ct, out_dir)
-    for note in outputs.info.get("notes", []):
+def print_written(args: argparse.Namespace, written) -> None:
+    """After the report folder (:class:`..report_folder.WrittenReport`) is written: its notes as warnings
+    and the DICOM objects it holds."""
+    for note in written.notes:
         print(f"obmd: warning: {note}", file=sys.stderr)
-    names = [name for name in ("seg.dcm", "sr.dcm", "report_pdf.dcm") if f"dicom/{name}" in outputs.paths]
-    print(f"DICOM: {', '.join(names)} in {Path(args.out) / 'dicom'}")
-    write_json(result.results, out_dir / "results.json")
-    return outputs.paths
+    if written.dicom_files:
+        print(f"DICOM: {', '.join(written.dicom_files)} in {Path(args.out) / 'dicom'}")
 
 
 def store(args: argparse.Namespace, out_dir: Path) -> None:

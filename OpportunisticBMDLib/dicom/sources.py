@@ -9,6 +9,7 @@ deterministically from the instance UIDs (the same folder always gets the same U
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,11 +105,23 @@ def _read(path: Path, with_pixels: bool) -> Dataset | None:
 def read_source_series(folder: str | os.PathLike[str], series_uid: str | None = None,
                        with_pixels: bool = False) -> SourceSeries:
     """The CT image datasets of ``folder`` (the series ``series_uid`` when several, as input.series_choice
-    names it; else all CT images),
-    sorted along the slice normal, their UIDs completed (:func:`complete_uids`)."""
+    names it; else all CT images), sorted along the slice normal, their UIDs completed (:func:`complete_uids`)."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: the DICOM folder the CT was read from is gone: no DICOM outputs can "
+                         "reference it")
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return read_source_files(paths, series_uid, with_pixels, where=str(folder))
+
+
+def read_source_files(paths: Sequence[str | os.PathLike[str]], series_uid: str | None = None,
+                      with_pixels: bool = False, where: str | None = None) -> SourceSeries:
+    """As :func:`read_source_series`, from a list of files (e.g. the instances Slicer's DICOM database holds
+    for a loaded series, wherever it keeps them); ``where`` names them in notes and errors."""
+    paths = [Path(p) for p in paths]
+    where = where or (str(paths[0].parent) if paths else "the DICOM source files")
     datasets = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for path in paths:
         ds = _read(path, with_pixels)
         if ds is None or "ImagePositionPatient" not in ds:
             continue
@@ -120,8 +133,8 @@ def read_source_series(folder: str | os.PathLike[str], series_uid: str | None = 
             continue
         datasets.append(ds)
     if not datasets:
-        raise InputError(f"{folder}: no CT image files to reference in the DICOM outputs")
-    notes = complete_uids(datasets, str(folder))
+        raise InputError(f"{where}: no CT image files to reference in the DICOM outputs")
+    notes = complete_uids(datasets, where)
     datasets.sort(key=slice_position_mm)
     return SourceSeries(datasets, notes, uids_generated=any("StudyInstanceUID" in n for n in notes))
 

@@ -4,6 +4,7 @@ as a new DICOM series the others reference: ct_series.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,24 +32,34 @@ class DicomOutputs:
         return list(self.paths.values())
 
 
-def source_for(ct: Volume, out_dir: Path) -> sources.SourceSeries:
-    """The series the outputs reference: the DICOM folder the CT was read from, else a CT series written
-    into ``out_dir/dicom/ct`` (new UIDs)."""
-    if ct.metadata.get("format") == "dicom" and ct.metadata.get("path"):
+def source_for(ct: Volume, out_dir: Path, source_files: Sequence[str | Path] = ()) -> sources.SourceSeries:
+    """The series the outputs reference: ``source_files`` (the series' instances, e.g. from Slicer's DICOM
+    database), else the DICOM folder the CT was read from, else a CT series written into ``out_dir/dicom/ct``
+    (new UIDs)."""
+    if source_files:
+        return sources.read_source_files(source_files)
+    if from_dicom_folder(ct):
         chosen = (ct.metadata.get("series_choice") or {}).get("series_instance_uid")
         return sources.read_source_series(ct.metadata["path"], chosen)
     return ct_series.write_ct_series(ct, out_dir / DICOM_DIR / "ct")
 
 
-def write_dicom_outputs(result: AnalysisResult, ct: Volume, out_dir: str | Path) -> DicomOutputs:
-    """Write SEG, SR and the encapsulated PDF of ``result`` into ``out_dir/dicom``; ``info`` says what was
+def from_dicom_folder(ct: Volume) -> bool:
+    """True when ``ct`` was read from a DICOM folder (its metadata, kept on a Slicer node too, says which)."""
+    return ct.metadata.get("format") == "dicom" and bool(ct.metadata.get("path"))
+
+
+def write_dicom_outputs(result: AnalysisResult, ct: Volume, out_dir: str | Path,
+                        source_files: Sequence[str | Path] = ()) -> DicomOutputs:
+    """Write SEG, SR and the encapsulated PDF of ``result`` into ``out_dir/dicom``, referencing
+    ``source_files`` or the DICOM folder ``ct`` was read from (:func:`source_for`); ``info`` says what was
     written and any UID that had to be made up (also added to ``result.results['dicom']``)."""
     out_dir = Path(out_dir)
     folder = out_dir / DICOM_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    source = source_for(ct, out_dir)
+    source = source_for(ct, out_dir, source_files)
     outputs = DicomOutputs()
-    if source.uids_generated and ct.metadata.get("format") != "dicom":
+    if not source_files and not from_dicom_folder(ct):  # the CT series written for a NIfTI/NRRD CT
         outputs.paths.update({f"{DICOM_DIR}/ct/{p.name}": p for p in sorted((folder / "ct").glob("*.dcm"))})
     specs = seg.segment_specs(result, (result.results.get("calibration") or {}).get("muscle_roi_source"))
     segmentation = seg.build_segmentation(specs, ct, source.datasets, series_uid=generate_uid(),

@@ -85,6 +85,14 @@ class AnalysisJob:
     def returncode(self) -> int | None:
         return self.process.returncode
 
+    @property
+    def finished_with_results(self) -> bool:
+        """``obmd analyze`` ended and wrote its results: measured (exit 0) or ran but nothing could be backed
+        (exit 3, results.json status not_measurable: still a result to show and report)."""
+        from ..commands.analyze import EXIT_NOT_MEASURABLE
+
+        return not self.cancelled and self.returncode in (0, EXIT_NOT_MEASURABLE)
+
     def poll(self) -> list[tuple[float | None, str]]:
         """New output lines as (progress fraction or None, text)."""
         return self.process.poll()
@@ -116,6 +124,8 @@ class AnalysisJob:
 
         out = self.work_dir / "out"
         results = json.loads((out / "results.json").read_text())
+        if self.ct is not None:
+            _input_of_the_node(results, self.ct)
         rois = {
             path.name[: -len(".nii.gz")]: read_labels(path, like=self.ct).array > 0
             for path in sorted((out / "masks").glob("*.nii.gz"))
@@ -130,6 +140,22 @@ class AnalysisJob:
             keypoints = {f"{lvl} body": np.asarray(v["index_kji"]) for lvl, v in levels.items() if v.get("index_kji")}
         return AnalysisResult(results=results, rois=rois, labels=labels, keypoints=keypoints,
                               labels_predicted=predicted)
+
+
+def _input_of_the_node(results: dict, ct: Volume) -> None:
+    """The child analysed a temporary NIfTI copy of the node's CT: results.json ``input`` names what the node
+    came from instead (its DICOM folder and series, its header's identification), as an Analyze in Slicer's
+    own process records it; Save report then writes ``dicom/`` for a DICOM CT and says so consistently."""
+    from ..report.identification import identification
+
+    inputs = results.setdefault("input", {})
+    inputs["ct"] = ct.metadata.get("path")
+    for key in ("format", "series_choice"):
+        if key in ct.metadata:
+            inputs[key] = ct.metadata[key]
+        else:
+            inputs.pop(key, None)
+    inputs["identification"] = identification(ct.metadata)
 
 
 def _options_to_cli(options: AnalysisOptions | dict | None) -> list[str]:

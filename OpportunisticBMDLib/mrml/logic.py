@@ -9,9 +9,10 @@ ROI, fat ROI), a label segmentation when the models produced the labels, and a k
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from . import edits, labelmaps, markups, segments, tables, volumes
 from .hierarchy import place_in_study
 from .options import make_options
 from .recompute import RecomputeJob, model_naming_evidence
+
+if TYPE_CHECKING:  # the pipeline loads when an analysis runs, not with the module
+    from ..report_folder import ReportFolderOptions, WrittenReport
 
 REF_INPUT = "OBMD.InputVolume"  # node reference from every output node to its CT
 REF_LABELS = "OBMD.Labels"  # from the ROI segmentation to the label segmentation used
@@ -265,16 +269,16 @@ class BMDLogic:
             files.update(save_hip_pictures(objects, Path(out_dir)))
         return files
 
-    def save_report(self, result: Any, ct: Volume, out_dir: str | Path) -> dict[str, Path]:
-        """The files ``obmd analyze`` writes (results.json, results.csv, masks/*.nii.gz), in a new or earlier
-        report folder replaced whole (:mod:`.output_folder`: a folder holding anything else is refused)."""
-        from ..output_folder import staged_output
-        from ..pipeline import write_outputs
+    def save_report(self, result: Any, ct: Volume, out_dir: str | Path,
+                    dicom_source_files: Sequence[str | Path] = (),
+                    options: ReportFolderOptions | None = None) -> WrittenReport:
+        """The folder ``obmd analyze`` writes (:func:`..report_folder.save_report_folder`: results.json,
+        results.csv, masks, report.pdf, and dicom/ when the CT came from DICOM), in a new or earlier report
+        folder replaced whole. ``dicom_source_files``: the series' files for a CT loaded by Slicer's DICOM
+        module (:func:`.volumes.dicom_source_files`); a CT the library read from a DICOM folder names it itself."""
+        from ..report_folder import save_report_folder
 
-        out_dir = Path(out_dir)
-        with staged_output(out_dir) as staging:
-            written = write_outputs(result, ct, staging)
-        return {key: out_dir / path.relative_to(staging) for key, path in written.items()}
+        return save_report_folder(result, ct, out_dir, options, dicom_source_files)
 
     def export_training_case(
         self,

@@ -9,6 +9,8 @@ give identical Volumes, and every round trip is exact.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,11 @@ from ..io import DICOM_TAGS, HEADER_KEYS, volume_from_sitk
 from ..volume import SourceGeometry, Volume
 
 ATTR_HEADER_PREFIX = "OBMD.Header."  # volume node attributes: the CT header fields (io.HEADER_KEYS)
+ATTR_SOURCE_PREFIX = "OBMD.Source."  # ... and where the CT was read from (SOURCE_KEYS)
+# Volume.metadata keys naming the file or DICOM folder a CT was read from and the series chosen in it
+# (io.read_ct): Save report finds the source series by them to write DICOM outputs referencing it.
+SOURCE_KEYS = ("format", "path", "series_choice")
+ATTR_DICOM_INSTANCES = "DICOM.instanceUIDs"  # set by Slicer's DICOM module: the loaded series' SOP Instance UIDs
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -115,7 +122,7 @@ def volume_from_node(node: Any, dtype: Any = None) -> Volume:
     array = slicer.util.arrayFromVolume(node)
     if dtype is None:
         dtype = np.int16 if node.IsA("vtkMRMLLabelMapVolumeNode") else np.float32
-    metadata = {"mrml_node_id": node.GetID(), "name": node.GetName(), **header_of_node(node)}
+    metadata = {"mrml_node_id": node.GetID(), "name": node.GetName(), **source_of_node(node), **header_of_node(node)}
     volume = volume_from_sitk(_sitk_on_geometry(array, geometry), metadata)
     volume.array = volume.array.astype(dtype, copy=False)
     volume.source_geometry = geometry
@@ -143,7 +150,40 @@ def node_from_volume(volume: Volume, name: str = "CT", labelmap: bool = False, n
     slicer.util.updateVolumeFromArray(node, array_node)
     node.CreateDefaultDisplayNodes()
     set_header_attributes(node, volume.metadata)  # the header travels with the node (age, kVp: calibration)
+    set_source_attributes(node, volume.metadata)  # and where it came from (the DICOM series Save report references)
     return node
+
+
+def set_source_attributes(node: Any, metadata: dict[str, Any]) -> None:
+    """Store :data:`SOURCE_KEYS` of ``metadata`` as ``OBMD.Source.*`` attributes (the series choice as JSON;
+    saved with the scene; read back by :func:`source_of_node`)."""
+    for key in SOURCE_KEYS:
+        value = metadata.get(key)
+        if value not in (None, ""):
+            node.SetAttribute(ATTR_SOURCE_PREFIX + key, json.dumps(value) if isinstance(value, dict) else str(value))
+
+
+def source_of_node(node: Any) -> dict[str, Any]:
+    """The :data:`SOURCE_KEYS` a volume node carries (empty for a node the library did not make from a file)."""
+    source: dict[str, Any] = {}
+    for key in SOURCE_KEYS:
+        value = node.GetAttribute(ATTR_SOURCE_PREFIX + key)
+        if value:
+            source[key] = json.loads(value) if key == "series_choice" else value
+    return source
+
+
+def dicom_source_files(node: Any, database: Any) -> list[Path]:
+    """The files of the DICOM instances a volume node was loaded from by Slicer's DICOM module (its
+    ``DICOM.instanceUIDs``), as ``database`` (``slicer.dicomDatabase``: ``fileForInstance(uid)``) stores
+    them; empty for a node from elsewhere or when the database no longer holds every instance."""
+    uids = (node.GetAttribute(ATTR_DICOM_INSTANCES) or "").split()
+    if not uids or database is None:
+        return []
+    files = [database.fileForInstance(uid) for uid in uids]
+    if not all(files):
+        return []  # a partial series cannot be referenced slice for slice
+    return [Path(f) for f in files]
 
 
 def set_header_attributes(node: Any, metadata: dict[str, Any]) -> None:
@@ -160,7 +200,7 @@ def header_of_node(node: Any) -> dict[str, str]:
     module sets ``DICOM.instanceUIDs``). Empty when neither is there (e.g. a NRRD dropped into Slicer)."""
     header = {key: node.GetAttribute(ATTR_HEADER_PREFIX + key) for key in HEADER_KEYS
               if node.GetAttribute(ATTR_HEADER_PREFIX + key)}
-    uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    uids = (node.GetAttribute(ATTR_DICOM_INSTANCES) or "").split()
     database = getattr(slicer, "dicomDatabase", None)
     if uids and database is not None:
         for key in HEADER_KEYS:

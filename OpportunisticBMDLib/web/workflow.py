@@ -513,15 +513,20 @@ class Workflow:
         from ..output_folder import new_report_folder
 
         out_dir = new_report_folder(self.out_dir, case.name)
-        try:
-            files = self.logic.save_report(case.outputs.result, case.outputs.ct or case.ct, out_dir)
+        try:  # the CT's node names the DICOM folder it was read from: dicom/ is written as obmd analyze does
+            written = self.logic.save_report(case.outputs.result, case.outputs.ct or case.ct, out_dir)
+        except OBMDError as exc:
+            self._error(f"Saving the report failed: {exc}")
+            return None
         except Exception as exc:
             traceback.print_exc()
             self._error(f"Saving the report failed: {exc}")
             return None
         self.state.obmd_last_report = str(out_dir)
         self.state.obmd_report_urls = self.downloads.offer(out_dir) if self.downloads is not None else {}
-        self._info(f"Report saved: {out_dir} ({len(files)} files)")
+        dicom = f" with DICOM {', '.join(written.dicom_files)}" if written.dicom_files else ""
+        notes = "".join(f" Note: {note}" for note in written.notes)
+        self._info(f"Report saved: {out_dir} ({len(written.files)} files{dicom}).{notes}")
         return out_dir
 
     def export_training_case(self) -> dict[str, Path] | None:
