@@ -1,0 +1,121 @@
+"""Cases spread over Dask workers: an embedded ``LocalCluster`` or an existing scheduler.
+
+Local default: one single-threaded worker process per core (``processes=True``, ``threads_per_worker=1``),
+so one case's crash or time-out ends one process, never the run. Every worker (local or remote, and a
+worker restarted after a time-out) gets :class:`CaseWorkerSetup` first: torch, SimpleITK and BLAS are
+set to one thread per task thread (workers = cores: no oversubscription) and, when any case needs the
+segmentation models, the model is loaded once into that process (models.inference's per-process cache)
+rather than by its first case.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import InputError
+from .case import STATUS_FAILED, CaseSettings, run_case
+from .inputs import CaseInput
+
+MISSING_DASK = ("obmd batch needs Dask distributed: pip install 'dask[distributed]' pyarrow "
+                "(or the project's 'batch' extra; `make setup` installs them)")
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Where the cases ran (printed, and kept in DIR/batch.json)."""
+
+    scheduler: str
+    dashboard: str | None
+    workers: int
+    threads_per_worker: int
+    ready_s: float  # from the start until the workers were up (and had loaded the model)
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as exc:
+        raise InputError(MISSING_DASK) from exc
+    return distributed
+
+
+def _dashboard(client) -> str | None:
+    try:
+        services = client.scheduler_info().get("services", {})
+    except OSError:
+        return None
+    return client.dashboard_link if "dashboard" in services else None
+
+
+def _failed_task_record(case: CaseInput, exc: BaseException) -> dict[str, Any]:
+    """A case whose task never returned: its worker died each time it ran it (out of memory, a crash)."""
+    name = type(exc).__name__
+    reason = (f"the worker process died while running this case ({name}: out of memory or a crash)"
+              if name == "KilledWorker" else f"{name}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    return {"case_id": case.case_id, "status": STATUS_FAILED, "reason": reason, "error": name, "seconds": None,
+            "ct": case.ct, "seg": case.seg, "series": case.series_description(), "input_hash": None, "folder": None,
+            "resumed": False}
+
+
+def run_cases(cases: list[CaseInput], settings: CaseSettings, workers: int | None = None,
+              scheduler: str | None = None, show_progress: bool = True,
+              on_ready: Callable[[EngineInfo], None] | None = None) -> tuple[list[dict[str, Any]], EngineInfo]:
+    """Records of every case (in ``cases`` order) and where they ran."""
+    distributed = _import_distributed()
+    start = time.perf_counter()
+    settings = replace(settings, exit_on_timeout=True)
+    needs_model = any(not c.seg and not c.problem for c in cases)
+    cluster = None
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise InputError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc})") from exc
+    else:
+        n = max(1, workers or os.cpu_count() or 1)
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0", silence_logs=logging.ERROR)
+        client = distributed.Client(cluster)
+    try:
+        from .worker_setup import CaseWorkerSetup
+
+        client.register_plugin(CaseWorkerSetup(settings.options.device if needs_model else None))
+        if scheduler:
+            client.wait_for_workers(1, timeout=60)
+        nthreads = client.nthreads()
+        info = EngineInfo(scheduler=client.scheduler.address, dashboard=_dashboard(client), workers=len(nthreads),
+                          threads_per_worker=max(nthreads.values(), default=1), ready_s=time.perf_counter() - start)
+        if on_ready is not None:
+            on_ready(info)
+        futures = client.map(run_case, cases, settings=settings, key=[f"obmd-case-{c.case_id}" for c in cases],
+                             pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        records: list[dict[str, Any] | None] = [None] * len(cases)
+        bar = _progress_bar(len(cases), show_progress)
+        for future in distributed.as_completed(futures):
+            i = index[future.key]
+            try:
+                records[i] = future.result()
+            except Exception as exc:  # noqa: BLE001 - a task lost with its worker: recorded, the run goes on
+                records[i] = _failed_task_record(cases[i], exc)
+            bar.set_postfix_str(f"{records[i]['case_id']}: {records[i]['status']}", refresh=False)
+            bar.update(1)
+        bar.close()
+        return [r for r in records if r is not None], info
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _progress_bar(total: int, show: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="case", desc="cases", disable=not show, file=sys.stderr, dynamic_ncols=True)
