@@ -158,7 +158,7 @@ def _manifest_cases(path: Path) -> list[CaseInput]:
         case_id = row.get("id") or (_image_stem(ct) if _is_image(ct) else ct.name)
         base = CaseInput(case_id=_safe_id(case_id), ct=str(ct), seg=seg_path,
                          age=_number(row.get("age", ""), "age", where), sex=sex_code(sex))
-        if ct.is_dir() and not any(ct.glob("*" + s) for s in CT_SUFFIXES):
+        if ct.is_dir() and not any(_is_image(p) for p in ct.iterdir()):  # a DICOM folder or tree
             studies = _dicom_cases(ct, sorted(p for p in ct.rglob("*") if p.is_file() and not p.name.startswith(".")))
             if len(studies) > 1:
                 raise InputError(f"{where}: {ct} holds {len(studies)} DICOM studies; give one row per study folder")
