@@ -72,6 +72,7 @@ def _peak_rss_mb() -> float | None:
 
 def _record(case: CaseInput, status: str, seconds: float, **extra: Any) -> dict[str, Any]:
     return {"case_id": case.case_id, "status": status, "reason": None, "error": None, "seconds": round(seconds, 3),
+            "cpu_s": None,
             "ct": case.ct, "seg": case.seg, "series": case.series_description(), "input_hash": None,
             "folder": None, "resumed": False, "pid": os.getpid(), "worker_peak_rss_mb": _peak_rss_mb(), **extra}
 
@@ -116,7 +117,7 @@ def case_options(case: CaseInput, options: AnalysisOptions) -> AnalysisOptions:
 
 def run_case(case: CaseInput, settings: CaseSettings) -> dict[str, Any]:
     """Analyse one case into ``DIR/cases/<id>`` and return its record; never raises (but KeyboardInterrupt)."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if case.problem:
         return _record(case, STATUS_FAILED, 0.0, reason=case.problem, error="InputError")
     try:
@@ -143,7 +144,8 @@ def run_case(case: CaseInput, settings: CaseSettings) -> dict[str, Any]:
                       "series_choice": results.get("input", {}).get("series_choice") or case.series_choice,
                       "folder": f"{CASES_FOLDER}/{case.case_id}"}
             (staging / CASE_RECORD).write_text(json.dumps(stored, indent=1, default=str) + "\n")
-        return {**_record(case, stored["status"], seconds), **stored}
+        return {**_record(case, stored["status"], seconds), **stored,
+                "cpu_s": round(time.process_time() - cpu_start, 3)}  # this process's CPU time (benchmarks)
     except OBMDError as exc:
         return _record(case, STATUS_FAILED, time.perf_counter() - start, input_hash=digest,
                        error=type(exc).__name__, reason=str(exc))

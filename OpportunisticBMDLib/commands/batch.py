@@ -104,13 +104,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(cases)} cases from {len(args.inputs)} input(s)" + (" (resuming)" if args.resume else ""),
               flush=True)
 
+        ready_at: list[float] = []
+
         def ready(info) -> None:
+            ready_at.append(time.perf_counter())
             print(f"Dask scheduler {info.scheduler}: {info.workers} worker(s) x {info.threads_per_worker} thread(s), "
                   f"ready in {info.ready_s:.1f} s; dashboard: {info.dashboard or 'not available (pip install bokeh)'}",
                   flush=True)
 
         records, info = run_cases(cases, settings, workers=args.workers, scheduler=args.scheduler,
                                   show_progress=not args.quiet, on_ready=ready)
+        cases_s = time.perf_counter() - ready_at[0]  # the cases alone: from workers ready to the last record
         written = write_cohort(records, resolved)
         seconds = time.perf_counter() - start
         counts: dict[str, int] = {}
@@ -120,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         run_info = {"software": {"name": "OpportunisticBMD", "version": __version__},
                     "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                     "inputs": [str(i) for i in args.inputs], "options": asdict(options),
-                    "engine": vars(info), "seconds": round(seconds, 2), "counts": counts, "resumed": resumed,
+                    "engine": vars(info), "seconds": round(seconds, 2),
+                    "cases_s": round(cases_s, 2), "counts": counts, "resumed": resumed,
                     "cases": records}
         (resolved / "batch.json").write_text(json.dumps(run_info, indent=1, default=str) + "\n")
     finally:
