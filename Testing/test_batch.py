@@ -264,3 +264,22 @@ def test_a_missing_input_file_is_a_failed_record_not_an_exception(tmp_path):
     record = run_case(case, CaseSettings(options=AnalysisOptions(), out_dir=str(tmp_path / "out"),
                                          run_dir=str(tmp_path / "run")))
     assert record["status"] == "failed" and "ct.nii.gz" in record["reason"] and record["error"] == "InputError"
+
+
+def test_a_case_over_its_time_limit_is_recorded_as_timed_out(cohort_inputs, tmp_path):
+    """The worker's watchdog ends the worker process; the nanny starts another, the retried task finds the
+    time-out record: the case is timed_out, nothing half-written stays, the next case still runs."""
+    first, broken = cohort_inputs["rows"][0], cohort_inputs["rows"][-1]
+    manifest = tmp_path / "slow.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(first))
+        writer.writeheader()
+        writer.writerows([first, {**broken, "ct": str(cohort_inputs["root"] / broken["ct"])}])
+    out = tmp_path / "out"
+    proc = _obmd("batch", str(manifest), "--out", str(out), "--workers", "1", "--time-limit-s", "0.5", "--quiet")
+    rows = {r["id"]: r for r in _rows(out / "cohort.csv")}
+    assert rows["p1001"]["status"] == "timed_out" and "0.5 s time limit" in rows["p1001"]["reason"]
+    assert rows["broken"]["status"] == "failed"  # (fails in well under the limit)
+    assert "timed_out: p1001" in proc.stdout
+    assert not (out / "cases" / "p1001").exists() and not [p for p in (out / "cases").iterdir() if ".obmd-" in p.name]
+    assert not [p for p in out.iterdir() if p.name.startswith(".run-")]
