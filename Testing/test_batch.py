@@ -283,3 +283,20 @@ def test_a_case_over_its_time_limit_is_recorded_as_timed_out(cohort_inputs, tmp_
     assert "timed_out: p1001" in proc.stdout
     assert not (out / "cases" / "p1001").exists() and not [p for p in (out / "cases").iterdir() if ".obmd-" in p.name]
     assert not [p for p in out.iterdir() if p.name.startswith(".run-")]
+
+
+def test_bench_batch_figures_from_known_runs():
+    """Scaling efficiency and overhead from hand-made runs: 6 cases in 60 s on 1 worker (6/min), in 36 s on 2
+    (10/min) -> efficiency 10 / 12; 1-worker gaps 10 - 9 = 1 s per case, extra CPU 8.5 - 8.0 = 0.5 s."""
+    from OpportunisticBMDLib.benchmarks.batch import summarise
+
+    def run(workers, cases_s, in_worker_s, cpu_s):
+        return {"workers": workers, "n": 6, "cases_s": cases_s, "cases_per_min": 60.0 * 6 / cases_s,
+                "seconds_per_case_in_worker": in_worker_s, "cpu_s_per_case_in_worker": cpu_s}
+
+    figures = summarise([run(1, 60.0, 9.0, 8.5), run(2, 36.0, 11.0, 8.6)], [8.5] * 6, [8.0] * 6)
+    assert figures["scaling_efficiency"] == pytest.approx(10.0 / 12.0, abs=1e-3) and figures["scaling_met"]
+    assert figures["scheduling_gap_s_per_case"] == pytest.approx(1.0)
+    assert figures["extra_cpu_s_per_case"] == pytest.approx(0.5)
+    assert figures["overhead_s_per_case"] == pytest.approx(1.5) and not figures["overhead_met"]
+    assert figures["wall_difference_s_per_case"] == pytest.approx(1.5)
