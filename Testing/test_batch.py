@@ -300,3 +300,14 @@ def test_bench_batch_figures_from_known_runs():
     assert figures["extra_cpu_s_per_case"] == pytest.approx(0.5)
     assert figures["overhead_s_per_case"] == pytest.approx(1.5) and not figures["overhead_met"]
     assert figures["wall_difference_s_per_case"] == pytest.approx(1.5)
+
+
+@pytest.mark.skipif(not DICOM_SERIES.is_dir(), reason="shared DICOM series not present")
+def test_headers_read_in_chunks_merge_into_the_same_series():
+    """A large tree's headers are read in chunks on the workers; a series cut between two chunks is whole again."""
+    from OpportunisticBMDLib.batch.inputs import merge_series, scan_series
+
+    files = sorted(str(p) for p in (DICOM_SERIES / "series").iterdir())
+    (whole,) = scan_series(files)
+    (merged,) = merge_series([scan_series(files[:7]), scan_series(files[7:])])
+    assert merged == whole and merged.n_images == len(files)

@@ -1,4 +1,5 @@
-"""Cases spread over Dask workers: an embedded ``LocalCluster`` or an existing scheduler.
+"""Cases spread over Dask workers: an embedded ``LocalCluster`` or an existing scheduler (:class:`Engine`,
+which also reads a DICOM tree's headers on the workers: ``Engine.map``).
 
 Local default: one single-threaded worker process per core (``processes=True``, ``threads_per_worker=1``),
 so one case's crash or time-out ends one process, never the run. Every worker (local or remote, and a
@@ -72,45 +73,63 @@ def _failed_task_record(case: CaseInput, exc: BaseException) -> dict[str, Any]:
             "resumed": False}
 
 
-def run_cases(cases: list[CaseInput], settings: CaseSettings, workers: int | None = None,
-              scheduler: str | None = None, show_progress: bool = True,
-              on_ready: Callable[[EngineInfo], None] | None = None) -> tuple[list[dict[str, Any]], EngineInfo]:
-    """Records of every case (in ``cases`` order) and where they ran."""
-    distributed = _import_distributed()
-    start = time.perf_counter()
-    settings = replace(settings, exit_on_timeout=True)
-    needs_model = any(not c.seg and not c.problem for c in cases)
-    cluster = None
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    import dask
+class Engine:
+    """A Dask client on a LocalCluster it starts (``scheduler`` None) or on an existing scheduler; closed
+    (and the local cluster shut down) on leaving the ``with`` block."""
 
-    with dask.config.set(LOCAL_WORKER_CONFIG):
-        if not scheduler:
-            n = max(1, workers or os.cpu_count() or 1)
-            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                               dashboard_address=":0", silence_logs=logging.ERROR)
-        return _run_on(distributed, cluster, scheduler, cases, settings, needs_model, start, show_progress, on_ready)
+    def __init__(self, workers: int | None = None, scheduler: str | None = None) -> None:
+        self.workers = workers
+        self.scheduler = scheduler
+        self.start = time.perf_counter()
+        self._distributed = _import_distributed()
+        self._cluster = None
+        self._client = None
 
+    def __enter__(self) -> Engine:
+        import dask
 
-def _run_on(distributed, cluster, scheduler: str | None, cases: list[CaseInput], settings: CaseSettings,
-            needs_model: bool, start: float, show_progress: bool,
-            on_ready: Callable[[EngineInfo], None] | None) -> tuple[list[dict[str, Any]], EngineInfo]:
-    if scheduler:
-        try:
-            client = distributed.Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as exc:
-            raise InputError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc})") from exc
-    else:
-        client = distributed.Client(cluster)
-    try:
+        distributed = self._distributed
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        if self.scheduler:
+            try:
+                self._client = distributed.Client(self.scheduler, timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                raise InputError(f"--scheduler {self.scheduler}: no Dask scheduler answers there ({exc})") from exc
+            self._client.wait_for_workers(1, timeout=120)
+        else:
+            n = max(1, self.workers or os.cpu_count() or 1)
+            with dask.config.set(LOCAL_WORKER_CONFIG):  # read by the nannies as they start their workers
+                self._cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                                         dashboard_address=":0", silence_logs=logging.ERROR,
+                                                         config=LOCAL_WORKER_CONFIG)
+            self._client = distributed.Client(self._cluster)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def map(self, function: Callable, items: list) -> list:
+        """``[function(item) for item in items]`` on the workers (an inputs.Mapper: DICOM headers)."""
+        if not items:
+            return []
+        return self._client.gather(self._client.map(function, items, pure=False))
+
+    def run_cases(self, cases: list[CaseInput], settings: CaseSettings, show_progress: bool = True,
+                  on_ready: Callable[[EngineInfo], None] | None = None) -> tuple[list[dict[str, Any]], EngineInfo]:
+        """Records of every case (in ``cases`` order) and where they ran."""
         from .worker_setup import CaseWorkerSetup
 
+        client = self._client
+        settings = replace(settings, exit_on_timeout=True)
+        needs_model = any(not c.seg and not c.problem for c in cases)
         client.register_plugin(CaseWorkerSetup(settings.options.device if needs_model else None))
-        if scheduler:
-            client.wait_for_workers(1, timeout=60)
         nthreads = client.nthreads()
         info = EngineInfo(scheduler=client.scheduler.address, dashboard=_dashboard(client), workers=len(nthreads),
-                          threads_per_worker=max(nthreads.values(), default=1), ready_s=time.perf_counter() - start)
+                          threads_per_worker=max(nthreads.values(), default=1),
+                          ready_s=time.perf_counter() - self.start)
         if on_ready is not None:
             on_ready(info)
         futures = client.map(run_case, cases, settings=settings, key=[f"obmd-case-{c.case_id}" for c in cases],
@@ -118,7 +137,7 @@ def _run_on(distributed, cluster, scheduler: str | None, cases: list[CaseInput],
         index = {f.key: i for i, f in enumerate(futures)}
         records: list[dict[str, Any] | None] = [None] * len(cases)
         bar = _progress_bar(len(cases), show_progress)
-        for future in distributed.as_completed(futures):
+        for future in self._distributed.as_completed(futures):
             i = index[future.key]
             try:
                 records[i] = future.result()
@@ -128,10 +147,6 @@ def _run_on(distributed, cluster, scheduler: str | None, cases: list[CaseInput],
             bar.update(1)
         bar.close()
         return [r for r in records if r is not None], info
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def _progress_bar(total: int, show: bool):

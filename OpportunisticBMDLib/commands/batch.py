@@ -75,10 +75,8 @@ def _options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..batch.case import CaseSettings
     from ..batch.cohort import write_cohort
-    from ..batch.engine import run_cases
-    from ..batch.inputs import find_cases
+    from ..batch.engine import Engine
     from ..errors import InputError
     from ..output_folder import acquire_lock
 
@@ -90,31 +88,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     resolved = check_batch_folder(out, args.inputs)
     options = _options(args)
-    cases = find_cases(args.inputs)
-    if not cases:
-        raise InputError("no cases found in " + ", ".join(args.inputs))
     resolved.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(resolved, out)
     run_dir = resolved / f".run-{os.getpid()}"
     try:
         marker = {"software": "OpportunisticBMD", "version": __version__}
         (resolved / BATCH_MARKER).write_text(json.dumps(marker) + "\n")
-        settings = CaseSettings(options=options, out_dir=str(resolved), run_dir=str(run_dir),
-                                time_limit_s=args.time_limit_s, resume=args.resume)
-        print(f"{len(cases)} cases from {len(args.inputs)} input(s)" + (" (resuming)" if args.resume else ""),
-              flush=True)
-
-        ready_at: list[float] = []
-
-        def ready(info) -> None:
-            ready_at.append(time.perf_counter())
-            print(f"Dask scheduler {info.scheduler}: {info.workers} worker(s) x {info.threads_per_worker} thread(s), "
-                  f"ready in {info.ready_s:.1f} s; dashboard: {info.dashboard or 'not available (pip install bokeh)'}",
-                  flush=True)
-
-        records, info = run_cases(cases, settings, workers=args.workers, scheduler=args.scheduler,
-                                  show_progress=not args.quiet, on_ready=ready)
-        cases_s = time.perf_counter() - ready_at[0]  # the cases alone: from workers ready to the last record
+        with Engine(workers=args.workers, scheduler=args.scheduler) as engine:
+            records, info, cases_s = _run(engine, args, options, resolved, run_dir)
         written = write_cohort(records, resolved)
         seconds = time.perf_counter() - start
         counts: dict[str, int] = {}
@@ -138,3 +119,28 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {r['status']}: {r['case_id']}: {r.get('reason')}")
     print("wrote " + ", ".join(str(resolved / name) for name in written))
     return 0
+
+
+def _run(engine, args: argparse.Namespace, options, resolved: Path, run_dir: Path) -> tuple[list, object, float]:
+    """Find the cases (DICOM headers read on the workers) and run them: (records, engine info, seconds of
+    the cases alone, from the workers ready to the last record)."""
+    from ..batch.case import CaseSettings
+    from ..batch.inputs import find_cases
+    from ..errors import InputError
+
+    cases = find_cases(args.inputs, mapper=engine.map)
+    if not cases:
+        raise InputError("no cases found in " + ", ".join(args.inputs))
+    settings = CaseSettings(options=options, out_dir=str(resolved), run_dir=str(run_dir),
+                            time_limit_s=args.time_limit_s, resume=args.resume)
+    print(f"{len(cases)} cases from {len(args.inputs)} input(s)" + (" (resuming)" if args.resume else ""), flush=True)
+    ready_at: list[float] = []
+
+    def ready(info) -> None:
+        ready_at.append(time.perf_counter())
+        print(f"Dask scheduler {info.scheduler}: {info.workers} worker(s) x {info.threads_per_worker} thread(s), "
+              f"ready in {info.ready_s:.1f} s; dashboard: {info.dashboard or 'not available (pip install bokeh)'}",
+              flush=True)
+
+    records, info = engine.run_cases(cases, settings, show_progress=not args.quiet, on_ready=ready)
+    return records, info, time.perf_counter() - ready_at[0]
