@@ -311,3 +311,15 @@ def test_headers_read_in_chunks_merge_into_the_same_series():
     (whole,) = scan_series(files)
     (merged,) = merge_series([scan_series(files[:7]), scan_series(files[7:])])
     assert merged == whole and merged.n_images == len(files)
+
+
+def test_output_folder_inside_the_inputs_or_foreign_is_refused_before_anything_runs(cohort_inputs, tmp_path, capsys):
+    inside = cohort_inputs["root"] / "results"
+    assert cli.main(["batch", str(cohort_inputs["root"]), "--out", str(inside)]) == 2
+    assert "inside the input" in capsys.readouterr().err and not inside.exists()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert cli.main(["batch", str(cohort_inputs["manifest"]), "--out", str(foreign)]) == 2
+    assert "not an obmd batch folder" in capsys.readouterr().err
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
