@@ -26,6 +26,8 @@ from typing import Any
 
 from .common import add_json_option, write_json
 
+# Below this CPU/wall share inside the workers, other jobs took part of the cores: figures flagged disturbed.
+UNDISTURBED_CORE_SHARE = 0.85
 SCALING_TARGET = 0.8  # issue 17: throughput(2 workers) / (2 x throughput(1 worker))
 OVERHEAD_TARGET_S = 1.0  # issue 17: batch machinery per case over `obmd analyze`
 
@@ -71,6 +73,9 @@ def run_batch(inputs: Path, out: Path, workers: int) -> dict[str, Any]:
             "cases_per_min": round(60.0 * n / run["cases_s"], 3), "cases_per_min_end_to_end": round(60.0 * n / wall, 3),
             "seconds_per_case_in_worker": round(sum(r["seconds"] or 0 for r in run["cases"]) / n, 3),
             "cpu_s_per_case_in_worker": round(sum(cpu) / len(cpu), 3) if cpu else None,
+            # CPU / wall inside the case function: ~1 when each worker had its core, less when other jobs took it
+            "core_share_in_worker": round(sum(cpu) / sum(r["seconds"] for r in run["cases"] if r.get("cpu_s")), 3)
+            if cpu else None,
             "peak_memory_per_worker_mb": round(max(peaks), 1) if peaks else None,
             # other jobs on the machine: 1-minute load average before and after (more than the cores: disturbed)
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
@@ -146,9 +151,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"{workers} worker(s): {result['cases_per_min']:.2f} cases/min while running "
                   f"({result['cases_per_min_end_to_end']:.2f} end to end, start-up {result['ready_s']:.1f} s), "
                   f"peak {result['peak_memory_per_worker_mb']} MB per worker, {result['counts']}", flush=True)
+            share = result["core_share_in_worker"]
+            if share is not None and share < UNDISTURBED_CORE_SHARE:
+                print(f"  disturbed: the workers had {share:.2f} of a core each (other jobs); rerun on a quiet machine")
         direct, direct_cpu = direct_seconds(cts, root / "direct")
     figures = summarise(runs, direct, direct_cpu)
-    figures.update(n=args.n, seed=args.seed, workers=args.workers)
+    figures.update(n=args.n, seed=args.seed, workers=args.workers,
+                   disturbed=any((r["core_share_in_worker"] or 1.0) < UNDISTURBED_CORE_SHARE for r in runs))
     print(f"direct analysis: {figures['direct_seconds_per_case']:.2f} s per case")
     if "overhead_s_per_case" in figures:
         print(f"batch machinery overhead: {figures['overhead_s_per_case']:+.2f} s per case (gaps between cases "
