@@ -16,6 +16,11 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # heavy imports only inside run (obmd --help stays fast)
+    from ..batch.engine import Engine, EngineInfo
+    from ..pipeline import AnalysisOptions
 
 BATCH_MARKER = ".obmd-batch"  # in DIR: this folder is an obmd batch output (resumable, ours to write into)
 
@@ -64,7 +69,7 @@ def check_batch_folder(out: Path, inputs: list[str]) -> Path:
     return resolved
 
 
-def _options(args: argparse.Namespace):
+def _options(args: argparse.Namespace) -> AnalysisOptions:
     from ..calibration import check_options
     from ..pipeline import AnalysisOptions
 
@@ -121,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(engine, args: argparse.Namespace, options, resolved: Path, run_dir: Path) -> tuple[list, object, float]:
+def _run(engine: Engine, args: argparse.Namespace, options: AnalysisOptions, resolved: Path,
+         run_dir: Path) -> tuple[list[dict], EngineInfo, float]:
     """Find the cases (DICOM headers read on the workers) and run them: (records, engine info, seconds of
     the cases alone, from the workers ready to the last record)."""
     from ..batch.case import CaseSettings
@@ -136,7 +142,7 @@ def _run(engine, args: argparse.Namespace, options, resolved: Path, run_dir: Pat
     print(f"{len(cases)} cases from {len(args.inputs)} input(s)" + (" (resuming)" if args.resume else ""), flush=True)
     ready_at: list[float] = []
 
-    def ready(info) -> None:
+    def ready(info: EngineInfo) -> None:
         ready_at.append(time.perf_counter())
         print(f"Dask scheduler {info.scheduler}: {info.workers} worker(s) x {info.threads_per_worker} thread(s), "
               f"ready in {info.ready_s:.1f} s; dashboard: {info.dashboard or 'not available (pip install bokeh)'}",
