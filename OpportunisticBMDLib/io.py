@@ -139,16 +139,24 @@ def _read_dicom_series(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     else:  # one series, or an anonymised export without series UIDs: the series with the most slices
         files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series_ids}
         files = files_per_series[max(files_per_series, key=lambda sid: len(files_per_series[sid]))]
-    reader.SetFileNames(files)
+    extra: dict[str, Any] = {"n_series_in_folder": len(series_ids)}
+    if choice is not None:
+        extra["series_choice"] = choice.as_dict()
+    return _read_dicom_files(files, path, extra)
+
+
+def _read_dicom_files(files: list[str] | tuple[str, ...], path: Path,
+                      extra: dict[str, Any]) -> tuple[sitk.Image, dict[str, Any]]:
+    """One DICOM series from its files (``path`` names it in messages); ``extra`` joins its metadata."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(files))
     reader.MetaDataDictionaryArrayUpdateOn()
     reader.LoadPrivateTagsOff()
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{path}: DICOM series could not be read ({exc.args[0].splitlines()[0]})") from exc
-    meta: dict[str, Any] = {"format": "dicom", "n_files": len(files), "n_series_in_folder": len(series_ids)}
-    if choice is not None:
-        meta["series_choice"] = choice.as_dict()
+    meta: dict[str, Any] = {"format": "dicom", "n_files": len(files), **extra}
     for name, tag in DICOM_TAGS.items():
         if reader.HasMetaDataKey(0, tag):
             meta[name] = reader.GetMetaData(0, tag).strip()
@@ -281,6 +289,43 @@ def read_ct(path: str | os.PathLike[str]) -> Volume:
     """Read and validate a CT in HU; raises :class:`InputError` with one clear line otherwise."""
     path = Path(path)
     image, meta = read_image(path)
+    return _checked_ct(image, meta, path)
+
+
+def read_ct_series(files: list[str] | tuple[str, ...], series_choice: dict[str, Any] | None = None) -> Volume:
+    """Read and validate one DICOM series given by its files (a series chosen in a tree by
+    :mod:`.dicom_series`), with :func:`read_ct`'s checks; ``series_choice`` is recorded as
+    ``input.series_choice``. The volume's path is the series' folder."""
+    if not files:
+        raise InputError("no DICOM files given for the series")
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise InputError(f"{missing[0]}: no such file ({len(missing)} of the series' {len(files)} files missing)")
+    folder = Path(os.path.commonpath([str(Path(f).parent) for f in files]))
+    extra: dict[str, Any] = {"series_choice": series_choice} if series_choice is not None else {}
+    image, meta = _read_dicom_files(_sorted_along_normal(files), folder, extra)
+    return _checked_ct(image, meta, folder)
+
+
+def _sorted_along_normal(files: list[str] | tuple[str, ...]) -> list[str]:
+    """The files in slice order (position along the slice normal), as GDCM orders a folder's series;
+    their own order when a header lacks position or orientation (the reader's checks then speak)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    keys = []
+    for name in files:
+        try:
+            ds = pydicom.dcmread(name, stop_before_pixels=True,
+                                 specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
+            row_col = np.asarray(ds.ImageOrientationPatient, float)
+            keys.append(float(np.dot(np.cross(row_col[:3], row_col[3:]), np.asarray(ds.ImagePositionPatient, float))))
+        except (AttributeError, ValueError, TypeError, OSError, InvalidDicomError):
+            return list(files)
+    return [name for _, name in sorted(zip(keys, files, strict=True))]
+
+
+def _checked_ct(image: sitk.Image, meta: dict[str, Any], path: Path) -> Volume:
     image = _squeeze_to_3d(image, path)
     _check_geometry(image, meta, path)
     volume = volume_from_sitk(image, meta)

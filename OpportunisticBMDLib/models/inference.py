@@ -44,6 +44,11 @@ def _cached_model(name: str, directory: str | None, device: str) -> tuple[torch.
     return load_model(name, Path(directory) if directory else None, device=device)
 
 
+def warm_up(device: str = "cpu", model: str = DEFAULT_MODEL) -> None:
+    """Load the model into this process's cache now (a batch worker before its first case)."""
+    _cached_model(model, None, str(resolve_device(device)))
+
+
 def predict_model_grid(ct: Volume, net: torch.nn.Module, spacing_mm: float, device: torch.device,
                        progress: Progress = no_progress, x: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, np.ndarray, tuple[int, int, int]]:
