@@ -19,13 +19,13 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import OBMDError
 from ..output_folder import LOCK_SUFFIX, TEMP_INFIX, staged_output
-from ..pipeline import AnalysisOptions
+from ..settings import AnalysisOptions
 from . import DEFAULT_TIME_LIMIT_S
 from .inputs import CaseInput
 from .resume import CASE_RECORD, completed_record, input_hash
@@ -50,7 +50,7 @@ class CaseSettings:
 
     def hashed_settings(self) -> dict[str, Any]:
         """The settings that change a case's results (part of its resume hash)."""
-        return asdict(self.options)
+        return self.options.as_dict()
 
 
 def case_folder(out_dir: str | Path, case_id: str) -> Path:
@@ -100,12 +100,14 @@ def _arm_watchdog(case: CaseInput, settings: CaseSettings, digest: str) -> threa
 
 def _analyze_into(case: CaseInput, options: AnalysisOptions, staging: Path) -> dict[str, Any]:
     from ..io import read_ct, read_ct_series, read_labels
-    from ..pipeline import analyze, write_outputs
+    from ..pipeline import analyze
+    from ..report_folder import write_report_folder
 
     ct = read_ct_series(case.dicom_files, case.series_choice) if case.dicom_files else read_ct(case.ct)
     labels = read_labels(case.seg, like=ct) if case.seg else None
     result = analyze(ct, labels, options)
-    write_outputs(result, ct, staging)
+    # the folder `obmd analyze` writes (results, masks, report.pdf; dicom/ for a DICOM series)
+    write_report_folder(result, ct, staging, source_files=case.dicom_files or ())
     return result.results
 
 

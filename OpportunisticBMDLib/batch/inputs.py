@@ -26,7 +26,8 @@ from pathlib import Path
 
 from .. import dicom_series
 from ..errors import InputError
-from ..io import CT_SUFFIXES, age_years, sex_code
+from ..header import age_years, sex_code
+from ..io import CT_SUFFIXES
 from ..output_folder import MARKER_NAME
 
 CT_STEM = "ct"  # ct.nii.gz & co: the one CT of its folder

@@ -88,7 +88,9 @@ def direct_seconds(cts: list[Path], out: Path) -> tuple[list[float], list[float]
     from ..io import read_ct
     from ..models.inference import warm_up
     from ..output_folder import staged_output
-    from ..pipeline import AnalysisOptions, analyze, write_outputs
+    from ..pipeline import analyze
+    from ..report_folder import write_report_folder
+    from ..settings import AnalysisOptions
 
     torch.set_num_threads(1)  # as in a batch worker
     warm_up("cpu")
@@ -97,7 +99,7 @@ def direct_seconds(cts: list[Path], out: Path) -> tuple[list[float], list[float]
         start, cpu_start = time.perf_counter(), time.process_time()
         with staged_output(out / ct_path.parent.name, [ct_path]) as staging:
             ct = read_ct(ct_path)
-            write_outputs(analyze(ct, None, AnalysisOptions()), ct, staging)
+            write_report_folder(analyze(ct, None, AnalysisOptions()), ct, staging)
         seconds.append(time.perf_counter() - start)
         cpu.append(time.process_time() - cpu_start)
     return seconds, cpu

@@ -14,20 +14,19 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # heavy imports only inside run (obmd --help stays fast)
     from ..batch.engine import Engine, EngineInfo
-    from ..pipeline import AnalysisOptions
+    from ..settings import AnalysisOptions
 
 BATCH_MARKER = ".obmd-batch"  # in DIR: this folder is an obmd batch output (resumable, ours to write into)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from .. import calibration, settings
     from ..batch import DEFAULT_TIME_LIMIT_S
-    from .analyze import CALIBRATION_HELP
 
     parser = subparsers.add_parser("batch", help="analyse many CTs (folders, DICOM trees, a CSV manifest) on Dask",
                                    description=__doc__.split("\n\n")[0])
@@ -44,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--time-limit-s", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="S",
                         help=f"per-case time limit (default {DEFAULT_TIME_LIMIT_S:g} s); a case over it is "
                         "recorded as timed_out")
-    parser.add_argument("--calibration", default="auto", metavar="METHOD", help=CALIBRATION_HELP)
-    parser.add_argument("--device", default="cpu", help="device for the segmentation models: cpu | cuda")
+    # every `obmd analyze` analysis flag, for all cases (a manifest's age/sex columns override --age/--sex)
+    settings.add_arguments(parser, list(calibration.CALIBRATIONS), calibration.cli_help())
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -71,9 +70,9 @@ def check_batch_folder(out: Path, inputs: list[str]) -> Path:
 
 def _options(args: argparse.Namespace) -> AnalysisOptions:
     from ..calibration import check_options
-    from ..pipeline import AnalysisOptions
+    from ..settings import AnalysisOptions
 
-    options = AnalysisOptions(calibration=args.calibration, device=args.device)
+    options = AnalysisOptions.from_args(args)
     check_options(options)
     return options
 
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         resumed = sum(1 for r in records if r.get("resumed"))
         run_info = {"software": {"name": "OpportunisticBMD", "version": __version__},
                     "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                    "inputs": [str(i) for i in args.inputs], "options": asdict(options),
+                    "inputs": [str(i) for i in args.inputs], "options": options.as_dict(),
                     "engine": vars(info), "seconds": round(seconds, 2),
                     "cases_s": round(cases_s, 2), "counts": counts, "resumed": resumed,
                     "cases": records}
