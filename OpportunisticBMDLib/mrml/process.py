@@ -55,8 +55,18 @@ def kill_process_tree(pid: int, timeout_s: float = 10.0) -> list[int]:
             process.kill()
         except psutil.NoSuchProcess:
             pass
-    _gone, alive = psutil.wait_procs(tree, timeout=timeout_s)
+    # Our own children are left to their subprocess.Popen to reap: psutil would collect their exit status
+    # first, and Popen's wait would then read "no such child" as exit status 0 (a cancel looking like success).
+    others = [p for p in tree if not _is_own_child(p)]
+    _gone, alive = psutil.wait_procs(others, timeout=timeout_s)
     return [p.pid for p in alive]
+
+
+def _is_own_child(process: psutil.Process) -> bool:
+    try:
+        return process.ppid() == os.getpid()
+    except psutil.Error:
+        return False
 
 
 def _children(process: psutil.Process) -> list[psutil.Process]:
