@@ -50,6 +50,12 @@ HIP_BLOCKING_CODES = frozenset({"hip_shaft_not_in_view", "hip_head_outside_fov",
 # ~0.20 g/cm2 on the NHANES III young-adult scale (0.858 +- 0.120; severe osteoporosis reads ~0.45), +5 SD
 # ~1.46 g/cm2 (design choice: outside both, the calibration or the segmentation is wrong, not the bone).
 T_SCORE_PLAUSIBLE = (-5.5, 5.0)
+# The two levels of a summary differ by little in one patient (QCT averages two levels for precision, not
+# because they differ: both lie on one marrow); far apart, one ROI is not that marrow (cortex, a sclerotic
+# focus, a misplaced label) and no mean of the two can be backed. Design choice: beyond 40 mg/cm3 (half the
+# ACR osteopenia band) AND 30 % of their mean -- the user-trial case read L1 77 / L2 143 (truth 70 / 70).
+LEVELS_DISAGREE_MG_CM3 = 40.0
+LEVELS_DISAGREE_FRACTION = 0.3
 
 
 def _reason(code: str, message: str) -> dict[str, str]:
@@ -185,6 +191,7 @@ def summarize(levels: dict[str, dict[str, Any]], calibrated: bool,
     else:
         note = (f"only {used[0]} is valid: its value is given, but no category (ACR categories are for the "
                 "mean of two vertebrae)")
+    withheld = list(withheld or []) + _levels_disagree(levels, used, calibrated)
     if withheld:
         summary["withheld_note"] = "vBMD and category withheld: " + "; ".join(r["message"] for r in withheld)
         summary["withheld_reasons"] = [r["code"] for r in withheld]
@@ -205,6 +212,21 @@ def summarize(levels: dict[str, dict[str, Any]], calibrated: bool,
         note += "; not calibrated: HU only, no vBMD category (HU thresholds are not ACR vBMD categories)"
     summary["note"] = note
     return summary
+
+
+def _levels_disagree(levels: dict[str, dict[str, Any]], used: list[str], calibrated: bool) -> list[dict[str, str]]:
+    """The summary pair's reason to be withheld when its two levels are too far apart to average."""
+    if not calibrated or len(used) != 2:
+        return []
+    values = [levels[lvl].get("vbmd_mg_cm3") for lvl in used]
+    if None in values:
+        return []
+    gap = abs(values[0] - values[1])
+    if gap > LEVELS_DISAGREE_MG_CM3 and gap > LEVELS_DISAGREE_FRACTION * float(np.mean(values)):
+        return [_reason("levels_disagree", f"{used[0]} {values[0]:.0f} and {used[1]} {values[1]:.0f} mg/cm3 differ by "
+                        f"{gap:.0f} (> {LEVELS_DISAGREE_MG_CM3:.0f} and > {LEVELS_DISAGREE_FRACTION:.0%} of their "
+                        "mean): one ROI is not trabecular bone; check both levels")]
+    return []
 
 
 def finalize(results: dict[str, Any]) -> dict[str, Any]:

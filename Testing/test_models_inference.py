@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,21 @@ def test_levels_named_with_keypoints_on_the_spine(phantom_and_prediction):
         # every keypoint lies within 15 mm of a true vertebra voxel
         nearest_mm = np.min(np.linalg.norm((spine_idx - kji) * np.asarray(phantom.ct.spacing_mm), axis=1))
         assert nearest_mm < 15.0, (level, nearest_mm)
+
+
+def test_model_roi_with_cortex_is_not_averaged_into_a_category(tmp_path):
+    """User trial: a 3 mm digital patient (vBMD 70 at every level) through the model read L2 143 (cortex
+    left after a reduced erosion) and 'osteopenia'; the skewed ROI must leave the summary (truth category:
+    osteoporosis)."""
+    from OpportunisticBMDLib.cli import main
+
+    patient, out = tmp_path / "p3", tmp_path / "out"
+    assert main(["phantom", "--seed", "3", "--region", "spine", "--spacing-mm", "3", "3", "3", "--bmd", "70",
+                 "--no-hip-truth", "--out", str(patient)]) == 0
+    assert main(["analyze", str(patient / "ct.nii.gz"), "--out", str(out), "--quiet"]) in (0, 3)
+    results = json.loads((out / "results.json").read_text())
+    summary = results["spine"]["summary"]
+    assert summary["category"] in (None, "osteoporosis")
+    for level in summary["levels_used"]:
+        entry = results["spine"]["levels"][level]
+        assert abs(entry["trabecular_hu_mean"] - entry["trabecular_hu_median"]) <= 25.0

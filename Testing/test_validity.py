@@ -147,3 +147,26 @@ def test_model_labels_are_never_read_as_totalsegmentator_ids() -> None:
     assert given.metadata["source_schema"] == "totalsegmentator-total"
     model = prepare_labels(ct.like(array.copy(), source="model", source_schema=MODEL_LABELS_SOURCE), ct)
     assert np.array_equal(model.array, array)
+
+
+def test_levels_too_far_apart_back_no_mean_and_no_category() -> None:
+    """L1 77 / L2 143 (the user-trial model case; truth 70 / 70): no mean of the two can be backed."""
+    r = validity.finalize(_results({"L1": _level(77.0, 66.0), "L2": _level(143.0, 149.0)}))
+    s = r["spine"]["summary"]
+    assert s["vbmd_mg_cm3"] is None and s["category"] is None and s["withheld_reasons"] == ["levels_disagree"]
+    assert r["status"] == "not_measurable"
+    close = validity.finalize(_results({"L1": _level(100.0, 120.0), "L2": _level(135.0, 160.0)}))  # 35 apart
+    assert close["spine"]["summary"]["category"] == "osteopenia"
+
+
+def test_a_skewed_roi_leaves_the_summary() -> None:
+    """Mean far above the median: cortex in the ROI (qc.level_flags), the level is not valid."""
+    from OpportunisticBMDLib import qc
+
+    skewed = {"trabecular_hu_mean": 148.6, "trabecular_hu_median": 79.5, "trabecular_hu_sd": 142.4,
+              "voxel_count": 72, "roi_volume_mm3": 1944.0}
+    assert "roi_skewed" in {f["code"] for f in qc.level_flags("L2", skewed)}
+    noisy = {"trabecular_hu_mean": 122.5, "trabecular_hu_median": 108.0, "trabecular_hu_sd": 77.6,  # real CT L1
+             "voxel_count": 848, "roi_volume_mm3": 22896.0}
+    assert "roi_skewed" not in {f["code"] for f in qc.level_flags("L1", noisy)}
+    assert "roi_skewed" in qc.EXCLUDING_CODES
