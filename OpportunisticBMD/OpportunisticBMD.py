@@ -36,6 +36,7 @@ if os.path.isdir(os.path.join(_SOURCE_ROOT, "OpportunisticBMDLib")) and _SOURCE_
     sys.path.append(_SOURCE_ROOT)
 
 from OpportunisticBMDLib.calibration import CALIBRATIONS  # noqa: E402  (after the path above)
+from OpportunisticBMDLib.settings import DEFAULT_CALIBRATION  # noqa: E402
 
 CALIBRATION_METHODS = list(CALIBRATIONS)
 
@@ -81,7 +82,7 @@ def registerSampleData():
 class OpportunisticBMDParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     inputSegmentation: vtkMRMLSegmentationNode
-    calibrationMethod: Annotated[str, Choice(CALIBRATION_METHODS)] = "auto"
+    calibrationMethod: Annotated[str, Choice(CALIBRATION_METHODS)] = DEFAULT_CALIBRATION
     phantomSlope: Annotated[float, WithinRange(0.0, 10.0)] = 1.0  # mg/cm3 per HU
     phantomIntercept: Annotated[float, WithinRange(-500.0, 500.0)] = 0.0  # mg/cm3
     psoasFatPercent: Annotated[float, WithinRange(-1.0, 50.0)] = -1.0  # below 0: typical for the age
@@ -203,8 +204,8 @@ class OpportunisticBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.recomputeButton.enabled = haveRois and not busy
         self.ui.saveReportButton.enabled = self._lastResult is not None and not busy
         self.ui.exportTrainingCaseButton.enabled = bool(p and p.inputVolume and self._labelsNode()) and not busy
-        self.ui.phantomSlopeSpinBox.enabled = bool(p and p.calibrationMethod == "phantom")
-        self.ui.phantomInterceptSpinBox.enabled = bool(p and p.calibrationMethod == "phantom")
+        self.ui.phantomSlopeSpinBox.enabled = bool(p and CALIBRATIONS[p.calibrationMethod].needs_phantom_line)
+        self.ui.phantomInterceptSpinBox.enabled = bool(p and CALIBRATIONS[p.calibrationMethod].needs_phantom_line)
 
     def _labelsNode(self):
         p = self._parameterNode
@@ -412,7 +413,8 @@ class OpportunisticBMDLogic(ScriptedLoadableModuleLogic):
         return True
 
     def _options(self, p):
-        params = {"slope": p.phantomSlope, "intercept": p.phantomIntercept} if p.calibrationMethod == "phantom" else {}
+        needs_line = CALIBRATIONS[p.calibrationMethod].needs_phantom_line
+        params = {"slope": p.phantomSlope, "intercept": p.phantomIntercept} if needs_line else {}
         from OpportunisticBMDLib.mrml.options import composition_params
 
         params.update(composition_params(p.psoasFatPercent, p.marrowFatPercent))

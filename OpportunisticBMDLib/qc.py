@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .calibration import CALIBRATIONS
 from .calibration.composition import REFERENCE_KVP, muscle_fat_densities
+from .calibration.registry import LINE_FROM_PAD, LINE_FROM_PHANTOM, methods_with_line_from
 from .labels import LABELS
 from .spine import FRACTURE_HEIGHT_LOSS, MIN_ROI_VOLUME_MM3
 from .volume import Volume
@@ -94,9 +96,10 @@ TOO_THICK_SLICE_BIAS_MG_CM3 = 17.0  # contiguous 10 mm, digital patients (real C
 # +19.3 (paraspinal 21 HU vs psoas 36 HU: real paraspinals are fattier); internal-multi, which weights the
 # muscle least, +0.3 +- 0.3 (real CT +1.2). The stated SD is ~7 mg/cm3: the real CT's bias is ~3 SD, the
 # digital patients' about 1 SD, so the muscle-fat category is withheld. The stated figure is the real CT's
-# (real anatomy; the digital patients' paraspinal fat is assumed, not measured).
-PARASPINAL_BIAS_MG_CM3 = {"muscle-fat": 19.0, "internal-multi": 1.0}
-PARASPINAL_BIAS_PHANTOM_MG_CM3 = {"muscle-fat": (7.0, -7.0, 15.0), "internal-multi": (0.3, -0.4, 0.6)}  # mean, min, max
+# (real anatomy; the digital patients' paraspinal fat is assumed, not measured). Each method registers its
+# figures (``paraspinal_bias_mg_cm3`` in calibration/muscle_fat.py, internal_multi.py); a bias above the stated
+# SD withholds the category.
+PARASPINAL_WITHHOLD_ABOVE_MG_CM3 = 7.0  # the summary's stated 1 SD (muscle-fat, ~7 mg/cm3)
 # Scan-level codes that withhold the spine summary's vBMD and ACR category (validity.spine_blockers; the
 # per-level numbers stay in results.json for review): their expected bias exceeds the summary's stated SD
 # (measurements above).
@@ -202,7 +205,7 @@ def calibration_flags(calibration: dict[str, Any], fat_thickness_mm: float | Non
 # patient's composition moves them by ~10 mg/cm3 (psoas fat SD 2.9 %, Sollmann 2020; fat -80..-120 HU under a
 # ~0.7 slope); more than 50 mg/cm3 off means a mistyped line or a wrong phantom file (design choice).
 LINE_TISSUE_TOLERANCE_MG_CM3 = 50.0
-EXTERNAL_LINE_METHODS = ("phantom", "inscan")
+EXTERNAL_LINE_METHODS = methods_with_line_from(LINE_FROM_PHANTOM, LINE_FROM_PAD)
 
 
 def line_tissue_flags(calibration: dict[str, Any]) -> list[dict[str, str]]:
@@ -317,17 +320,18 @@ def slice_thickness_flags(ct: Volume, erosion_radius_mm: float) -> list[dict[str
 
 def muscle_reference_flags(source: str | None, method: str | None) -> list[dict[str, Any]]:
     """The muscle ROI is not psoas (``source`` from :func:`rois.muscle_source`): a warning stating the
-    expected bias, blocking the category for ``muscle-fat`` (see :data:`PARASPINAL_BIAS_MG_CM3`)."""
+    expected bias (the method's registered ``paraspinal_bias_mg_cm3``), blocking the category when that bias
+    exceeds the stated SD (:data:`PARASPINAL_WITHHOLD_ABOVE_MG_CM3`)."""
     if source is None or source == "psoas":
         return []
     what = f"muscle reference is {source} muscle, not psoas (psoas absent or too small here)"
-    if method not in PARASPINAL_BIAS_MG_CM3:
+    registered = CALIBRATIONS.get(method or "")
+    if registered is None or registered.paraspinal_bias_mg_cm3 is None:
         return [flag("muscle_not_psoas_unused", "info", f"{what}; the {method} calibration does not use it")]
-    bias = PARASPINAL_BIAS_MG_CM3[method]
-    mean, low, high = PARASPINAL_BIAS_PHANTOM_MG_CM3[method]
+    bias, (mean, low, high) = registered.paraspinal_bias_mg_cm3
     measured = (f"expected vBMD bias {bias:+.0f} mg/cm3 (measured with paraspinal muscle: a real CT; digital "
                 f"patients {mean:+.0f}, {low:+.0f} to {high:+.0f})")
-    if method == "muscle-fat":
+    if abs(bias) > PARASPINAL_WITHHOLD_ABOVE_MG_CM3:
         return [_with_bias(flag("muscle_not_psoas", "warning",
                                 f"{what}: it holds more fat than the psoas the line assumes; {measured}, above the "
                                 "stated SD: category withheld"), bias)]

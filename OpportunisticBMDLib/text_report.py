@@ -51,7 +51,7 @@ def print_report(results: dict, stream: TextIO | None = None) -> None:
         line += f"; fat {c['fat_hu']:.1f} HU"
         if c.get("fat_density_mg_cm3") is not None:
             line += f" = {c['fat_density_mg_cm3']:.1f} mg/cm3"
-    if c["method"] == "inscan" and details.get("rods"):
+    if c["method"] in PAD_METHODS and details.get("rods"):
         rods = ", ".join(f"{r['nominal_mg_cm3']:g}: {r['hu']:.1f}" for r in details["rods"])
         line += (f"; pad base {details['base']['hu']:.1f} HU, rods (mg/cm3: HU) {rods}; "
                  f"R^2 {details['fit_r2']:.4f}")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import qc
+from .calibration.registry import LINE_FROM_TISSUES, methods_with_line_from
 from .results import ACR_SOURCE, PREFERRED_LEVELS, acr_category
 
 STATUS_COMPLETE = "complete"
@@ -36,7 +37,7 @@ NAMING_UNCERTAIN_CODES = frozenset({"level_naming_uncertain", "level_naming_disa
 # the shared CT's vertebrae). Below either: `level_confidence_low`.
 CONFIDENCE_MINIMUMS = {"naming_confidence": 0.5, "segmentation_confidence": 0.7}
 # Lines whose two points are the patient's own muscle and fat: an implausible tissue HU breaks the line.
-TISSUE_LINE_METHODS = ("muscle-fat", "internal-multi")
+TISSUE_LINE_METHODS = methods_with_line_from(LINE_FROM_TISSUES)
 TISSUE_LINE_CODES = frozenset({"muscle_hu_unusable", "fat_hu_unusable"})
 # Any line that reads the patient's own tissues far from what they are (qc.line_tissue_flags).
 LINE_CODES = frozenset({"calibration_line_implausible"})

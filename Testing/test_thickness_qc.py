@@ -15,6 +15,7 @@ from OpportunisticBMDLib import qc
 from OpportunisticBMDLib.benchmarks import _qc_cases
 from OpportunisticBMDLib.benchmarks.muscle_substitution import without_psoas
 from OpportunisticBMDLib.benchmarks.thickness import THIN_SLICE_MM, thicken
+from OpportunisticBMDLib.calibration import CALIBRATIONS
 from OpportunisticBMDLib.labels import LABELS
 from OpportunisticBMDLib.volume import Volume
 
@@ -111,11 +112,11 @@ def test_missing_psoas_warns_with_the_expected_bias(muscle_patient):
     (flag,) = _flags(paraspinal, ("muscle_not_psoas",))
     assert flag["severity"] == "warning" and "muscle_not_psoas" in qc.SUMMARY_BLOCKING_CODES
     stated = flag["expected_bias_mg_cm3"]
-    assert stated == qc.PARASPINAL_BIAS_MG_CM3["muscle-fat"] and stated > with_psoas["stated_sd_mg_cm3"]
+    real_ct_bias, (_, low, high) = CALIBRATIONS["muscle-fat"].paraspinal_bias_mg_cm3
+    assert stated == real_ct_bias and stated > with_psoas["stated_sd_mg_cm3"]
     assert re.search(rf"expected vBMD bias \+{stated:.0f} mg/cm3", flag["message"])
     # this patient's own bias lies in the digital patients' range the message states, with the same sign
     measured = paraspinal["vbmd_mg_cm3"] - with_psoas["vbmd_mg_cm3"]
-    _, low, high = qc.PARASPINAL_BIAS_PHANTOM_MG_CM3["muscle-fat"]
     assert 0 < measured and low <= measured <= high, measured
 
 

@@ -24,10 +24,11 @@ import numpy as np
 
 from .. import stats
 from ..calibration.phantom import ESP_DENSITIES_MG_CM3, fit_phantom_line
+from ..calibration.registry import LINE_FROM_TISSUES, methods_with_line_from
 from . import _cohort
 from .common import add_json_option, peak_rss_mb, write_json
 
-DEFAULT_METHODS = ("muscle-fat", "internal-multi")
+DEFAULT_METHODS = methods_with_line_from(LINE_FROM_TISSUES)  # the phantomless methods
 KVP_CHOICES = (80.0, 100.0, 120.0, 140.0)  # clinical tube potentials, one drawn per patient
 BMD_RANGE_MG_CM3 = (30.0, 250.0)  # uniform, so the osteoporotic (< 80) group is well populated
 # The reference study's agreement with phantom QCT on 421 test scans (references.md).

@@ -14,12 +14,13 @@ import time
 
 import numpy as np
 
+from ..calibration.registry import LINE_FROM_TISSUES, methods_with_line_from
 from ..labels import LABELS
 from ..volume import Volume
 from .common import add_json_option, peak_rss_mb, write_json
 
 DEFAULT_SEEDS = tuple(range(3000, 3010))
-DEFAULT_METHODS = ("muscle-fat", "internal-multi")
+DEFAULT_METHODS = methods_with_line_from(LINE_FROM_TISSUES)  # the phantomless methods
 
 
 def without_psoas(labels: Volume) -> Volume:

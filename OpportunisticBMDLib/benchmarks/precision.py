@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration.registry import LINE_FROM_TISSUES, methods_with_line_from
 from .common import add_json_option, peak_rss_mb, write_json
 
-DEFAULT_METHODS = ("muscle-fat", "internal-multi")
+DEFAULT_METHODS = methods_with_line_from(LINE_FROM_TISSUES)  # the phantomless methods
 
 
 KVP_SWITCH = {80.0: 100.0, 100.0: 120.0, 120.0: 140.0, 140.0: 120.0}

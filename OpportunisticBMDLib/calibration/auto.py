@@ -9,7 +9,7 @@ from ..settings import AnalysisOptions
 from ..volume import Volume
 from .inscan import find_pad, inscan_calibration, pad_densities
 from .muscle_fat import muscle_fat_calibration
-from .registry import register_calibration
+from .registry import LINE_FROM_CHOICE, register_calibration
 from .types import Calibration
 
 
@@ -17,7 +17,7 @@ from .types import Calibration
     "auto", title="auto (in-scan pad if found, else muscle-fat)",
     help="default: the in-scan calibration pad when one is found in the CT, else muscle-fat",
     validation="the pad's line when a pad is found in the CT, else muscle-fat (see each)",
-    check=lambda options: pad_densities(options.calibration_settings))
+    check=lambda options: pad_densities(options.calibration_settings), line_from=LINE_FROM_CHOICE)
 def auto_calibration(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None,
                      options: AnalysisOptions) -> Calibration:
     """The in-scan pad when one is found and fits, else ``muscle-fat``; ``details.selected_by`` says so."""

@@ -8,12 +8,12 @@ import numpy as np
 
 from ..settings import AnalysisOptions
 from ..volume import Volume
-from .registry import register_calibration
+from .registry import LINE_FROM_NONE, register_calibration
 from .types import Calibration
 
 
 @register_calibration("hu", title="hu (HU only, no vBMD)", help="HU only",
-                      validation="no calibration: HU only, no vBMD and no category")
+                      validation="no calibration: HU only, no vBMD and no category", line_from=LINE_FROM_NONE)
 def hu_only(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None, options: AnalysisOptions) -> Calibration:
     details: dict[str, Any] = {
         "note": "no calibration: trabecular HU only (vBMD and ACR category not given). HU cut-offs such as "

@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..settings import AnalysisOptions, CalibrationSettings
 from ..volume import Volume
 from .composition import REFERENCE_KVP, base_marrow_fat_fraction, known_kvp, marrow_fat_term
-from .registry import register_calibration
+from .registry import LINE_FROM_PAD, register_calibration
 from .types import Calibration
 
 DEFAULT_ROD_MG_CM3 = (50.0, 100.0, 150.0, 200.0)  # the digital patient's pad (phantom/pad.py)
@@ -325,7 +325,7 @@ def inscan_calibration(ct: Volume, options: AnalysisOptions, detection: PadDetec
 @register_calibration(
     "inscan", title="inscan (calibration pad scanned with the patient)", help="the pad's rods; --pad-densities",
     validation="validated against the pad's rods of known density (QCT practice); no ± on the spine value",
-    check=lambda options: pad_densities(options.calibration_settings))
+    check=lambda options: pad_densities(options.calibration_settings), line_from=LINE_FROM_PAD)
 def inscan_method(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None,
                   options: AnalysisOptions) -> Calibration:
     return inscan_calibration(ct, options)

@@ -43,7 +43,7 @@ from .composition import (
     known_kvp,
     marrow_fat_term,
 )
-from .registry import register_calibration
+from .registry import LINE_FROM_TISSUES, register_calibration
 from .types import Calibration
 
 # Reference tissues: name -> material in materials.MATERIALS.
@@ -345,10 +345,16 @@ def fit_details(fit: InternalFit) -> dict:
     }
 
 
+# vBMD bias with paraspinal instead of psoas muscle (measurement: qc.py, `obmd bench muscle-substitution`):
+# the real CT +1 mg/cm3; digital patients mean +0.3, -0.4 to +0.6 (the fit weights the muscle least).
+PARASPINAL_BIAS_MG_CM3 = (1.0, (0.3, -0.4, 0.6))
+
+
 @register_calibration(
     "internal-multi", title="internal-multi (several tissues, robust fit)",
     help="several tissues, Michalski 2020",
-    validation="phantomless, no ± stated; digital patients: bias −1.9, limits −13 to +9 mg/cm³")
+    validation="phantomless, no ± stated; digital patients: bias −1.9, limits −13 to +9 mg/cm³",
+    line_from=LINE_FROM_TISSUES, paraspinal_bias_mg_cm3=PARASPINAL_BIAS_MG_CM3)
 def internal_multi_calibration(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None,
                                options: AnalysisOptions) -> Calibration:
     fit = internal_calibration(ct, rois, labels, options)

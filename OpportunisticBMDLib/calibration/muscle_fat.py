@@ -22,7 +22,7 @@ from .composition import (
     slope_relative_sd,
     typical_psoas_fat_fraction,
 )
-from .registry import register_calibration
+from .registry import LINE_FROM_TISSUES, register_calibration
 from .types import Calibration
 
 # Muscle and fat must differ by this much in HU (typically ~140 HU) for the line to be meaningful.
@@ -46,10 +46,16 @@ def two_point_line(muscle_hu: float, fat_hu: float, muscle_d: float, fat_d: floa
 
 
 
+# vBMD bias with paraspinal instead of psoas muscle (measurement: qc.py, `obmd bench muscle-substitution`):
+# the real CT +19 mg/cm3; digital patients mean +7, -7 to +15.
+PARASPINAL_BIAS_MG_CM3 = (19.0, (7.0, -7.0, 15.0))
+
+
 @register_calibration(
     "muscle-fat", title="muscle-fat (psoas + subcutaneous fat)", help="psoas + anterior subcutaneous fat",
     validation="phantomless, ± stated (psoas and marrow fat assumed); digital patients: bias +8.7, "
-               "limits −36 to +54 mg/cm³")
+               "limits −36 to +54 mg/cm³",
+    line_from=LINE_FROM_TISSUES, paraspinal_bias_mg_cm3=PARASPINAL_BIAS_MG_CM3)
 def muscle_fat_calibration(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None,
                            options: AnalysisOptions) -> Calibration:
     muscle_hu = roi_mean_hu(ct, rois, "muscle_roi", "muscle")

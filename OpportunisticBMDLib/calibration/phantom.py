@@ -21,7 +21,7 @@ from scipy import ndimage
 from ..errors import InputError
 from ..settings import AnalysisOptions, CalibrationSettings
 from ..volume import Volume
-from .registry import register_calibration
+from .registry import LINE_FROM_PHANTOM, register_calibration
 from .types import Calibration
 
 # European Spine Phantom (QRM): trabecular inserts of 50, 100 and 200 mg HA/cm3.
@@ -38,7 +38,8 @@ MIN_INSERT_MM3 = 300.0
     "phantom", title="phantom (a scanned calibration phantom's line)",
     help="--slope/--intercept or --calibration-file",
     validation="a calibration phantom scanned with the patient or on the same protocol (asynchronous)",
-    check=lambda options: phantom_line(options.calibration_settings), needs_phantom_line=True)
+    check=lambda options: phantom_line(options.calibration_settings), needs_phantom_line=True,
+    line_from=LINE_FROM_PHANTOM)
 def phantom_calibration(ct: Volume, rois: dict[str, np.ndarray], labels: Volume | None,
                         options: AnalysisOptions) -> Calibration:
     slope, intercept, details = phantom_line(options.calibration_settings)

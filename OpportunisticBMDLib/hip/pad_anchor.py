@@ -27,8 +27,9 @@ from ..calibration.composition import (
     psoas_fat_sd,
     typical_psoas_fat_fraction,
 )
+from ..calibration.registry import LINE_FROM_PAD, methods_with_line_from
 
-PAD_METHODS = ("inscan",)
+PAD_METHODS = methods_with_line_from(LINE_FROM_PAD)
 # Hip aBMD change per HU of offset at the femur: 0.23-0.29 %/HU (neck and total hip, seeds 501-502,
 # from the aBMD with and without the local shift of 9.6-15.9 HU).
 HIP_ABMD_PERCENT_PER_HU = 0.27
