@@ -13,6 +13,7 @@ ever deleted.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
 import json
 import os
@@ -137,7 +138,6 @@ def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process on Windows
-        import ctypes
 
         kernel32 = ctypes.windll.kernel32
         handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION

@@ -4,6 +4,7 @@ ones included, relative ones resolved) and no cycle allowed; settings.py stays a
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 PACKAGE = "OpportunisticBMDLib"
@@ -99,3 +100,25 @@ def test_settings_is_a_leaf() -> None:
     """The typed settings import nothing of the package but errors and header (every layer imports them)."""
     deps = import_graph()[f"{PACKAGE}.settings"]
     assert deps <= {f"{PACKAGE}.errors", f"{PACKAGE}.header"}, deps
+
+
+def test_standard_library_imports_are_at_module_top():
+    """Heavy third-party imports may wait inside a function (``obmd --help`` stays fast), the standard library
+    not: it costs nothing and a reader sees a module's needs at its top. Platform-only modules imported under
+    ``try: ... except ImportError`` are the exception."""
+    found = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text(), str(path))
+        guarded = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try)
+                   and any(isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in t.handlers)
+                   for n in ast.walk(t)}
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                           [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                           else [])
+                if id(node) not in guarded and any(m.split(".")[0] in sys.stdlib_module_names for m in modules):
+                    found.append(f"{name}:{node.lineno} {', '.join(modules)}")
+    assert not found, "standard-library imports inside functions:\n" + "\n".join(found)

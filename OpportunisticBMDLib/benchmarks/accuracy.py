@@ -16,6 +16,7 @@ osteoporosis (truth < 80 mg/cm3) AUC, sensitivity and specificity of measured < 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import time
 from pathlib import Path
@@ -177,8 +178,6 @@ def plot(rows: list[dict], methods: list[str], out_dir: Path) -> list[Path]:
 
 
 def write_rows_csv(rows: list[dict], path: Path) -> None:
-    import csv
-
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,8 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
     from ..errors import InputError
     from ..phantom import PhantomOptions, generate_phantom, write_phantom
     from ..progress import TerminalProgress

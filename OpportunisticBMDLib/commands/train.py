@@ -10,6 +10,7 @@ docs/model-card.md).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -126,8 +127,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"last epoch: train loss {metrics.get('train_loss', float('nan')):.3f}, "
           f"val Dice {metrics.get('val_dice_mean', float('nan')):.3f}; log: {cfg.out_dir / 'log.csv'}")
     if args.export:
-        import json
-
         best = json.loads((cfg.out_dir / "best.json").read_text())
         entry = export_model(cfg.out_dir / "best.safetensors", Path(args.export), network=cfg.network,
                              training={"templates": [t.name for t in train], "iterations": metrics.get("iteration"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
@@ -87,6 +88,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _schedule(coroutine_function) -> None:
-    import asyncio
-
     asyncio.get_event_loop().create_task(coroutine_function())

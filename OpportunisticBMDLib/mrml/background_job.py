@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,6 @@ class AnalysisJob:
     @classmethod
     def start(cls, volume_node: Any, segmentation_node: Any, options: AnalysisOptions | dict | None,
               work_dir: str | Path) -> AnalysisJob:
-        import shutil
-        import sys
-
         from .logic import BMDLogic
         from .volumes import volume_from_node
 
@@ -106,7 +105,6 @@ class AnalysisJob:
 
     def cleanup(self) -> None:
         """Delete the work folder (inputs written for the child and its outputs)."""
-        import shutil
 
         if self.proc.poll() is None:
             self.cancel()

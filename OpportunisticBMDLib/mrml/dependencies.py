@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 
 def missing_requirements(requirements_txt: str | Path) -> list[str]:
     """Lines of a requirements file whose distribution is not installed (versions not checked)."""
-    from importlib.metadata import PackageNotFoundError, distribution
 
     missing = []
     for line in Path(requirements_txt).read_text().splitlines():

@@ -12,6 +12,7 @@ pure-numpy pipeline on :class:`..volume.Volume` copies; nodes are created or upd
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import traceback
 from collections.abc import Callable
@@ -596,7 +597,6 @@ class Workflow:
 
 def hip_picture_items(pictures: dict[str, Any]) -> list[dict[str, str]]:
     """The hips' DXA-like projections with their regions (the report's pictures) as PNG data URLs, right first."""
-    import base64
 
     from ..hip.analysis import HipPicture
     from ..report.figures import hip_png
