@@ -479,7 +479,7 @@ class OpportunisticBMDTest(ScriptedLoadableModuleTest):
 
     def test_AnalyzeEditRecompute(self):
         """The real logic on a generated digital patient: analyze, erase half the muscle ROI, recompute
-        (OpportunisticBMDLib.mrml.self_test.run_self_test, also run headless by Testing/test_mrml_logic.py)."""
+        (OpportunisticBMDLib.mrml.self_test.run_self_test, also run headless by Testing/mrml/test_mrml_logic.py)."""
         from OpportunisticBMDLib.mrml.self_test import run_self_test
 
         self.delayDisplay("Analyzing a digital patient, editing the muscle ROI, recomputing")

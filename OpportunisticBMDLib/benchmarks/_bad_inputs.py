@@ -1,6 +1,6 @@
 """The inputs of ``obmd bench robustness``: each case builds real files from the shared CT and says what
 ``obmd analyze`` must do with them (refuse, report no category, or a backed category). The tests run the
-same table (Testing/test_bench_robustness.py)."""
+same table (Testing/benchmarks/test_bench_robustness.py)."""
 
 from __future__ import annotations
 

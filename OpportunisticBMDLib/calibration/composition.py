@@ -23,7 +23,7 @@ from ..volume import Volume
 # (:func:`muscle_fat_densities`). They depend on the beam (half-fatty marrow base, psoas fat 6.9 %:
 # 80 kVp 36.2 / -46.1; 100 kVp 37.9 / -53.2; 140 kVp 40.5 / -64.1) and on the base.
 # The constants are the documented defaults for 120 kVp, a half-fatty marrow base and the older adults'
-# psoas (kVp and age unknown): ``muscle_fat_densities()`` = 39.3 / -59.1; Testing/test_spine.py
+# psoas (kVp and age unknown): ``muscle_fat_densities()`` = 39.3 / -59.1; Testing/spine/test_spine.py
 # cross-checks them. --muscle-density / --fat-density override them.
 MUSCLE_DENSITY_MG_CM3 = 39.3
 FAT_DENSITY_MG_CM3 = -59.1

@@ -1,4 +1,4 @@
-"""What the Slicer module's self-test does, runnable headless (``Testing/test_mrml_logic.py``): a digital
+"""What the Slicer module's self-test does, runnable headless (``Testing/mrml/test_mrml_logic.py``): a digital
 patient is analysed, half of the muscle ROI is erased as a user would, and Recompute must give what the
 muscle-fat line through the voxels left gives."""
 

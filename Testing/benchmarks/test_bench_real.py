@@ -17,7 +17,7 @@ from OpportunisticBMDLib.benchmarks import real
 from OpportunisticBMDLib.io import read_ct, read_labels
 from OpportunisticBMDLib.labels import LABELS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 # TotalSegmentator `total` ids in ../shared/data/totalseg-example/label_maps.json
 TS_L2, TS_L1 = 30, 31

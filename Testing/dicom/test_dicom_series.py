@@ -14,7 +14,7 @@ from pydicom.uid import generate_uid
 from OpportunisticBMDLib import dicom_series, io
 from OpportunisticBMDLib.errors import InputError
 
-SERIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen" / "series"
+SERIES = Path(__file__).resolve().parents[3] / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen" / "series"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"

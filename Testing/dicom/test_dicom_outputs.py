@@ -19,7 +19,7 @@ from web_harness import free_port
 from OpportunisticBMDLib.cli import main
 from OpportunisticBMDLib.dicom import sources
 
-DICOM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen"
+DICOM_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen"
 SERIES, LABELS = DICOM_DIR / "series", DICOM_DIR / "ct_seg_total.nii.gz"
 needs_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (Debian dicom3tools) not installed")
 

@@ -20,7 +20,7 @@ from OpportunisticBMDLib.cli import main
 from OpportunisticBMDLib.errors import InputError
 from OpportunisticBMDLib.output_folder import MARKER_NAME, acquire_lock, check_output_target
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """One function decides whether a label map is TotalSegmentator's ``total`` ids or ours
 (:func:`OpportunisticBMDLib.labels.normalise_label_ids`); the CLI's pipeline and the browser app's case
-loader call it (the Slicer Logic's call is covered by Testing/test_mrml_logic.py on the real TotalSegmentator
+loader call it (the Slicer Logic's call is covered by Testing/mrml/test_mrml_logic.py on the real TotalSegmentator
 map)."""
 
 from __future__ import annotations

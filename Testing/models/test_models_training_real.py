@@ -17,7 +17,7 @@ from OpportunisticBMDLib.models.synth import CONTRAST_BOOST_HU, augment_image, s
 from OpportunisticBMDLib.models.templates import from_totalseg
 from OpportunisticBMDLib.models.weights import model_entry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TS_ID = {name: i for i, name in TOTALSEG_TOTAL_IDS.items()}
 SPACING_MM = 3.0
 BONE_HU, AORTA_HU = 180.0, 40.0

@@ -19,7 +19,7 @@ from mrml_helpers import assert_segments_equal_masks, load_seg_as_segmentation  
 from OpportunisticBMDLib.cli import main  # noqa: E402
 from OpportunisticBMDLib.mrml import scene as mrml_scene  # noqa: E402
 
-DICOM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen"
+DICOM_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen"
 
 pytestmark = pytest.mark.mrml
 

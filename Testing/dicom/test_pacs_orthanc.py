@@ -20,7 +20,7 @@ from web_harness import free_port
 from OpportunisticBMDLib.cli import main
 from OpportunisticBMDLib.dicom import dicomweb, sources
 
-DICOM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen"
+DICOM_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen"
 SERIES, LABELS = DICOM_DIR / "series", DICOM_DIR / "ct_seg_total.nii.gz"
 ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
 DICOMWEB_PLUGIN = next((p for p in (Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so"),

@@ -27,7 +27,7 @@ from OpportunisticBMDLib.batch.resume import CASE_RECORD
 from OpportunisticBMDLib.phantom import PhantomOptions, generate_phantom, write_phantom
 from OpportunisticBMDLib.pipeline import AnalysisOptions
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DICOM_SERIES = REPO.parent / "shared" / "data" / "totalseg-example" / "dicom_upper_abdomen"
 SEEDS = (1001, 1002, 1003, 1004)
 SMALL = dict(region="spine", spacing_mm=(3.0, 3.0, 3.0), hip_truth=False)  # ~2 s to make, ~4 s to analyse

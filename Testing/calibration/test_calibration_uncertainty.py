@@ -83,7 +83,7 @@ def test_report_lines_show_the_sd():
 
 def test_pipeline_records_the_sd_for_muscle_fat_only():
     from OpportunisticBMDLib import pipeline
-    from Testing.test_spine import synthetic_patient
+    from Testing.spine.test_spine import synthetic_patient
 
     ct, labels = synthetic_patient()
     res = pipeline.analyze(ct, labels, pipeline.AnalysisOptions(patient_age=70.0)).results
