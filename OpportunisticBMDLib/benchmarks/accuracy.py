@@ -20,6 +20,7 @@ import csv
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -120,7 +121,8 @@ def _phantom_calibration(kvp: float) -> dict:
     return {"slope": calib["slope"], "intercept": calib["intercept"]}
 
 
-def print_table(figures: dict[str, dict], file=sys.stdout) -> None:
+def print_table(figures: dict[str, dict], file: TextIO | None = None) -> None:
+    file = file or sys.stdout  # looked up at call time (a captured or replaced stdout)
     header = (f"{'method':<22}{'n':>5}{'Spearman r':>12}{'ICC(2,1)':>10}{'bias':>8}{'95% LoA':>18}"
               f"{'RMSE':>7}{'AUC':>7}{'sens':>7}{'spec':>7}")
     print(header, file=file)

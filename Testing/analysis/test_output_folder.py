@@ -119,7 +119,7 @@ def test_inputs_elsewhere_are_never_written(crop, tmp_path):
     before = _hashes(ct_dir, labels_dir)
     assert _analyze(ct_dir / "ct.nii.gz", out, "--seg", str(labels_dir / "labels.nii.gz")) == 0
     assert _hashes(ct_dir, labels_dir) == before
-    assert sorted(p.name for p in out.iterdir()) == [MARKER_NAME, "masks", "results.csv", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_NAME, "masks", "report.pdf", "results.csv", "results.json"]
     marker = json.loads((out / MARKER_NAME).read_text())
     assert marker["software"] == "OpportunisticBMD" and "masks/trabecular_L1.nii.gz" in marker["files"]
     assert _leftovers(out) == []

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from OpportunisticBMDLib import pipeline
-from OpportunisticBMDLib.errors import ModelError
+from OpportunisticBMDLib.errors import InputError, ModelError
 from OpportunisticBMDLib.io import read_ct, read_labels
 from OpportunisticBMDLib.labels import LABELS
 from OpportunisticBMDLib.models import keypoints as kp
 from OpportunisticBMDLib.models import totalseg_backend
+from OpportunisticBMDLib.models.inference import segment
 from OpportunisticBMDLib.models.totalseg_backend import labels_from_totalseg
 
 LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4", "L5")
@@ -95,5 +96,7 @@ def test_analyze_backend_missing_is_a_clear_error(shared_data, tmp_path):
 
 def test_unknown_backend_is_refused(shared_data):
     volume = read_ct(shared_data / "crop_T12-L2" / "ct.nii.gz")
-    with pytest.raises(ModelError, match="unknown segmentation backend"):
-        pipeline.analyze(volume, None, pipeline.AnalysisOptions(segmentation_backend="nnunet"))
+    with pytest.raises(InputError, match="segmentation backend 'nnunet'"):  # refused with the settings
+        pipeline.AnalysisOptions(segmentation_backend="nnunet")
+    with pytest.raises(ModelError, match="unknown segmentation backend"):  # and by the models themselves
+        segment(volume, backend="nnunet")
