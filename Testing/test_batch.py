@@ -323,3 +323,14 @@ def test_output_folder_inside_the_inputs_or_foreign_is_refused_before_anything_r
     assert cli.main(["batch", str(cohort_inputs["manifest"]), "--out", str(foreign)]) == 2
     assert "not an obmd batch folder" in capsys.readouterr().err
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("age", ["250", "-3", "0"])
+def test_a_manifest_age_outside_the_plausible_range_is_a_usage_error(tmp_path, age):
+    """As --age: an impossible age would silently move vBMD (the age-typical marrow fat), so it is refused."""
+    from OpportunisticBMDLib.errors import InputError
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,ct,age,sex\na,a.nii.gz,{age},F\n")
+    with pytest.raises(InputError, match=f"age '{age}'"):
+        find_cases([manifest])

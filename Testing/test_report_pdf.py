@@ -119,6 +119,21 @@ def test_identification_from_the_sidecar_and_nothing_else(with_hip):
     assert "not recorded" not in page.split("Identification from")[0]
 
 
+def test_identification_shows_the_age_and_sex_the_analysis_used_and_the_headers_when_they_differ(with_hip, tmp_path):
+    """--age/--sex or a batch manifest override the header: the PDF shows what the analysis used (results.json
+    ``options``), where it came from, and the header's value beside it."""
+    results, pdf = with_hip
+    assert "Age 62 y (from the header)" in pdf_text(pdf)[0] and "Sex F (from the header)" in pdf_text(pdf)[0]
+    given = {**results, "options": {**results["options"], "patient_age": 71.0, "patient_sex": "M"}}
+    page = pdf_text(write_pdf(given, ReportFigures(), tmp_path / "given.pdf"))[0]
+    assert "Age 71 y (given); header: 62 y" in page and "Sex M (given); header: F" in page
+    unknown = {**results, "options": {**results["options"], "patient_age": None}}
+    unknown["input"] = {**results["input"], "identification": {**results["input"]["identification"],
+                                                                "patient_age": "250Y", "patient_age_years": 250.0}}
+    page = pdf_text(write_pdf(unknown, ReportFigures(), tmp_path / "unknown.pdf"))[0]
+    assert "Age unknown (header 250 y: not used)" in page
+
+
 def test_not_measurable_says_so_and_why_on_one_page(dicom_not_measurable):
     results, pdf = dicom_not_measurable
     assert "hip" not in results

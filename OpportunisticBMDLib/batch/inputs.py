@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import dicom_series
 from ..errors import InputError
-from ..header import age_years, sex_code
+from ..header import AGE_RANGE_Y, age_years, plausible_age, sex_code
 from ..io import CT_SUFFIXES
 from ..output_folder import MARKER_NAME
 
@@ -164,6 +164,9 @@ def _number(value: str, what: str, where: str) -> float | None:
     age = age_years(value)
     if age is None:
         raise InputError(f"{where}: {what} {value!r} is not a number of years (e.g. 63 or 063Y)")
+    if not plausible_age(age):  # as --age (settings.AnalysisOptions): a usage error, exit 2
+        low, high = AGE_RANGE_Y
+        raise InputError(f"{where}: {what} {value!r}: patient age in years, more than {low:g} and at most {high:g}")
     return age
 
 

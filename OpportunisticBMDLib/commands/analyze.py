@@ -87,6 +87,8 @@ def _run(args: argparse.Namespace, ct_path: str, series_choice: dict | None) -> 
 
     start = time.perf_counter()
     check_backend(args)
+    options = AnalysisOptions.from_args(args)  # validated (an impossible --age...) before any file is read
+    check_z_reference(options.z_reference)
     out = Path(args.out)
     # --out is checked and locked before the CT is read; the results go to a fresh folder beside it that
     # replaces it whole at the end (output_folder.py): never next to an input, never two cases mixed
@@ -97,8 +99,6 @@ def _run(args: argparse.Namespace, ct_path: str, series_choice: dict | None) -> 
         ct = read_ct(ct_path)
         labels = read_labels(args.seg, like=ct) if args.seg else None
         body = read_labels(args.body_seg, like=ct) if args.body_seg else None
-        options = AnalysisOptions.from_args(args)
-        check_z_reference(options.z_reference)
         result = analyze(ct, labels, options, progress=progress, body_mask=body)
         dicom_cli.record_source(args, result, series_choice)  # input.ct of a PACS study, input.series_choice
         # results.json, results.csv, masks, report.pdf and OUT/dicom: the folder Slicer and the web app save too

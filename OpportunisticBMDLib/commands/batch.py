@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image file, folder (NIfTI/NRRD/MHA files or a DICOM tree) or CSV manifest "
-                        "(columns ct, optional seg, age, sex, id)")
+                        "(columns ct, optional seg, age, sex, id); a manifest's age/sex override --age/--sex, which "
+                        "override the CT's header")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (new, empty or an earlier batch)")
     parser.add_argument("--workers", type=int, metavar="N",
                         help="local worker processes (default: one per CPU core); ignored with --scheduler")

@@ -148,17 +148,33 @@ def _image(png: bytes | None, width_mm: float, height_mm: float, missing: str, s
 
 
 # ----------------------------------------------------------------------------------------- page 1: spine
-def _identification(results: dict[str, Any], styles: dict[str, Any], width: float) -> list[Any]:
+def used_age_sex_text(results: dict[str, Any]) -> tuple[str, str]:
+    """The age and the sex the analysis used (results.json ``options``: the header's unless given on the
+    command line, in a batch manifest or a front end's panel) and where each came from; the header's value
+    too when it differs (the header is ``input.identification``)."""
     ident = (results.get("input") or {}).get("identification") or {}
     options = results.get("options") or {}
-    age = _num(ident.get("patient_age_years"), 0)
-    age_text = f"{age} y" if age is not None else (ident.get("patient_age") or NOT_RECORDED)
-    given_age = _num(options.get("patient_age"), 0)
-    if ident.get("patient_age_years") is None and given_age is not None:
-        age_text += f" (analysed as {given_age} y, given)"
-    sex_text = _or(ident.get("patient_sex"))
-    if ident.get("patient_sex") is None and options.get("patient_sex"):
-        sex_text += f" (analysed as {options['patient_sex']}, given)"
+    used_age, header_age = _num(options.get("patient_age"), 0), _num(ident.get("patient_age_years"), 0)
+    header_age_text = f"{header_age} y" if header_age is not None else ident.get("patient_age")
+    if used_age is None:
+        age = f"unknown (header {header_age_text}: not used)" if header_age_text else NOT_RECORDED
+    elif used_age == header_age:
+        age = f"{used_age} y (from the header)"
+    else:
+        age = f"{used_age} y (given)" + (f"; header: {header_age_text}" if header_age_text else "")
+    used_sex, header_sex = options.get("patient_sex"), ident.get("patient_sex")
+    if not used_sex:
+        sex = f"unknown (header {header_sex}: not used)" if header_sex else NOT_RECORDED
+    elif used_sex == header_sex:
+        sex = f"{used_sex} (from the header)"
+    else:
+        sex = f"{used_sex} (given)" + (f"; header: {header_sex}" if header_sex else "")
+    return age, sex
+
+
+def _identification(results: dict[str, Any], styles: dict[str, Any], width: float) -> list[Any]:
+    ident = (results.get("input") or {}).get("identification") or {}
+    age_text, sex_text = used_age_sex_text(results)
     scanner = " ".join(x for x in (ident.get("manufacturer"), ident.get("manufacturer_model_name")) if x) or None
     kvp = _num(ident.get("kvp"), 0)
     thickness = _num(ident.get("slice_thickness_mm"), 2)
