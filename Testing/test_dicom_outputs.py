@@ -202,3 +202,26 @@ def test_two_series_folder_references_the_chosen_series(tmp_path, capsys):
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.series_uid
     referenced = {item.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced <= {str(ds.SOPInstanceUID) for ds in source.datasets}
+
+
+def test_a_hip_region_the_qc_calls_unreliable_is_marked_beside_its_number_in_the_pdf_and_the_sr(tmp_path):
+    """The shared CT: the right femoral neck box is partly outside the field of view (hip_neck_cut_fov), so
+    its T-score is marked "unreliable: <reason>" in the PDF's hip table and as a comment of its SR group;
+    results.json keeps the number."""
+    from test_report_pdf import pdf_text
+
+    shared = DICOM_DIR.parent
+    out = tmp_path / "out"
+    assert main(["analyze", str(shared / "ct.nii.gz"), "--seg", str(shared / "ct_seg_total.nii.gz"), "--out",
+                 str(out), "--dicom-out", "--quiet"]) == 0
+    results = _results(out)
+    neck = results["hip"]["right"]["neck"]
+    assert "hip_neck_cut_fov" in {q["code"] for q in results["hip"]["right"]["qc"]} and neck["t_score"] < -4
+    hip_page = pdf_text(out / "report.pdf")[1].split("Right hip", 1)[1]
+    assert (f"Femoral neck {neck['abmd_g_cm2']:.3f} unreliable {neck['t_score']:+.1f} ± "
+            f"{neck['t_score_calibration_sd']:.1f} unreliable") in hip_page
+    assert "Femoral neck unreliable: the femoral neck box is partly outside the field of view" in hip_page
+    group = sr_numbers(out / "dicom" / "sr.dcm")["right hip neck"]
+    assert group["T-score"][0] == pytest.approx(neck["t_score"])
+    assert any(t.startswith("unreliable: the femoral neck box is partly outside the field of view")
+               for t in group["text"]), group["text"]

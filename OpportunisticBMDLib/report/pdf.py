@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from ..hip.reliability import unreliable_regions
 from ..validity import category_text
 
 PAGE_SIZES_MM = {"A4": (210.0, 297.0), "Letter": (215.9, 279.4)}
@@ -67,6 +68,18 @@ def _or(text: str | None, missing: str = NOT_RECORDED) -> str:
 
 def _words(code: str) -> str:
     return str(code).replace("_", " ")
+
+
+def join_reasons(messages: list[str], prefix: str = "") -> str:
+    """Reasons as one sentence list: each without ``prefix`` (the side, said once by the heading) and its
+    full stop, joined by "; ", duplicates dropped, one full stop at the end ('' when none)."""
+    parts = []
+    for message in messages:
+        text = message[len(prefix):] if prefix and message.startswith(prefix) else message
+        text = text.strip().rstrip(".").strip()
+        if text and text not in parts:
+            parts.append(text)
+    return "; ".join(parts) + "." if parts else ""
 
 
 def _levels_label(levels: list[str]) -> str:
@@ -356,6 +369,8 @@ def _hip_side(side: str, block: dict[str, Any], png: bytes | None, styles: dict[
         return [title, _p(escape(f"Not measured: {block['excluded_reason']}."), cell)]
     rows: list[list[Any]] = [[_p(f"<b>{t}</b>", cell) for t in ("Region", "aBMD g/cm²", "T-score", "Z-score",
                                                                 "Area cm²")]]
+    unreliable = unreliable_regions(side, block)  # the QC's word on a region: marked beside its numbers
+    spans = []
     for key, name in HIP_REGIONS:
         r = block.get(key)
         if not isinstance(r, dict):
@@ -363,22 +378,32 @@ def _hip_side(side: str, block: dict[str, Any], png: bytes | None, styles: dict[
             continue
         t = _num(r.get("t_score"), 1, signed=True)
         t_sd = _num(r.get("t_score_calibration_sd"), 1)
-        rows.append([_p(name, cell), _p(_or(_num(r.get("abmd_g_cm2"), 3), "–"), cell),
-                     _p(_or(t, "–") + (f" ± {t_sd}" if t is not None and t_sd is not None else ""), cell),
+        mark = "<br/><b>unreliable</b>" if key in unreliable else ""
+        rows.append([_p(name, cell), _p(_or(_num(r.get("abmd_g_cm2"), 3), "–") + mark, cell),
+                     _p(_or(t, "–") + (f" ± {t_sd}" if t is not None and t_sd is not None else "") + mark, cell),
                      _p(_or(_num(r.get("z_score"), 1, signed=True), "not reported"), cell),
                      _p(_or(_num(r.get("area_cm2"), 2), "–"), cell)])
+        if key in unreliable:
+            spans.append(len(rows))
+            rows.append([_p(f"↑ {escape(name)} <b>unreliable</b>: " + escape("; ".join(unreliable[key])),
+                            styles["small"]), "", "", "", ""])
     table_w = width_mm * 0.56
     table = _table(rows, [0.27 * table_w * mm, 0.19 * table_w * mm, 0.2 * table_w * mm, 0.18 * table_w * mm,
                           0.16 * table_w * mm])
+    if spans:
+        from reportlab.platypus import TableStyle
+
+        table.setStyle(TableStyle([("SPAN", (0, row), (-1, row)) for row in spans]))
     if block.get("category"):
         who = f"WHO category: <b>{escape(str(block['category']))}</b> (lowest of femoral neck and total hip T-score)"
     else:
-        reasons = "; ".join(str(r.get("message", "")) for r in block.get("category_withheld_reasons") or []
-                            if isinstance(r, dict)) or "no T-score"
+        reasons = join_reasons([str(r.get("message", "")) for r in block.get("category_withheld_reasons") or []
+                                if isinstance(r, dict)], f"{side} hip: ") or "no T-score."
         who = f"WHO category: <b>withheld</b>: {escape(reasons)}"
     notes = [who]
-    if block.get("z_score_note"):
-        notes.append("Z-score: " + escape(str(block["z_score_note"])))
+    z_note = str(block.get("z_score_note") or "")
+    if z_note:
+        notes.append(escape(z_note if z_note.lower().startswith("z-score") else "Z-score: " + z_note))
     if block.get("reference"):
         notes.append("T-score reference: " + escape(str(block["reference"])))
     angle = _num(block.get("neck_shaft_angle_deg"), 0)
