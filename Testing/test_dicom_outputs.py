@@ -174,8 +174,24 @@ def test_nifti_without_dicom_out_and_bad_addresses(tmp_path, capsys):
     port = free_port()  # nobody listens there: unreachable, one line
     assert main(["analyze", f"dicomweb://127.0.0.1:{port}/dicom-web/studies/1.2.3", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
-    assert "unreachable" in err and "Traceback" not in err
+    assert f"cannot connect to http://127.0.0.1:{port}/dicom-web: Connection refused" in err
+    assert "Traceback" not in err and "ConnectionError" not in err
     assert not (tmp_path / "d").exists()
+
+
+def test_store_without_dicom_objects_and_contradictory_dicom_flags_are_refused_before_anything_runs(tmp_path, capsys):
+    """--store sends OUT/dicom/: with --json-only (or --no-dicom-out) nothing would be written, so the command
+    stops before fetching or analysing (the server here does not exist: no connection is tried)."""
+    port = free_port()
+    address = f"dicomweb://127.0.0.1:{port}/dicom-web/studies/1.2.3"
+    for flag in ("--json-only", "--no-dicom-out"):
+        assert main(["analyze", address, "--store", flag, "--out", str(tmp_path / "e")]) == 2
+        err = capsys.readouterr().err
+        assert f"--store sends OUT/dicom/ (SEG, SR, PDF) back to the PACS; {flag} writes none" in err, err
+        assert "cannot connect" not in err and not (tmp_path / "e").exists()
+    with pytest.raises(SystemExit) as stop:
+        main(["analyze", str(SERIES), "--dicom-out", "--no-dicom-out", "--out", str(tmp_path / "f")])
+    assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 def test_two_series_folder_references_the_chosen_series(tmp_path, capsys):
