@@ -51,11 +51,12 @@ class CaseInput:
 
     def series_description(self) -> str | None:
         """The chosen series in one line (cohort column), None for image files."""
-        if not self.series_choice or not self.series_choice.get("series_instance_uid"):
-            return None
         c = self.series_choice
+        if not c or not c.get("n_images"):
+            return None
+        uid = c.get("series_instance_uid")  # null for an anonymised series without a UID: the description says it
         return (f"{c.get('description') or 'no description'} | {c.get('slice_thickness_mm') or '?'} mm | "
-                f"{c.get('kernel') or 'no kernel'} | {c.get('n_images')} images | {c.get('series_instance_uid')}")
+                f"{c.get('kernel') or 'no kernel'} | {c.get('n_images')} images" + (f" | {uid}" if uid else ""))
 
 
 def _is_image(path: Path) -> bool:
