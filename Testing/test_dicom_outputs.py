@@ -220,7 +220,7 @@ def test_two_series_folder_references_the_chosen_series(tmp_path, capsys):
     assert referenced <= {str(ds.SOPInstanceUID) for ds in source.datasets}
 
 
-def test_a_hip_region_the_qc_calls_unreliable_is_marked_beside_its_number_in_the_pdf_and_the_sr(tmp_path):
+def test_a_hip_region_the_qc_calls_unreliable_is_marked_beside_its_number_in_the_pdf_and_the_sr(tmp_path, capsys):
     """The shared CT: the right femoral neck box is partly outside the field of view (hip_neck_cut_fov), so
     its T-score is marked "unreliable: <reason>" in the PDF's hip table and as a comment of its SR group;
     results.json keeps the number."""
@@ -230,6 +230,8 @@ def test_a_hip_region_the_qc_calls_unreliable_is_marked_beside_its_number_in_the
     out = tmp_path / "out"
     assert main(["analyze", str(shared / "ct.nii.gz"), "--seg", str(shared / "ct_seg_total.nii.gz"), "--out",
                  str(out), "--dicom-out", "--quiet"]) == 0
+    assert (f"wrote {out / 'results.json'}, results.csv, report.pdf, 10 masks and dicom/ (report_pdf.dcm, "
+            "seg.dcm, sr.dcm, ct/)") in capsys.readouterr().out
     results = _results(out)
     neck = results["hip"]["right"]["neck"]
     assert "hip_neck_cut_fov" in {q["code"] for q in results["hip"]["right"]["qc"]} and neck["t_score"] < -4
@@ -237,6 +239,10 @@ def test_a_hip_region_the_qc_calls_unreliable_is_marked_beside_its_number_in_the
     assert (f"Femoral neck {neck['abmd_g_cm2']:.3f} unreliable {neck['t_score']:+.1f} ± "
             f"{neck['t_score_calibration_sd']:.1f} unreliable") in hip_page
     assert "Femoral neck unreliable: the femoral neck box is partly outside the field of view" in hip_page
+    # the withheld category's reasons: the side said once (by the heading), no ".;", no "Z-score: Z-score"
+    who = hip_page.split("WHO category: withheld: ", 1)[1].split("Z-score not reported", 1)[0]
+    assert "right hip:" not in who and ".;" not in who and who.strip().endswith("assumed.")
+    assert "Z-score: Z-score" not in hip_page
     group = sr_numbers(out / "dicom" / "sr.dcm")["right hip neck"]
     assert group["T-score"][0] == pytest.approx(neck["t_score"])
     assert any(t.startswith("unreliable: the femoral neck box is partly outside the field of view")

@@ -143,7 +143,14 @@ def test_not_measurable_says_so_and_why_on_one_page(dicom_not_measurable):
     assert results["status"] == "not_measurable"
     assert "Trabecular vBMD: not measurable" in page and "ACR category: not measurable" in page
     reason = results["status_reasons"][0]["message"]
-    assert "level_cut_by_fov" in reason and f"Status: not measurable: {reason}" in page
+    assert reason.startswith("not measurable: ") and "level_cut_by_fov" in reason
+    assert f"Status: not measurable: {reason.removeprefix('not measurable: ')}" in page  # the status said once
+    assert "not measurable: not measurable" not in page
+    # psoas too small here: the paraspinal muscle calibrated the scan, and the legend and footer say so
+    assert results["calibration"]["muscle_roi_source"] == "paraspinal"
+    assert "paraspinal muscle ROI (dashed)" in page and "paraspinal muscle fat 6.9 %" in page
+    assert "psoas ROI" not in page and "psoas fat" not in page
+    assert "marrow fat 50 % (default: age unknown)" in page and "((" not in page and "))" not in page
     for level in ("T11", "T12"):
         assert f"{level} " in page and results["spine"]["levels"][level]["valid"] is False
     assert page.count("not valid: level cut by fov") == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from xml.sax.saxutils import escape
 
 from ..hip.reliability import unreliable_regions
 from ..validity import category_text
+from . import muscle_name
 
 PAGE_SIZES_MM = {"A4": (210.0, 297.0), "Letter": (215.9, 279.4)}
 MARGIN_MM = 14.0
@@ -82,6 +84,16 @@ def join_reasons(messages: list[str], prefix: str = "") -> str:
     return "; ".join(parts) + "." if parts else ""
 
 
+def _tidy(text: str) -> str:
+    """A message joined from sentences without doubled punctuation ("reported.; too" -> "reported; too")."""
+    return text.replace(".;", ";").replace("..", ".")
+
+
+def _unnested(source: str) -> str:
+    """'default (age unknown)' -> 'default: age unknown', to sit inside the report's own brackets."""
+    return re.sub(r"^(.*?)\s*\((.*)\)$", r"\1: \2", source.strip())
+
+
 def _levels_label(levels: list[str]) -> str:
     return "–".join([levels[0], levels[-1]]) if len(levels) > 1 else (levels[0] if levels else "")
 
@@ -121,6 +133,7 @@ def _styles() -> dict[str, Any]:
                              spaceAfter=2),
         "big": ParagraphStyle("big", parent=base, fontSize=12, leading=15),
         "small": ParagraphStyle("small", parent=base, fontSize=7.2, leading=8.8),
+        "small_apart": ParagraphStyle("small_apart", parent=base, fontSize=7.2, leading=8.8, spaceBefore=3),
         "cell": ParagraphStyle("cell", parent=base, fontSize=7.8, leading=9.3),
         "cellb": ParagraphStyle("cellb", parent=base, fontName=FONT_BOLD, fontSize=7.8, leading=9.3),
         "footer": ParagraphStyle("footer", parent=base, fontSize=6.4, leading=7.7, textColor="#222222"),
@@ -230,17 +243,22 @@ def _summary(results: dict[str, Any], styles: dict[str, Any], width: float) -> l
         lines.append("Trabecular vBMD: <b>not measurable</b>")
     lines.append(f"ACR category: <b>{escape(category_text(summary))}</b>")
     body = [_p(line, styles["big"]) for line in lines]
-    status = results.get("status") or "unknown"
-    reasons = [str(r.get("message", "")) for r in results.get("status_reasons") or [] if isinstance(r, dict)]
-    body.append(_p(f"<b>Status: {escape(_words(status))}</b>" + (": " + escape("; ".join(reasons)) if reasons else ""),
-                   styles["cell"]))
-    said = " ".join(reasons)
+    status = _words(results.get("status") or "unknown")
+    messages = [str(r.get("message", "")) for r in results.get("status_reasons") or [] if isinstance(r, dict)]
+    # each reason on its own line, without the status it would repeat ("not measurable: not measurable: ...")
+    reasons = [_tidy(m[len(status) + 2:] if m.startswith(status + ": ") else m) for m in messages]
+    if len(reasons) == 1:
+        body.append(_p(f"<b>Status: {escape(status)}</b>: " + escape(reasons[0]), styles["cell"]))
+    else:
+        body.append(_p(f"<b>Status: {escape(status)}</b>" + (":<br/>" if reasons else "")
+                       + "<br/>".join("• " + escape(r) for r in reasons), styles["cell"]))
+    said = " ".join(messages)
     withheld = summary.get("withheld_note")
     if withheld and withheld not in said:
         body.append(_p("Withheld: " + escape(str(withheld)), styles["cell"]))
     note = str(summary.get("note") or "")
     note = "" if not note or note in said or (withheld and withheld in note) else note + ". "
-    body.append(_p(escape(f"{note}Categories: {summary.get('category_system') or ''}."), styles["small"]))
+    body.append(_p(escape(f"{note}Categories: {summary.get('category_system') or ''}."), styles["small_apart"]))
     box = Table([[body]], colWidths=[width])
     box.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 1.4, colors.black), ("LEFTPADDING", (0, 0), (-1, -1), 6),
                              ("TOPPADDING", (0, 0), (-1, -1), 4), ("BOTTOMPADDING", (0, 0), (-1, -1), 5)]))
@@ -306,11 +324,12 @@ def assumptions_text(results: dict[str, Any]) -> str:
     psoas = _num(None if details.get("psoas_fat_fraction") is None else 100 * details["psoas_fat_fraction"], 1)
     if psoas is not None:
         source = str(details.get("psoas_fat_source") or "").split(" (")[0]
-        parts.append(f"psoas fat {psoas} %" + (f" ({source})" if source else ""))
+        parts.append(f"{muscle_name(results)} fat {psoas} %" + (f" ({source})" if source else ""))
     marrow = details.get("marrow_fat") or {}
     base = _num(None if marrow.get("base_fraction") is None else 100 * marrow["base_fraction"], 0)
     if base is not None:
-        parts.append(f"marrow fat {base} %" + (f" ({marrow.get('source')})" if marrow.get("source") else ""))
+        source = _unnested(str(marrow.get("source") or ""))
+        parts.append(f"marrow fat {base} %" + (f" ({source})" if source else ""))
     return "Calibration assumptions: " + ("; ".join(parts) if parts else "none stated") + "."
 
 
@@ -345,8 +364,8 @@ def _spine_page(results: dict[str, Any], figures: ReportFigures, styles: dict[st
                  _image(figures.axial, half, pic_h, "no axial view", styles)],
                 [_p("Sagittal: levels named; ROI outline bold = in the summary, thin = valid, dashed = not valid.",
                     styles["small"]),
-                 _p(escape(f"Axial through {level}: trabecular ROI (solid), psoas ROI (dashed), fat ROI (dotted); "
-                           "patient's right on the left."), styles["small"])]]
+                 _p(escape(f"Axial through {level}: trabecular ROI (solid), {muscle_name(results)} ROI (dashed), "
+                           "fat ROI (dotted); patient's right on the left."), styles["small"])]]
     story.append(_table(pictures, [half * mm + 2 * mm, half * mm + 2 * mm], header=False, grid=False))
     story.append(Spacer(1, 2 * mm))
     story.append(_p("Per vertebra (trabecular ROI)", styles["h2"]))
