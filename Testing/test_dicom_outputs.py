@@ -247,3 +247,5 @@ def test_a_hip_region_the_qc_calls_unreliable_is_marked_beside_its_number_in_the
     assert group["T-score"][0] == pytest.approx(neck["t_score"])
     assert any(t.startswith("unreliable: the femoral neck box is partly outside the field of view")
                for t in group["text"]), group["text"]
+    (why,) = [t for t in sr_numbers(out / "dicom" / "sr.dcm")["right hip category"]["text"] if "no category" in t]
+    assert "right hip:" not in why and ".;" not in why

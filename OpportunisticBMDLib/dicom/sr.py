@@ -26,6 +26,7 @@ from pydicom.sr.coding import Code
 from .. import __version__
 from ..hip.reliability import unreliable_regions
 from ..labels import VERTEBRA_LEVELS
+from ..report.wording import join_reasons
 from .seg import HIP_REGIONS, SIDES, VERTEBRA_CODES
 
 SCHEME = "99OBMD"
@@ -162,8 +163,9 @@ def hip_groups(results: dict, seg: Dataset, numbers: dict[str, int]) -> list[hd.
             qualitative_evaluations=_category(block.get("category")) or None)
         text = [f"T-score reference: {block['reference']}"] if block.get("reference") else []
         if not block.get("category"):
-            reasons = [r.get("message", "") for r in block.get("category_withheld_reasons") or []]
-            text.append("no category: " + ("; ".join(reasons) or block.get("excluded_reason") or "not measurable"))
+            reasons = join_reasons([str(r.get("message", "")) for r in block.get("category_withheld_reasons") or []],
+                                   f"{side} hip: ")
+            text.append("no category: " + (reasons or block.get("excluded_reason") or "not measurable"))
         if block.get("z_score_note"):
             text.append(block["z_score_note"])
         _add_text(group, text)

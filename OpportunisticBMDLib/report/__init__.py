@@ -13,17 +13,6 @@ from typing import Any
 from ..volume import Volume
 
 REPORT_NAME = "report.pdf"
-# rois.muscle_source -> the words the report uses for the muscle reference ROI actually measured
-MUSCLE_NAMES = {"psoas": "psoas", "paraspinal": "paraspinal muscle", "other": "muscle"}
-
-
-def muscle_name(results: dict[str, Any]) -> str:
-    """The muscle whose ROI calibrated the scan (results.json ``calibration.muscle_roi_source``: paraspinal
-    muscle replaces a psoas too small or missing); "muscle" when not recorded."""
-    source = (results.get("calibration") or {}).get("muscle_roi_source")
-    return MUSCLE_NAMES.get(str(source), "muscle")
-
-
 def write_report(result: Any, ct: Volume, out_dir: str | Path, options: Any = None) -> Path:
     """Write ``out_dir/report.pdf`` for ``result`` (a :class:`..pipeline.AnalysisResult`) measured on ``ct``;
     ``options``: a :class:`.pdf.ReportOptions` (None: A4)."""

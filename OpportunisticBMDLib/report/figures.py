@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..volume import Volume
-from . import muscle_name
+from .wording import muscle_name
 
 TRABECULAR_PREFIX = "trabecular_"  # ROI keys of pipeline.derive_rois
 # Display windows (width, level) in HU. Sagittal: bone (vertebral bodies and their ROIs); axial: soft tissue

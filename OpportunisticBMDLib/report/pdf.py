@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 
 from ..hip.reliability import unreliable_regions
 from ..validity import category_text
-from . import muscle_name
+from .wording import join_reasons, muscle_name
 
 PAGE_SIZES_MM = {"A4": (210.0, 297.0), "Letter": (215.9, 279.4)}
 MARGIN_MM = 14.0
@@ -70,18 +70,6 @@ def _or(text: str | None, missing: str = NOT_RECORDED) -> str:
 
 def _words(code: str) -> str:
     return str(code).replace("_", " ")
-
-
-def join_reasons(messages: list[str], prefix: str = "") -> str:
-    """Reasons as one sentence list: each without ``prefix`` (the side, said once by the heading) and its
-    full stop, joined by "; ", duplicates dropped, one full stop at the end ('' when none)."""
-    parts = []
-    for message in messages:
-        text = message[len(prefix):] if prefix and message.startswith(prefix) else message
-        text = text.strip().rstrip(".").strip()
-        if text and text not in parts:
-            parts.append(text)
-    return "; ".join(parts) + "." if parts else ""
 
 
 def _tidy(text: str) -> str:
