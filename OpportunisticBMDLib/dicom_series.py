@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,7 @@ NOT_SLICE_IMAGE_TYPES = frozenset({"LOCALIZER", "MIP", "MINIP", "PROJECTION IMAG
 SHARP_KERNEL_WORDS = ("BONE", "LUNG", "SHARP", "EDGE", "DETAIL", "HIGH RES", "ULTRA")
 SHARP_KERNEL_PATTERN = re.compile(r"^(?:B|BR|I|Q|J|BL|HR)(\d{2})|^FC(5\d|8\d)|^[DEL]$|^Y[A-Z]?$")
 SHARP_KERNEL_MIN_NUMBER = 50
+NO_UID_PREFIX = "no-uid:"  # the grouping key of a series whose UID was blanked (an internal key, not a UID)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,12 @@ class SeriesInfo:
     series_number: int | None
     row_col_directions: tuple[float, ...] | None
     locations: tuple[str, ...] = field(default_factory=tuple)  # file paths or instance URLs/UIDs
+
+    @property
+    def instance_uid(self) -> str | None:
+        """The DICOM Series Instance UID; None for an anonymised series without one (``series_uid`` is then
+        our grouping key, never shown as a UID)."""
+        return None if self.series_uid.startswith(NO_UID_PREFIX) else self.series_uid
 
     @property
     def n_images(self) -> int:
@@ -84,13 +91,13 @@ class SeriesChoice:
         """For results.json ``input.series_choice``."""
         chosen = self.chosen
         return {
-            "series_instance_uid": chosen.series_uid if chosen else None,
+            "series_instance_uid": chosen.instance_uid if chosen else None,
             "description": chosen.description if chosen else None,
             "slice_thickness_mm": chosen.slice_thickness_mm if chosen else None,
             "kernel": chosen.kernel if chosen else None,
             "n_images": chosen.n_images if chosen else 0,
             "reason": self.reason,
-            "skipped": [{"series_instance_uid": s.series_uid, "description": s.description, "why": why}
+            "skipped": [{"series_instance_uid": s.instance_uid, "description": s.description, "why": why}
                         for s, why in self.skipped],
         }
 
@@ -116,8 +123,8 @@ def _series_key(ds: Dataset) -> str:
     uid = _text(ds.get("SeriesInstanceUID"))
     if uid:
         return uid
-    return "no-uid:" + "|".join(_text(ds.get(k)) for k in ("FrameOfReferenceUID", "SeriesNumber", "SeriesDescription",
-                                                            "ImageOrientationPatient", "SliceThickness"))
+    kept = ("FrameOfReferenceUID", "SeriesNumber", "SeriesDescription", "ImageOrientationPatient", "SliceThickness")
+    return NO_UID_PREFIX + "|".join(_text(ds.get(k)) for k in kept)
 
 
 def _sop_class(ds: Dataset) -> str:
@@ -227,6 +234,13 @@ def choose_ct_series(series: Iterable[SeriesInfo]) -> SeriesChoice:
         else "soft-tissue"
     reason = f"axial {kind} series {chosen.summary()}, the thinnest of {len(candidates)} measurable series"
     return SeriesChoice(chosen, tuple(skipped), reason)
+
+
+def only_series(files: Sequence[str], header: Dataset) -> SeriesChoice:
+    """The choice record of a folder holding one series (``files``, ``header`` one of their headers): no rule
+    to apply, but what was read is recorded as for a choice among many (results.json ``input.series_choice``)."""
+    (info,) = series_from_datasets((header, name) for name in files)
+    return SeriesChoice(info, (), f"the only image series in the folder: {info.summary()}")
 
 
 HEADER_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "Modality", "SOPClassUID", "ImageType", "SeriesDescription",

@@ -12,6 +12,11 @@ from typing import Any
 
 # where a tube potential may sit in a header: io.read_ct's name, the DICOM keyword, the tag
 KVP_KEYS = ("kvp", "KVP", "0018|0060")
+# Ages (years) the analysis accepts, from a user or a header: more than 0 and at most 120. Design choice: the
+# oldest documented human lived 122 y, so anything above 120 is a typing or header error (e.g. '250', a
+# month count read as years), and 0 or less is no age; the age picks the age-typical marrow and psoas fat
+# (calibration/composition.py) and the hip Z-score row, so an impossible one would silently move vBMD.
+AGE_RANGE_Y = (0.0, 120.0)
 
 
 def age_years(value: Any) -> float | None:
@@ -25,6 +30,19 @@ def age_years(value: Any) -> float | None:
         return None
     n, unit = float(match.group(1)), match.group(2) or "Y"
     return n / {"Y": 1.0, "M": 12.0, "W": 52.18, "D": 365.25}[unit]
+
+
+def plausible_age(age_y: float | None) -> bool:
+    """Whether ``age_y`` lies in :data:`AGE_RANGE_Y` (more than 0, at most 120 years)."""
+    low, high = AGE_RANGE_Y
+    return age_y is not None and age_y == age_y and low < age_y <= high
+
+
+def header_age_years(value: Any) -> float | None:
+    """A header's age in years when readable and plausible (:func:`plausible_age`); an implausible one is
+    ignored (None: the analysis treats the age as unknown, and pipeline.measure says so in a QC notice)."""
+    age = age_years(value)
+    return age if plausible_age(age) else None
 
 
 def sex_code(value: Any) -> str | None:

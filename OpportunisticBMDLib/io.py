@@ -127,21 +127,32 @@ def _is_dicom_dir(path: Path) -> bool:
 
 
 def _read_dicom_series(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
+    """The CT series of a DICOM folder: the project's rule (:mod:`.dicom_series`, every header read) when GDCM
+    sees several series or one without a Series Instance UID (GDCM puts every blanked series of an
+    anonymised export in one group); a single series with a UID is recorded from one header (read time)."""
     reader = sitk.ImageSeriesReader()
     series_ids = reader.GetGDCMSeriesIDs(str(path))
     if not series_ids:
         raise InputError(f"{path}: no DICOM series found in this directory")
-    choice = dicom_series.choose_ct_series(dicom_series.scan_folder(path)) if len(series_ids) > 1 else None
-    if choice is not None and choice.chosen is None:
-        raise InputError(f"{path}: {choice.reason}")
+    choice = None
+    if len(series_ids) > 1 or not series_ids[0].strip():
+        choice = dicom_series.choose_ct_series(dicom_series.scan_folder(path))
+        if choice.chosen is None:
+            raise InputError(f"{path}: {choice.reason}")
     if choice is not None and choice.chosen.series_uid in series_ids:
         files = reader.GetGDCMSeriesFileNames(str(path), choice.chosen.series_uid)
-    else:  # one series, or an anonymised export without series UIDs: the series with the most slices
-        files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series_ids}
-        files = files_per_series[max(files_per_series, key=lambda sid: len(files_per_series[sid]))]
-    extra: dict[str, Any] = {"n_series_in_folder": len(series_ids)}
+    elif choice is not None:  # a series without a UID: the rule's files, in slice order
+        files = _sorted_along_normal(choice.chosen.locations)
+    else:  # one series with a UID: recorded from one header (a few ms), as batch records every series read
+        files = reader.GetGDCMSeriesFileNames(str(path), series_ids[0])
+        header = dicom_series.read_header(files[0]) if files else None
+        choice = dicom_series.only_series(files, header) if header is not None else None
+    ruled = choice is not None and bool(choice.skipped)  # the rule saw these series (GDCM may see fewer)
+    extra: dict[str, Any] = {"n_series_in_folder": 1 + len(choice.skipped) if ruled else len(series_ids)}
     if choice is not None:
-        extra["series_choice"] = choice.as_dict()
+        extra["series_choice"] = choice.as_dict()  # the UID, or null for a series without one
+        # the reader's own key of the series (for dicom/writer.py to reference the same files); not in results
+        extra["series_key"] = choice.chosen.series_uid if choice.chosen is not None else None
     return _read_dicom_files(files, path, extra)
 
 

@@ -18,6 +18,7 @@ from . import input_checks, qc, spine, validity
 from . import rois as tissue_rois
 from .calibration import Calibration, calibrate, check_options
 from .errors import ModelError, SegmentationError
+from .header import AGE_RANGE_Y, age_years, plausible_age
 from .hip.site import femur_in_view, measure_hip_site
 from .io import HEADER_KEYS, check_ct_modality, check_same_grid, write_like
 from .labels import LABELS, MEASURED_LEVELS, normalise_label_ids, vertebra_label
@@ -161,6 +162,18 @@ def level_confidence(labels: Volume | None, level: str) -> dict[str, float | Non
     return {"naming_confidence": conf.get("naming"), "segmentation_confidence": conf.get("segmentation")}
 
 
+def header_age_flags(metadata: dict[str, Any], options: AnalysisOptions) -> list[dict[str, str]]:
+    """A notice when the header's age was readable but implausible (header.AGE_RANGE_Y) and so not used:
+    the age-typical marrow and psoas fat and the Z-score then take the age as unknown."""
+    header_age = age_years(metadata.get("patient_age"))
+    if options.patient_age is not None or header_age is None or plausible_age(header_age):
+        return []
+    low, high = AGE_RANGE_Y
+    return [qc.flag("header_age_implausible", "warning",
+                    f"the header's patient age {metadata.get('patient_age')!s} ({header_age:g} y) is not more than "
+                    f"{low:g} and at most {high:g} y: ignored, the age is taken as unknown (give --age to set it)")]
+
+
 def measure(
     ct: Volume,
     rois: dict[str, np.ndarray],
@@ -217,6 +230,7 @@ def measure(
     flags += qc.contrast_flags(ct, labels)
     flags += qc.metal_flags(near_metal)
     flags += input_checks.orientation_flags(ct)
+    flags += header_age_flags(ct.metadata, options)
     tissues = {
         "fat_thickness_mm": thickness,
         "muscle_roi_voxels": int(rois["muscle_roi"].sum()) if "muscle_roi" in rois else 0,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .errors import InputError
-from .header import age_years, kvp_from, sex_code
+from .header import AGE_RANGE_Y, header_age_years, kvp_from, plausible_age, sex_code
 
 # Cortex removal. The reference study (Radiologic Practice 2024, doi:10.13609/j.cnki.1000-0313.2024.02.019)
 # erodes the vertebral body with a sphere of radius 4 voxels; at its ~0.8 mm voxels that is ~3.2 mm, about
@@ -111,6 +111,14 @@ class AnalysisOptions:
             raise InputError(f"--erosion-mm {self.erosion_radius_mm}: must be >= 0")
         if self.label_margin_mm is not None and self.label_margin_mm < 0:
             raise InputError(f"--label-margin-mm {self.label_margin_mm}: must be >= 0")
+        if self.patient_age is not None:
+            try:
+                age = float(self.patient_age)
+            except (TypeError, ValueError):
+                age = float("nan")
+            if isinstance(self.patient_age, bool) or not plausible_age(age):
+                raise InputError(f"--age {self.patient_age}: patient age in years, more than {AGE_RANGE_Y[0]:g} "
+                                 f"and at most {AGE_RANGE_Y[1]:g}")
         if self.patient_sex is not None and self.patient_sex not in SEXES:
             raise InputError(f"patient sex {self.patient_sex!r}: F or M")
         if self.segmentation_backend not in BACKENDS:
@@ -124,8 +132,8 @@ class AnalysisOptions:
         """A copy with the patient's age and sex and the scan's kVp from the CT's header (DICOM, a JSON
         sidecar, or an MRML node's attributes) where the user gave none: the calibration's age-typical
         marrow and psoas fat, its beam and the hip's beam and Z-score then come from the same header.
-        The user's values win."""
-        age = self.patient_age if self.patient_age is not None else age_years(header.get("patient_age"))
+        The user's values win; a header age outside header.AGE_RANGE_Y is ignored (the age is then unknown)."""
+        age = self.patient_age if self.patient_age is not None else header_age_years(header.get("patient_age"))
         sex = sex_code(self.patient_sex) or sex_code(header.get("patient_sex"))
         kvp = self.calibration_settings.kvp if self.calibration_settings.kvp is not None else kvp_from(header)
         if (age, sex, kvp) == (self.patient_age, self.patient_sex, self.calibration_settings.kvp):
@@ -247,7 +255,8 @@ def add_arguments(parser: argparse.ArgumentParser, calibration_methods: Sequence
     parser.add_argument("--label-margin-mm", type=float, metavar="MM",
                         help="extra cortex margin for labels with an uncertain boundary (default: the shipped "
                         "model's margin for its labels, pipeline.MODEL_LABEL_MARGIN_MM; 0 for labels given)")
-    parser.add_argument("--age", type=float, help="patient age in years (default: from the DICOM header)")
+    parser.add_argument("--age", type=float, help=f"patient age in years, more than {AGE_RANGE_Y[0]:g} and at most "
+                        f"{AGE_RANGE_Y[1]:g} (default: from the DICOM header, ignored there when outside that range)")
     parser.add_argument("--sex", choices=SEXES, help="patient sex (default: from the DICOM header)")
     parser.add_argument("--z-reference", metavar="JSON",
                         help="hip Z-score reference table by age and sex (format: OpportunisticBMDLib/hip/tscores.py "

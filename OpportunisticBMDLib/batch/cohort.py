@@ -24,6 +24,10 @@ SUMMARY_KEYS = ("status_reasons", "summary_vbmd_mg_cm3", "summary_levels_used", 
                 "qc_warnings")
 BASE_COLUMNS = ("id", "status", "reason", "seconds", "age", "sex", "ct", "seg", "series") + SUMMARY_KEYS
 LEVEL_COLUMNS = tuple(f"{level}_vbmd_mg_cm3" for level in MEASURED_LEVELS)
+# the category bars, best to worst then the cases without one, in the ACR bands' colours (the vBMD panel's)
+CATEGORY_COLOURS = {"normal": "#54a24b", "osteopenia": "#f2a93b", "osteoporosis": "#e45756",
+                    "no category": "#bab0ac", "not measurable": "#9d9d9d", "failed": "#555555"}
+LABEL_WIDTH_CHARS, LABEL_LINES = 42, 2  # a bar label's wrap (design choice: the panel keeps its width)
 
 
 def _hip_column(key: str) -> bool:
@@ -109,10 +113,12 @@ def plot_cohort(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     measured = [r for r in rows if r.get("summary_vbmd_mg_cm3") is not None]
     ages = [r["age"] for r in measured if r.get("age") is not None] or [20.0, 90.0]
     top = max([r["summary_vbmd_mg_cm3"] for r in measured] + [ACR_NORMAL_ABOVE_MG_CM3 * 1.6])
-    ax.axhspan(0, ACR_OSTEOPOROSIS_BELOW_MG_CM3, color="#e45756", alpha=0.15, label="osteoporosis (ACR)")
-    ax.axhspan(ACR_OSTEOPOROSIS_BELOW_MG_CM3, ACR_NORMAL_ABOVE_MG_CM3, color="#f2a93b", alpha=0.15,
-               label="osteopenia (ACR)")
-    ax.axhspan(ACR_NORMAL_ABOVE_MG_CM3, top * 1.05, color="#54a24b", alpha=0.10, label="normal (ACR)")
+    ax.axhspan(0, ACR_OSTEOPOROSIS_BELOW_MG_CM3, color=CATEGORY_COLOURS["osteoporosis"], alpha=0.15,
+               label="osteoporosis (ACR)")
+    ax.axhspan(ACR_OSTEOPOROSIS_BELOW_MG_CM3, ACR_NORMAL_ABOVE_MG_CM3, color=CATEGORY_COLOURS["osteopenia"],
+               alpha=0.15, label="osteopenia (ACR)")
+    ax.axhspan(ACR_NORMAL_ABOVE_MG_CM3, top * 1.05, color=CATEGORY_COLOURS["normal"], alpha=0.10,
+               label="normal (ACR)")
     for sex, marker, colour in (("F", "o", "#b279a2"), ("M", "s", "#4c78a8"), (None, "^", "#777777")):
         pts = [r for r in measured if r.get("age") is not None and r.get("sex") == sex]
         if pts:
@@ -123,12 +129,12 @@ def plot_cohort(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
            xlim=(min(ages) - 5, max(ages) + 5),
            title="vBMD against age" + (f" ({no_age} without an age not shown)" if no_age else ""))
     ax.legend(fontsize=7, loc="upper right")
-    _bars(axes[0][1], Counter(r.get("summary_category") or ("failed" if r["status"] in ("failed", "timed_out")
-                                                             else "no category") for r in rows),
-          "spine category (ACR) per case")
-    qc = Counter(code for r in rows for code in (r.get("qc_codes") or "").split(";") if code)
+    categories = category_counts(rows)
+    _bars(axes[0][1], categories, "spine category (ACR) per case",
+          colours=[CATEGORY_COLOURS[name] for name in categories])
+    qc = Counter(bar_label(code) for r in rows for code in (r.get("qc_codes") or "").split(";") if code)
     _bars(axes[1][0], dict(qc.most_common(15)), "QC flags (cases with each code)", horizontal=True)
-    failures = Counter(f"{r['status']}: {failure_group(r.get('reason'))}" for r in rows
+    failures = Counter(bar_label(f"{r['status']}: {failure_group(r.get('reason'))}") for r in rows
                        if r["status"] in ("failed", "timed_out"))
     _bars(axes[1][1], dict(failures.most_common(12)), "failures by reason", horizontal=True)
     counts = Counter(r["status"] for r in rows)
@@ -142,7 +148,34 @@ def plot_cohort(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     return paths
 
 
-def _bars(ax, counts: dict[str, int], title: str, horizontal: bool = False) -> None:
+def category_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Cases per spine category, in :data:`CATEGORY_COLOURS`' order (normal, osteopenia, osteoporosis, no
+    category, not measurable, failed); a category no case has is left out."""
+    def category(row: dict[str, Any]) -> str:
+        if row["status"] in ("failed", "timed_out"):
+            return "failed"
+        if row["status"] == "not_measurable":
+            return "not measurable"
+        return row.get("summary_category") or "no category"
+
+    counts = Counter(category(r) for r in rows)
+    return {name: counts[name] for name in CATEGORY_COLOURS if counts[name]}
+
+
+def bar_label(text: str) -> str:
+    """A bar's label wrapped to :data:`LABEL_LINES` lines of :data:`LABEL_WIDTH_CHARS`, cut with '…' beyond:
+    a long failure reason neither runs off the figure nor squeezes the other panels."""
+    import textwrap
+
+    lines = textwrap.wrap(str(text), LABEL_WIDTH_CHARS) or [""]
+    if len(lines) > LABEL_LINES:
+        lines = lines[:LABEL_LINES]
+        lines[-1] = lines[-1][: LABEL_WIDTH_CHARS - 1].rstrip() + "…"
+    return "\n".join(lines)
+
+
+def _bars(ax, counts: dict[str, int], title: str, horizontal: bool = False,
+          colours: list[str] | None = None) -> None:
     ax.set_title(title)
     if not counts:
         ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
@@ -153,12 +186,13 @@ def _bars(ax, counts: dict[str, int], title: str, horizontal: bool = False) -> N
     names, values = list(counts), list(counts.values())
     (ax.xaxis if horizontal else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
     if horizontal:
-        ax.barh(range(len(names)), values, color="#4c78a8")
+        ax.barh(range(len(names)), values, color=colours or "#4c78a8")
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("cases")
     else:
-        ax.bar(names, values, color="#4c78a8")
+        ax.bar(range(len(names)), values, color=colours or "#4c78a8", edgecolor="black", linewidth=0.5)
+        ax.set_xticks(range(len(names)), [n.replace(" ", "\n") for n in names], fontsize=8)  # no overlap
         ax.set_ylabel("cases")
     for i, v in enumerate(values):
         if horizontal:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import dicom_series
 from ..errors import InputError
-from ..header import age_years, sex_code
+from ..header import AGE_RANGE_Y, age_years, plausible_age, sex_code
 from ..io import CT_SUFFIXES
 from ..output_folder import MARKER_NAME
 
@@ -51,11 +51,12 @@ class CaseInput:
 
     def series_description(self) -> str | None:
         """The chosen series in one line (cohort column), None for image files."""
-        if not self.series_choice or not self.series_choice.get("series_instance_uid"):
-            return None
         c = self.series_choice
+        if not c or not c.get("n_images"):
+            return None
+        uid = c.get("series_instance_uid")  # null for an anonymised series without a UID: the description says it
         return (f"{c.get('description') or 'no description'} | {c.get('slice_thickness_mm') or '?'} mm | "
-                f"{c.get('kernel') or 'no kernel'} | {c.get('n_images')} images | {c.get('series_instance_uid')}")
+                f"{c.get('kernel') or 'no kernel'} | {c.get('n_images')} images" + (f" | {uid}" if uid else ""))
 
 
 def _is_image(path: Path) -> bool:
@@ -164,6 +165,9 @@ def _number(value: str, what: str, where: str) -> float | None:
     age = age_years(value)
     if age is None:
         raise InputError(f"{where}: {what} {value!r} is not a number of years (e.g. 63 or 063Y)")
+    if not plausible_age(age):  # as --age (settings.AnalysisOptions): a usage error, exit 2
+        low, high = AGE_RANGE_Y
+        raise InputError(f"{where}: {what} {value!r}: patient age in years, more than {low:g} and at most {high:g}")
     return age
 
 

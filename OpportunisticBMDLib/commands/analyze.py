@@ -69,6 +69,22 @@ def check_backend(args: argparse.Namespace) -> None:
         raise ModelError(totalseg_backend.MISSING_MESSAGE)
 
 
+def written_text(written: dict) -> str:
+    """', results.csv, report.pdf, 4 masks and dicom/ (report_pdf.dcm, seg.dcm, sr.dcm, ct/)': what joined
+    results.json in the output folder (report_folder.WrittenReport.files' names)."""
+    parts = [name for name in ("results.csv", "report.pdf") if name in written]
+    n_masks = sum(1 for k in written if k.startswith("masks/"))
+    if n_masks:
+        parts.append(f"{n_masks} mask{'s' if n_masks != 1 else ''}")
+    dicom = sorted(k.split("/", 1)[1] for k in written if k.startswith("dicom/") and k.count("/") == 1)
+    dicom += sorted({k.split("/")[1] + "/" for k in written if k.startswith("dicom/") and k.count("/") > 1})
+    if any(k.startswith("dicom/") for k in written):
+        parts.append("dicom/" + (f" ({', '.join(dicom)})" if dicom else ""))
+    if not parts:
+        return ""
+    return ", " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
+
+
 def run(args: argparse.Namespace) -> int:
     from ..dicom.cli import local_ct
 
@@ -87,6 +103,8 @@ def _run(args: argparse.Namespace, ct_path: str, series_choice: dict | None) -> 
 
     start = time.perf_counter()
     check_backend(args)
+    options = AnalysisOptions.from_args(args)  # validated (an impossible --age...) before any file is read
+    check_z_reference(options.z_reference)
     out = Path(args.out)
     # --out is checked and locked before the CT is read; the results go to a fresh folder beside it that
     # replaces it whole at the end (output_folder.py): never next to an input, never two cases mixed
@@ -97,8 +115,6 @@ def _run(args: argparse.Namespace, ct_path: str, series_choice: dict | None) -> 
         ct = read_ct(ct_path)
         labels = read_labels(args.seg, like=ct) if args.seg else None
         body = read_labels(args.body_seg, like=ct) if args.body_seg else None
-        options = AnalysisOptions.from_args(args)
-        check_z_reference(options.z_reference)
         result = analyze(ct, labels, options, progress=progress, body_mask=body)
         dicom_cli.record_source(args, result, series_choice)  # input.ct of a PACS study, input.series_choice
         # results.json, results.csv, masks, report.pdf and OUT/dicom: the folder Slicer and the web app save too
@@ -106,8 +122,6 @@ def _run(args: argparse.Namespace, ct_path: str, series_choice: dict | None) -> 
         dicom_cli.print_written(args, report)
         written = report.files
     print_report(result.results)
-    n_masks = sum(1 for k in written if k.startswith("masks/"))
-    print(f"wrote {out / 'results.json'}" + (f", results.csv and {n_masks} masks" if n_masks else "")
-          + f" in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {out / 'results.json'}{written_text(written)} in {time.perf_counter() - start:.1f} s")
     dicom_cli.store(args, out)  # --store: SEG, SR, PDF back to the PACS (after the folder is in place)
     return EXIT_NOT_MEASURABLE if result.results.get("status") == STATUS_NOT_MEASURABLE else 0

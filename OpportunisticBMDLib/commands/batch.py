@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # heavy imports only inside run (obmd --help stays fast)
     from ..batch.engine import Engine, EngineInfo
+    from ..batch.inputs import CaseInput
     from ..settings import AnalysisOptions
 
 BATCH_MARKER = ".obmd-batch"  # in DIR: this folder is an obmd batch output (resumable, ours to write into)
@@ -32,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image file, folder (NIfTI/NRRD/MHA files or a DICOM tree) or CSV manifest "
-                        "(columns ct, optional seg, age, sex, id)")
+                        "(columns ct, optional seg, age, sex, id); a manifest's age/sex override --age/--sex, which "
+                        "override the CT's header")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (new, empty or an earlier batch)")
     parser.add_argument("--workers", type=int, metavar="N",
                         help="local worker processes (default: one per CPU core); ignored with --scheduler")
@@ -92,14 +94,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     resolved = check_batch_folder(out, args.inputs)
     options = _options(args)
-    resolved.mkdir(parents=True, exist_ok=True)
-    lock = acquire_lock(resolved, out)
     run_dir = resolved / f".run-{os.getpid()}"
+    lock: Path | None = None
     try:
-        marker = {"software": "OpportunisticBMD", "version": __version__}
-        (resolved / BATCH_MARKER).write_text(json.dumps(marker) + "\n")
         with Engine(workers=args.workers, scheduler=args.scheduler) as engine:
-            records, info, cases_s = _run(engine, args, options, resolved, run_dir)
+            cases = _find_cases(engine, args)  # usage errors (missing input, bad manifest, no cases) end here
+            # DIR is created, locked and marked only now: a usage error leaves nothing behind
+            resolved.mkdir(parents=True, exist_ok=True)
+            lock = acquire_lock(resolved, out)
+            marker = {"software": "OpportunisticBMD", "version": __version__}
+            (resolved / BATCH_MARKER).write_text(json.dumps(marker) + "\n")
+            records, info, cases_s = _run(engine, args, options, cases, resolved, run_dir)
         written = write_cohort(records, resolved)
         seconds = time.perf_counter() - start
         counts: dict[str, int] = {}
@@ -115,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         (resolved / "batch.json").write_text(json.dumps(run_info, indent=1, default=str) + "\n")
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-        lock.unlink(missing_ok=True)
+        if lock is not None:
+            lock.unlink(missing_ok=True)
     print(f"{len(records)} cases in {seconds:.1f} s: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
           + (f" ({resumed} resumed)" if resumed else ""))
     for r in records:
@@ -125,17 +131,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(engine: Engine, args: argparse.Namespace, options: AnalysisOptions, resolved: Path,
-         run_dir: Path) -> tuple[list[dict], EngineInfo, float]:
-    """Find the cases (DICOM headers read on the workers) and run them: (records, engine info, seconds of
-    the cases alone, from the workers ready to the last record)."""
-    from ..batch.case import CaseSettings
+def _find_cases(engine: Engine, args: argparse.Namespace) -> list[CaseInput]:
+    """The cases of the inputs (DICOM headers read on the workers); InputError when there are none."""
     from ..batch.inputs import find_cases
     from ..errors import InputError
 
     cases = find_cases(args.inputs, mapper=engine.map)
     if not cases:
         raise InputError("no cases found in " + ", ".join(args.inputs))
+    return cases
+
+
+def _run(engine: Engine, args: argparse.Namespace, options: AnalysisOptions, cases: list[CaseInput], resolved: Path,
+         run_dir: Path) -> tuple[list[dict], EngineInfo, float]:
+    """Run the cases: (records, engine info, seconds of the cases alone, from the workers ready to the last
+    record)."""
+    from ..batch.case import CaseSettings
+
     settings = CaseSettings(options=options, out_dir=str(resolved), run_dir=str(run_dir),
                             time_limit_s=args.time_limit_s, resume=args.resume)
     print(f"{len(cases)} cases from {len(args.inputs)} input(s)" + (" (resuming)" if args.resume else ""), flush=True)

@@ -22,10 +22,11 @@ def add_dicom_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--study", metavar="UID", help="Study Instance UID to fetch from --pacs")
     group.add_argument("--store", action="store_true",
                        help="send the DICOM SEG, SR and PDF back to the PACS the study came from (STOW-RS)")
-    group.add_argument("--dicom-out", action="store_true",
-                       help="write OUT/dicom/ for a NIfTI/NRRD CT too (the CT as a new DICOM series, new UIDs); DICOM "
-                       "input writes it unless --no-dicom-out or --json-only")
-    group.add_argument("--no-dicom-out", action="store_true", help="do not write OUT/dicom/ for DICOM input")
+    written = group.add_mutually_exclusive_group()  # opposite wishes: argparse refuses both at once (exit 2)
+    written.add_argument("--dicom-out", action="store_true",
+                         help="write OUT/dicom/ for a NIfTI/NRRD CT too (the CT as a new DICOM series, new UIDs); "
+                         "DICOM input writes it unless --no-dicom-out or --json-only")
+    written.add_argument("--no-dicom-out", action="store_true", help="do not write OUT/dicom/ for DICOM input")
 
 
 def study_address(args: argparse.Namespace):
@@ -48,6 +49,10 @@ def study_address(args: argparse.Namespace):
 def local_ct(args: argparse.Namespace) -> Iterator[tuple[str, dict | None]]:
     """The CT path to read (a DICOMweb study's CT series retrieved into a temporary folder, deleted after) and
     the series choice (None for a local CT: the reader records its own)."""
+    if args.store and (args.json_only or args.no_dicom_out):  # refused before any fetch or analysis
+        flag = "--json-only" if args.json_only else "--no-dicom-out"
+        raise InputError(f"--store sends OUT/dicom/ (SEG, SR, PDF) back to the PACS; {flag} writes none: drop one "
+                         "of the two")
     where = study_address(args)
     if args.store and where is None:
         raise InputError("--store sends the results back to the PACS the study came from: analyse a "

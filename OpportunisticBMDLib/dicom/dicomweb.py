@@ -67,6 +67,24 @@ def client(url: str):
     return DICOMwebClient(url, timeout=TIMEOUT_S)
 
 
+def not_found(where: StudyAddress) -> str:
+    """A study the server does not know: most often a URL without the DICOMweb root (Orthanc answers 404 on
+    http://HOST:8042/studies/... but serves http://HOST:8042/dicom-web/studies/...)."""
+    return (f"study {where.study_uid} not found on {where.url}: the server answered, so check the study UID and "
+            "that the URL includes the DICOMweb root path (e.g. http://HOST:8042/dicom-web)")
+
+
+def connection_reason(exc: Exception) -> str:
+    """Why a connection failed, in the words of the operating system ('Connection refused', 'Name or service
+    not known'), without urllib3's object names; the exception's class name when none is given."""
+    text = str(exc)
+    match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if match:
+        return match.group(1).strip()
+    match = re.search(r"(Failed to [^'\")]+|timed out|Connection (?:refused|reset)[^'\")]*)", text)
+    return match.group(1).strip() if match else type(exc).__name__
+
+
 def _call(what: str, where: StudyAddress | str, fn, *args, **kwargs):
     """Run a dicomweb-client call; connection and HTTP failures become one clear line."""
     import requests  # dicomweb-client's transport
@@ -74,8 +92,8 @@ def _call(what: str, where: StudyAddress | str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except requests.exceptions.ConnectionError as exc:
-        raise PacsError(f"DICOMweb server {getattr(where, 'url', where)} unreachable ({what}): "
-                        f"{type(exc).__name__}") from exc
+        raise PacsError(f"cannot connect to {getattr(where, 'url', where)}: {connection_reason(exc)} "
+                        f"({what})") from exc
     except requests.exceptions.Timeout as exc:
         raise PacsError(f"DICOMweb server {getattr(where, 'url', where)} did not answer in {TIMEOUT_S:.0f} s "
                         f"({what})") from exc
@@ -85,7 +103,7 @@ def _call(what: str, where: StudyAddress | str, fn, *args, **kwargs):
             raise PacsError(f"DICOMweb server {getattr(where, 'url', where)} refused to store our objects "
                             f"(HTTP {status})") from exc
         if status == 404 and isinstance(where, StudyAddress):
-            raise PacsError(f"study {where.study_uid} not found on {where.url}") from exc
+            raise PacsError(not_found(where)) from exc
         raise PacsError(f"DICOMweb server {getattr(where, 'url', where)} answered HTTP {status} ({what})") from exc
 
 
@@ -98,7 +116,7 @@ def study_series(where: StudyAddress) -> list[dicom_series.SeriesInfo]:
     """The study's series, from its instances' metadata (WADO-RS metadata, as pydicom headers)."""
     metadata = _call("study metadata", where, client(where.url).retrieve_study_metadata, where.study_uid)
     if not metadata:
-        raise PacsError(f"study {where.study_uid} not found on {where.url}")
+        raise PacsError(not_found(where))
     items = []
     for entry in metadata:
         ds = Dataset.from_json(entry, bulk_data_uri_handler=_no_bulk_data)

@@ -2,7 +2,8 @@
 
 One measurement group (TID 1411, volumetric ROI) per vertebral level with its vBMD (UCUM ``mg/cm3``), mean
 trabecular HU (``[hnsf'U]``) and ROI volume (``mm3``), referencing the level's trabecular segment of our
-SEG; one per hip region (aBMD ``g/cm2``, T- and Z-score) referencing its region segment; the muscle and fat
+SEG; one per hip region (aBMD ``g/cm2``, T- and Z-score) referencing its region segment, with an
+"unreliable: <reason>" comment when the QC calls that region's value unreliable; the muscle and fat
 ROIs with their HU; and groups without an ROI (TID 1501) for the spine summary with its ACR category, each
 hip's WHO category, the calibration line, the analysis status and the QC findings (text items).
 
@@ -23,7 +24,9 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from .. import __version__
+from ..hip.reliability import unreliable_regions
 from ..labels import VERTEBRA_LEVELS
+from ..report.wording import join_reasons
 from .seg import HIP_REGIONS, SIDES, VERTEBRA_CODES
 
 SCHEME = "99OBMD"
@@ -142,6 +145,7 @@ def hip_groups(results: dict, seg: Dataset, numbers: dict[str, int]) -> list[hd.
         if not isinstance(block, dict):
             continue
         site = hd.sr.FindingSite(codes.SCT.ProximalFemur, laterality=SIDE_CODES[side])
+        unreliable = unreliable_regions(side, block)  # the QC's word, a comment in the region's own group
         for region in HIP_REGIONS:
             values = block.get(region)
             if not isinstance(values, dict):
@@ -149,16 +153,19 @@ def hip_groups(results: dict, seg: Dataset, numbers: dict[str, int]) -> list[hd.
             measurements = (_measurement(ABMD, values.get("abmd_g_cm2"), UNIT_G_CM2)
                             + _measurement(T_SCORE, values.get("t_score"), UNIT_SCORE)
                             + _measurement(Z_SCORE, values.get("z_score"), UNIT_SCORE))
+            text = [f"unreliable: {'; '.join(unreliable[region])}"] if region in unreliable else []
             groups.append(_roi_group(f"{side} hip {region.replace('_', ' ')}", seg, numbers,
-                                     f"hip_{region}_roi_{side}", codes.SCT.ProximalFemur, measurements, site))
+                                     f"hip_{region}_roi_{side}", codes.SCT.ProximalFemur, measurements, site,
+                                     text=text))
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{side} hip category"),
             finding_type=codes.SCT.ProximalFemur, finding_sites=[site],
             qualitative_evaluations=_category(block.get("category")) or None)
         text = [f"T-score reference: {block['reference']}"] if block.get("reference") else []
         if not block.get("category"):
-            reasons = [r.get("message", "") for r in block.get("category_withheld_reasons") or []]
-            text.append("no category: " + ("; ".join(reasons) or block.get("excluded_reason") or "not measurable"))
+            reasons = join_reasons([str(r.get("message", "")) for r in block.get("category_withheld_reasons") or []],
+                                   f"{side} hip: ")
+            text.append("no category: " + (reasons or block.get("excluded_reason") or "not measurable"))
         if block.get("z_score_note"):
             text.append(block["z_score_note"])
         _add_text(group, text)

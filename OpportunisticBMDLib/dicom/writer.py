@@ -39,7 +39,8 @@ def source_for(ct: Volume, out_dir: Path, source_files: Sequence[str | Path] = (
     if source_files:
         return sources.read_source_files(source_files)
     if from_dicom_folder(ct):
-        chosen = (ct.metadata.get("series_choice") or {}).get("series_instance_uid")
+        # io's key of the series read (a blanked UID has a key of what the headers kept), else the recorded UID
+        chosen = ct.metadata.get("series_key") or (ct.metadata.get("series_choice") or {}).get("series_instance_uid")
         return sources.read_source_series(ct.metadata["path"], chosen)
     return ct_series.write_ct_series(ct, out_dir / DICOM_DIR / "ct")
 

@@ -13,8 +13,6 @@ from typing import Any
 from ..volume import Volume
 
 REPORT_NAME = "report.pdf"
-
-
 def write_report(result: Any, ct: Volume, out_dir: str | Path, options: Any = None) -> Path:
     """Write ``out_dir/report.pdf`` for ``result`` (a :class:`..pipeline.AnalysisResult`) measured on ``ct``;
     ``options``: a :class:`.pdf.ReportOptions` (None: A4)."""

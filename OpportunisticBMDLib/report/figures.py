@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..volume import Volume
+from .wording import muscle_name
 
 TRABECULAR_PREFIX = "trabecular_"  # ROI keys of pipeline.derive_rois
 # Display windows (width, level) in HU. Sagittal: bone (vertebral bodies and their ROIs); axial: soft tissue
@@ -159,7 +160,8 @@ def axial_level(results: dict[str, Any], masks: dict[str, np.ndarray]) -> str | 
 def axial_png(ct: Volume, rois: dict[str, np.ndarray], results: dict[str, Any], level: str | None,
               width_in: float = 3.3, height_in: float = 3.9) -> bytes | None:
     """The axial CT slice through the middle of ``level``'s trabecular ROI (radiological convention: the
-    patient's right on the left, anterior up) with that ROI, the psoas (muscle) ROI and the fat ROI."""
+    patient's right on the left, anterior up) with that ROI, the muscle ROI (named as measured: psoas or
+    paraspinal) and the fat ROI."""
     mask = rois.get(f"{TRABECULAR_PREFIX}{level}") if level else None
     if mask is None or not np.any(mask):
         return None
@@ -187,7 +189,7 @@ def axial_png(ct: Volume, rois: dict[str, np.ndarray], results: dict[str, Any], 
 
     drawn = (
         (f"{TRABECULAR_PREFIX}{level}", f"{level} trabecular ROI", TRABECULAR_COLOUR, "solid", 1.6),
-        ("muscle_roi", "psoas (muscle) ROI", MUSCLE_COLOUR, "dashed", 1.4),
+        ("muscle_roi", f"{muscle_name(results)} ROI", MUSCLE_COLOUR, "dashed", 1.4),
         ("fat_roi", "fat ROI", FAT_COLOUR, "dotted", 1.8),
     )
     for key, title, colour, style, width in drawn:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from ..hip.reliability import unreliable_regions
 from ..validity import category_text
+from .wording import join_reasons, muscle_name
 
 PAGE_SIZES_MM = {"A4": (210.0, 297.0), "Letter": (215.9, 279.4)}
 MARGIN_MM = 14.0
@@ -69,6 +72,16 @@ def _words(code: str) -> str:
     return str(code).replace("_", " ")
 
 
+def _tidy(text: str) -> str:
+    """A message joined from sentences without doubled punctuation ("reported.; too" -> "reported; too")."""
+    return text.replace(".;", ";").replace("..", ".")
+
+
+def _unnested(source: str) -> str:
+    """'default (age unknown)' -> 'default: age unknown', to sit inside the report's own brackets."""
+    return re.sub(r"^(.*?)\s*\((.*)\)$", r"\1: \2", source.strip())
+
+
 def _levels_label(levels: list[str]) -> str:
     return "–".join([levels[0], levels[-1]]) if len(levels) > 1 else (levels[0] if levels else "")
 
@@ -108,6 +121,7 @@ def _styles() -> dict[str, Any]:
                              spaceAfter=2),
         "big": ParagraphStyle("big", parent=base, fontSize=12, leading=15),
         "small": ParagraphStyle("small", parent=base, fontSize=7.2, leading=8.8),
+        "small_apart": ParagraphStyle("small_apart", parent=base, fontSize=7.2, leading=8.8, spaceBefore=3),
         "cell": ParagraphStyle("cell", parent=base, fontSize=7.8, leading=9.3),
         "cellb": ParagraphStyle("cellb", parent=base, fontName=FONT_BOLD, fontSize=7.8, leading=9.3),
         "footer": ParagraphStyle("footer", parent=base, fontSize=6.4, leading=7.7, textColor="#222222"),
@@ -148,17 +162,33 @@ def _image(png: bytes | None, width_mm: float, height_mm: float, missing: str, s
 
 
 # ----------------------------------------------------------------------------------------- page 1: spine
-def _identification(results: dict[str, Any], styles: dict[str, Any], width: float) -> list[Any]:
+def used_age_sex_text(results: dict[str, Any]) -> tuple[str, str]:
+    """The age and the sex the analysis used (results.json ``options``: the header's unless given on the
+    command line, in a batch manifest or a front end's panel) and where each came from; the header's value
+    too when it differs (the header is ``input.identification``)."""
     ident = (results.get("input") or {}).get("identification") or {}
     options = results.get("options") or {}
-    age = _num(ident.get("patient_age_years"), 0)
-    age_text = f"{age} y" if age is not None else (ident.get("patient_age") or NOT_RECORDED)
-    given_age = _num(options.get("patient_age"), 0)
-    if ident.get("patient_age_years") is None and given_age is not None:
-        age_text += f" (analysed as {given_age} y, given)"
-    sex_text = _or(ident.get("patient_sex"))
-    if ident.get("patient_sex") is None and options.get("patient_sex"):
-        sex_text += f" (analysed as {options['patient_sex']}, given)"
+    used_age, header_age = _num(options.get("patient_age"), 0), _num(ident.get("patient_age_years"), 0)
+    header_age_text = f"{header_age} y" if header_age is not None else ident.get("patient_age")
+    if used_age is None:
+        age = f"unknown (header {header_age_text}: not used)" if header_age_text else NOT_RECORDED
+    elif used_age == header_age:
+        age = f"{used_age} y (from the header)"
+    else:
+        age = f"{used_age} y (given)" + (f"; header: {header_age_text}" if header_age_text else "")
+    used_sex, header_sex = options.get("patient_sex"), ident.get("patient_sex")
+    if not used_sex:
+        sex = f"unknown (header {header_sex}: not used)" if header_sex else NOT_RECORDED
+    elif used_sex == header_sex:
+        sex = f"{used_sex} (from the header)"
+    else:
+        sex = f"{used_sex} (given)" + (f"; header: {header_sex}" if header_sex else "")
+    return age, sex
+
+
+def _identification(results: dict[str, Any], styles: dict[str, Any], width: float) -> list[Any]:
+    ident = (results.get("input") or {}).get("identification") or {}
+    age_text, sex_text = used_age_sex_text(results)
     scanner = " ".join(x for x in (ident.get("manufacturer"), ident.get("manufacturer_model_name")) if x) or None
     kvp = _num(ident.get("kvp"), 0)
     thickness = _num(ident.get("slice_thickness_mm"), 2)
@@ -201,17 +231,22 @@ def _summary(results: dict[str, Any], styles: dict[str, Any], width: float) -> l
         lines.append("Trabecular vBMD: <b>not measurable</b>")
     lines.append(f"ACR category: <b>{escape(category_text(summary))}</b>")
     body = [_p(line, styles["big"]) for line in lines]
-    status = results.get("status") or "unknown"
-    reasons = [str(r.get("message", "")) for r in results.get("status_reasons") or [] if isinstance(r, dict)]
-    body.append(_p(f"<b>Status: {escape(_words(status))}</b>" + (": " + escape("; ".join(reasons)) if reasons else ""),
-                   styles["cell"]))
-    said = " ".join(reasons)
+    status = _words(results.get("status") or "unknown")
+    messages = [str(r.get("message", "")) for r in results.get("status_reasons") or [] if isinstance(r, dict)]
+    # each reason on its own line, without the status it would repeat ("not measurable: not measurable: ...")
+    reasons = [_tidy(m[len(status) + 2:] if m.startswith(status + ": ") else m) for m in messages]
+    if len(reasons) == 1:
+        body.append(_p(f"<b>Status: {escape(status)}</b>: " + escape(reasons[0]), styles["cell"]))
+    else:
+        body.append(_p(f"<b>Status: {escape(status)}</b>" + (":<br/>" if reasons else "")
+                       + "<br/>".join("• " + escape(r) for r in reasons), styles["cell"]))
+    said = " ".join(messages)
     withheld = summary.get("withheld_note")
     if withheld and withheld not in said:
         body.append(_p("Withheld: " + escape(str(withheld)), styles["cell"]))
     note = str(summary.get("note") or "")
     note = "" if not note or note in said or (withheld and withheld in note) else note + ". "
-    body.append(_p(escape(f"{note}Categories: {summary.get('category_system') or ''}."), styles["small"]))
+    body.append(_p(escape(f"{note}Categories: {summary.get('category_system') or ''}."), styles["small_apart"]))
     box = Table([[body]], colWidths=[width])
     box.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 1.4, colors.black), ("LEFTPADDING", (0, 0), (-1, -1), 6),
                              ("TOPPADDING", (0, 0), (-1, -1), 4), ("BOTTOMPADDING", (0, 0), (-1, -1), 5)]))
@@ -277,11 +312,12 @@ def assumptions_text(results: dict[str, Any]) -> str:
     psoas = _num(None if details.get("psoas_fat_fraction") is None else 100 * details["psoas_fat_fraction"], 1)
     if psoas is not None:
         source = str(details.get("psoas_fat_source") or "").split(" (")[0]
-        parts.append(f"psoas fat {psoas} %" + (f" ({source})" if source else ""))
+        parts.append(f"{muscle_name(results)} fat {psoas} %" + (f" ({source})" if source else ""))
     marrow = details.get("marrow_fat") or {}
     base = _num(None if marrow.get("base_fraction") is None else 100 * marrow["base_fraction"], 0)
     if base is not None:
-        parts.append(f"marrow fat {base} %" + (f" ({marrow.get('source')})" if marrow.get("source") else ""))
+        source = _unnested(str(marrow.get("source") or ""))
+        parts.append(f"marrow fat {base} %" + (f" ({source})" if source else ""))
     return "Calibration assumptions: " + ("; ".join(parts) if parts else "none stated") + "."
 
 
@@ -316,8 +352,8 @@ def _spine_page(results: dict[str, Any], figures: ReportFigures, styles: dict[st
                  _image(figures.axial, half, pic_h, "no axial view", styles)],
                 [_p("Sagittal: levels named; ROI outline bold = in the summary, thin = valid, dashed = not valid.",
                     styles["small"]),
-                 _p(escape(f"Axial through {level}: trabecular ROI (solid), psoas ROI (dashed), fat ROI (dotted); "
-                           "patient's right on the left."), styles["small"])]]
+                 _p(escape(f"Axial through {level}: trabecular ROI (solid), {muscle_name(results)} ROI (dashed), "
+                           "fat ROI (dotted); patient's right on the left."), styles["small"])]]
     story.append(_table(pictures, [half * mm + 2 * mm, half * mm + 2 * mm], header=False, grid=False))
     story.append(Spacer(1, 2 * mm))
     story.append(_p("Per vertebra (trabecular ROI)", styles["h2"]))
@@ -340,6 +376,8 @@ def _hip_side(side: str, block: dict[str, Any], png: bytes | None, styles: dict[
         return [title, _p(escape(f"Not measured: {block['excluded_reason']}."), cell)]
     rows: list[list[Any]] = [[_p(f"<b>{t}</b>", cell) for t in ("Region", "aBMD g/cm²", "T-score", "Z-score",
                                                                 "Area cm²")]]
+    unreliable = unreliable_regions(side, block)  # the QC's word on a region: marked beside its numbers
+    spans = []
     for key, name in HIP_REGIONS:
         r = block.get(key)
         if not isinstance(r, dict):
@@ -347,22 +385,32 @@ def _hip_side(side: str, block: dict[str, Any], png: bytes | None, styles: dict[
             continue
         t = _num(r.get("t_score"), 1, signed=True)
         t_sd = _num(r.get("t_score_calibration_sd"), 1)
-        rows.append([_p(name, cell), _p(_or(_num(r.get("abmd_g_cm2"), 3), "–"), cell),
-                     _p(_or(t, "–") + (f" ± {t_sd}" if t is not None and t_sd is not None else ""), cell),
+        mark = "<br/><b>unreliable</b>" if key in unreliable else ""
+        rows.append([_p(name, cell), _p(_or(_num(r.get("abmd_g_cm2"), 3), "–") + mark, cell),
+                     _p(_or(t, "–") + (f" ± {t_sd}" if t is not None and t_sd is not None else "") + mark, cell),
                      _p(_or(_num(r.get("z_score"), 1, signed=True), "not reported"), cell),
                      _p(_or(_num(r.get("area_cm2"), 2), "–"), cell)])
+        if key in unreliable:
+            spans.append(len(rows))
+            rows.append([_p(f"↑ {escape(name)} <b>unreliable</b>: " + escape("; ".join(unreliable[key])),
+                            styles["small"]), "", "", "", ""])
     table_w = width_mm * 0.56
     table = _table(rows, [0.27 * table_w * mm, 0.19 * table_w * mm, 0.2 * table_w * mm, 0.18 * table_w * mm,
                           0.16 * table_w * mm])
+    if spans:
+        from reportlab.platypus import TableStyle
+
+        table.setStyle(TableStyle([("SPAN", (0, row), (-1, row)) for row in spans]))
     if block.get("category"):
         who = f"WHO category: <b>{escape(str(block['category']))}</b> (lowest of femoral neck and total hip T-score)"
     else:
-        reasons = "; ".join(str(r.get("message", "")) for r in block.get("category_withheld_reasons") or []
-                            if isinstance(r, dict)) or "no T-score"
+        reasons = join_reasons([str(r.get("message", "")) for r in block.get("category_withheld_reasons") or []
+                                if isinstance(r, dict)], f"{side} hip: ") or "no T-score."
         who = f"WHO category: <b>withheld</b>: {escape(reasons)}"
     notes = [who]
-    if block.get("z_score_note"):
-        notes.append("Z-score: " + escape(str(block["z_score_note"])))
+    z_note = str(block.get("z_score_note") or "")
+    if z_note:
+        notes.append(escape(z_note if z_note.lower().startswith("z-score") else "Z-score: " + z_note))
     if block.get("reference"):
         notes.append("T-score reference: " + escape(str(block["reference"])))
     angle = _num(block.get("neck_shaft_angle_deg"), 0)

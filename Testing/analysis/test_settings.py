@@ -7,10 +7,11 @@ from dataclasses import fields, replace
 
 import pytest
 
-from OpportunisticBMDLib.cli import build_parser
+from OpportunisticBMDLib.cli import build_parser, main
 from OpportunisticBMDLib.errors import InputError
 from OpportunisticBMDLib.hip.site import hip_options_for
 from OpportunisticBMDLib.mrml.background_job import _options_to_cli
+from OpportunisticBMDLib.pipeline import header_age_flags
 from OpportunisticBMDLib.settings import AnalysisOptions, CalibrationSettings
 
 # a value other than the default for every field (the test below fails when a field is added without one)
@@ -110,3 +111,28 @@ def test_the_calibration_kvp_reaches_the_hip() -> None:
     assert (hip.kvp, hip.patient_age, hip.patient_sex, hip.slope_relative_sd) == (80.0, 70.0, None, 0.03)
     header_only = AnalysisOptions().with_header_defaults({"kvp": "120", "patient_sex": "M"})
     assert hip_options_for(header_only, None).kvp == 120.0 and hip_options_for(header_only, None).patient_sex == "M"
+
+
+@pytest.mark.parametrize("age", [-3.0, 0.0, 250.0, 120.5])
+def test_an_impossible_age_is_refused_on_construction_and_on_the_command_line(age: float, tmp_path, capsys) -> None:
+    """An age outside 0 < age <= 120 y would silently move vBMD (the age-typical marrow fat): refused with one
+    line and exit 2, before any file is read (the CT here does not exist)."""
+    with pytest.raises(InputError, match=f"--age {age}: patient age in years, more than 0 and at most 120"):
+        AnalysisOptions(patient_age=age)
+    rc = main(["analyze", str(tmp_path / "no-such-ct.nii.gz"), "--out", str(tmp_path / "o"), "--age", str(age)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--age" in err and "at most 120" in err and "no-such-ct" not in err and "Traceback" not in err
+    assert AnalysisOptions(patient_age=120.0).patient_age == 120.0 and AnalysisOptions(patient_age=0.5).patient_age
+
+
+@pytest.mark.parametrize("header_age", ["250Y", "000Y", 130])
+def test_an_implausible_header_age_is_ignored_with_a_notice(header_age) -> None:
+    header = {"patient_age": header_age, "patient_sex": "F"}
+    resolved = AnalysisOptions().with_header_defaults(header)
+    assert resolved.patient_age is None and resolved.patient_sex == "F"
+    flags = header_age_flags(header, resolved)
+    assert [f["code"] for f in flags] == ["header_age_implausible"] and "ignored" in flags[0]["message"]
+    # a plausible header age is used, and a given age makes the header's irrelevant (no notice)
+    assert AnalysisOptions().with_header_defaults({"patient_age": "070Y"}).patient_age == 70.0
+    assert header_age_flags(header, AnalysisOptions(patient_age=60.0)) == []

@@ -323,3 +323,47 @@ def test_output_folder_inside_the_inputs_or_foreign_is_refused_before_anything_r
     assert cli.main(["batch", str(cohort_inputs["manifest"]), "--out", str(foreign)]) == 2
     assert "not an obmd batch folder" in capsys.readouterr().err
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("age", ["250", "-3", "0"])
+def test_a_manifest_age_outside_the_plausible_range_is_a_usage_error(tmp_path, age):
+    """As --age: an impossible age would silently move vBMD (the age-typical marrow fat), so it is refused."""
+    from OpportunisticBMDLib.errors import InputError
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,ct,age,sex\na,a.nii.gz,{age},F\n")
+    with pytest.raises(InputError, match=f"age '{age}'"):
+        find_cases([manifest])
+
+
+def test_cohort_category_bars_are_ordered_and_long_failure_labels_wrapped(tmp_path):
+    """Category bars best to worst, then not measurable and failed (timed out counts as failed), whatever the
+    rows' order; a long failure reason is wrapped to two lines and cut, the figure still written."""
+    from OpportunisticBMDLib.batch.cohort import LABEL_WIDTH_CHARS, bar_label, category_counts, plot_cohort
+
+    rows = [{"status": "failed", "reason": "x"}, {"status": "complete", "summary_category": "osteoporosis"},
+            {"status": "not_measurable"}, {"status": "partial", "summary_category": "normal"},
+            {"status": "timed_out", "reason": "y"}, {"status": "complete", "summary_category": "osteopenia"},
+            {"status": "complete", "summary_category": "normal"}]
+    assert list(category_counts(rows).items()) == [("normal", 2), ("osteopenia", 1), ("osteoporosis", 1),
+                                                   ("not measurable", 1), ("failed", 2)]
+    long = "failed: DICOM slices are unevenly spaced (2.00-38.00 mm): missing slices or a gantry-tilted series " * 2
+    label = bar_label(long)
+    assert label.count("\n") == 1 and label.endswith("…")
+    assert all(len(line) <= LABEL_WIDTH_CHARS for line in label.splitlines())
+    assert bar_label("timed_out: over the 600 s time limit") == "timed_out: over the 600 s time limit"
+    assert [p.name for p in plot_cohort(rows, tmp_path)] == ["cohort.png", "cohort.pdf"]
+
+
+def test_a_usage_error_leaves_no_batch_folder(tmp_path, capsys):
+    """Missing input, a malformed manifest, no cases: exit 2, DIR neither created nor marked."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,age\nx.nii.gz,60\n")
+    for inputs, message in (([str(tmp_path / "gone.nii.gz")], "no such file"), ([str(bad)], "needs a 'ct' column"),
+                            ([str(empty)], "no cases found")):
+        out = tmp_path / "out"
+        assert cli.main(["batch", *inputs, "--out", str(out), "--workers", "1", "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists() and not (tmp_path / "out.obmd-lock").exists()

@@ -174,8 +174,24 @@ def test_nifti_without_dicom_out_and_bad_addresses(tmp_path, capsys):
     port = free_port()  # nobody listens there: unreachable, one line
     assert main(["analyze", f"dicomweb://127.0.0.1:{port}/dicom-web/studies/1.2.3", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
-    assert "unreachable" in err and "Traceback" not in err
+    assert f"cannot connect to http://127.0.0.1:{port}/dicom-web: Connection refused" in err
+    assert "Traceback" not in err and "ConnectionError" not in err
     assert not (tmp_path / "d").exists()
+
+
+def test_store_without_dicom_objects_and_contradictory_dicom_flags_are_refused_before_anything_runs(tmp_path, capsys):
+    """--store sends OUT/dicom/: with --json-only (or --no-dicom-out) nothing would be written, so the command
+    stops before fetching or analysing (the server here does not exist: no connection is tried)."""
+    port = free_port()
+    address = f"dicomweb://127.0.0.1:{port}/dicom-web/studies/1.2.3"
+    for flag in ("--json-only", "--no-dicom-out"):
+        assert main(["analyze", address, "--store", flag, "--out", str(tmp_path / "e")]) == 2
+        err = capsys.readouterr().err
+        assert f"--store sends OUT/dicom/ (SEG, SR, PDF) back to the PACS; {flag} writes none" in err, err
+        assert "cannot connect" not in err and not (tmp_path / "e").exists()
+    with pytest.raises(SystemExit) as stop:
+        main(["analyze", str(SERIES), "--dicom-out", "--no-dicom-out", "--out", str(tmp_path / "f")])
+    assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 def test_two_series_folder_references_the_chosen_series(tmp_path, capsys):
@@ -202,3 +218,34 @@ def test_two_series_folder_references_the_chosen_series(tmp_path, capsys):
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.series_uid
     referenced = {item.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced <= {str(ds.SOPInstanceUID) for ds in source.datasets}
+
+
+def test_a_hip_region_the_qc_calls_unreliable_is_marked_beside_its_number_in_the_pdf_and_the_sr(tmp_path, capsys):
+    """The shared CT: the right femoral neck box is partly outside the field of view (hip_neck_cut_fov), so
+    its T-score is marked "unreliable: <reason>" in the PDF's hip table and as a comment of its SR group;
+    results.json keeps the number."""
+    from test_report_pdf import pdf_text
+
+    shared = DICOM_DIR.parent
+    out = tmp_path / "out"
+    assert main(["analyze", str(shared / "ct.nii.gz"), "--seg", str(shared / "ct_seg_total.nii.gz"), "--out",
+                 str(out), "--dicom-out", "--quiet"]) == 0
+    assert (f"wrote {out / 'results.json'}, results.csv, report.pdf, 10 masks and dicom/ (report_pdf.dcm, "
+            "seg.dcm, sr.dcm, ct/)") in capsys.readouterr().out
+    results = _results(out)
+    neck = results["hip"]["right"]["neck"]
+    assert "hip_neck_cut_fov" in {q["code"] for q in results["hip"]["right"]["qc"]} and neck["t_score"] < -4
+    hip_page = pdf_text(out / "report.pdf")[1].split("Right hip", 1)[1]
+    assert (f"Femoral neck {neck['abmd_g_cm2']:.3f} unreliable {neck['t_score']:+.1f} ± "
+            f"{neck['t_score_calibration_sd']:.1f} unreliable") in hip_page
+    assert "Femoral neck unreliable: the femoral neck box is partly outside the field of view" in hip_page
+    # the withheld category's reasons: the side said once (by the heading), no ".;", no "Z-score: Z-score"
+    who = hip_page.split("WHO category: withheld: ", 1)[1].split("Z-score not reported", 1)[0]
+    assert "right hip:" not in who and ".;" not in who and who.strip().endswith("assumed.")
+    assert "Z-score: Z-score" not in hip_page
+    group = sr_numbers(out / "dicom" / "sr.dcm")["right hip neck"]
+    assert group["T-score"][0] == pytest.approx(neck["t_score"])
+    assert any(t.startswith("unreliable: the femoral neck box is partly outside the field of view")
+               for t in group["text"]), group["text"]
+    (why,) = [t for t in sr_numbers(out / "dicom" / "sr.dcm")["right hip category"]["text"] if "no category" in t]
+    assert "right hip:" not in why and ".;" not in why

@@ -101,3 +101,43 @@ def test_a_study_without_a_measurable_series_is_refused_with_the_reason(tmp_path
 ])
 def test_kernel_sharpness(kernel, description, sharp):
     assert dicom_series.is_sharp_kernel(kernel, description) is sharp
+
+
+def test_a_single_series_folder_records_its_choice_and_a_blank_uid_is_null_never_our_key(tmp_path):
+    """The shared series is anonymised (Series Instance UID blank): a folder of it alone is recorded as the only
+    series, with ``series_instance_uid`` null (our grouping key is no UID); a soft and a bone copy of it, both
+    blank, are told apart by the rule (GDCM groups them as one) and the soft one is read, its files only."""
+    import json
+
+    from OpportunisticBMDLib.batch.inputs import CaseInput
+    from OpportunisticBMDLib.dicom import writer
+
+    alone = io.read_ct(SERIES).metadata["series_choice"]
+    assert alone["series_instance_uid"] is None and alone["n_images"] == len(list(SERIES.iterdir()))
+    assert alone["description"] == "CT Body 3.0" and alone["skipped"] == []
+    files = sorted(SERIES.iterdir())
+    for name, changes in (("soft", {}), ("bone", {"ConvolutionKernel": "Br64f", "SeriesNumber": 7,
+                                                  "SeriesDescription": "CT Body 3.0 bone"})):
+        for idx, path in enumerate(files):
+            ds = pydicom.dcmread(path)
+            assert not ds.get("SeriesInstanceUID")
+            for key, value in changes.items():
+                setattr(ds, key, value)
+            ds.save_as(tmp_path / f"{name}_{idx:03d}.dcm")
+    ct = io.read_ct(tmp_path)
+    np.testing.assert_array_equal(ct.array, io.read_ct(SERIES).array)
+    choice = ct.metadata["series_choice"]
+    assert choice["series_instance_uid"] is None and choice["description"] == "CT Body 3.0"
+    assert [(s["series_instance_uid"], s["description"]) for s in choice["skipped"]] == [(None, "CT Body 3.0 bone")]
+    assert "no-uid" not in json.dumps(choice)
+    assert len(writer.source_for(ct, tmp_path / "out").datasets) == len(files)  # the soft series' files only
+    described = CaseInput(case_id="a", ct=str(tmp_path), series_choice=choice).series_description()
+    assert described == f"CT Body 3.0 | 3.0 mm | Br38f\\3 | {len(files)} images"
+
+
+def test_a_single_series_with_a_uid_is_recorded_from_one_header(tmp_path):
+    files = sorted(SERIES.iterdir())
+    uid = _write_series(tmp_path, "ct", generate_uid(), files, SeriesNumber=3)
+    choice = io.read_ct(tmp_path).metadata["series_choice"]
+    assert choice["series_instance_uid"] == uid and choice["n_images"] == len(files)
+    assert choice["reason"].startswith("the only image series in the folder: 'CT Body 3.0'")

@@ -127,6 +127,14 @@ def test_unknown_study_is_one_line(orthanc, tmp_path, capsys):
     assert "study 1.2.3.4.5 not found" in err and "Traceback" not in err
 
 
+def test_a_pacs_url_without_the_dicomweb_root_says_to_check_it(orthanc, tmp_path, capsys):
+    """http://HOST:PORT/ (Orthanc's REST root, not /dicom-web): the server answers, the study is not found there."""
+    assert main(["analyze", "--pacs", f"{orthanc}/", "--study", "1.2.3.4.5", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"study 1.2.3.4.5 not found on {orthanc}: the server answered" in err, err
+    assert "DICOMweb root path (e.g. http://HOST:8042/dicom-web)" in err and "Traceback" not in err
+
+
 def test_study_without_ct_series_and_refused_store(orthanc, tmp_path, capsys):
     """A study holding only a localizer: one line naming the rule; a STOW the server refuses: one line."""
     scout = pydicom.dcmread(next(p for p in SERIES.iterdir()))

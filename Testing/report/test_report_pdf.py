@@ -119,6 +119,21 @@ def test_identification_from_the_sidecar_and_nothing_else(with_hip):
     assert "not recorded" not in page.split("Identification from")[0]
 
 
+def test_identification_shows_the_age_and_sex_the_analysis_used_and_the_headers_when_they_differ(with_hip, tmp_path):
+    """--age/--sex or a batch manifest override the header: the PDF shows what the analysis used (results.json
+    ``options``), where it came from, and the header's value beside it."""
+    results, pdf = with_hip
+    assert "Age 62 y (from the header)" in pdf_text(pdf)[0] and "Sex F (from the header)" in pdf_text(pdf)[0]
+    given = {**results, "options": {**results["options"], "patient_age": 71.0, "patient_sex": "M"}}
+    page = pdf_text(write_pdf(given, ReportFigures(), tmp_path / "given.pdf"))[0]
+    assert "Age 71 y (given); header: 62 y" in page and "Sex M (given); header: F" in page
+    unknown = {**results, "options": {**results["options"], "patient_age": None}}
+    unknown["input"] = {**results["input"], "identification": {**results["input"]["identification"],
+                                                                "patient_age": "250Y", "patient_age_years": 250.0}}
+    page = pdf_text(write_pdf(unknown, ReportFigures(), tmp_path / "unknown.pdf"))[0]
+    assert "Age unknown (header 250 y: not used)" in page
+
+
 def test_not_measurable_says_so_and_why_on_one_page(dicom_not_measurable):
     results, pdf = dicom_not_measurable
     assert "hip" not in results
@@ -128,7 +143,14 @@ def test_not_measurable_says_so_and_why_on_one_page(dicom_not_measurable):
     assert results["status"] == "not_measurable"
     assert "Trabecular vBMD: not measurable" in page and "ACR category: not measurable" in page
     reason = results["status_reasons"][0]["message"]
-    assert "level_cut_by_fov" in reason and f"Status: not measurable: {reason}" in page
+    assert reason.startswith("not measurable: ") and "level_cut_by_fov" in reason
+    assert f"Status: not measurable: {reason.removeprefix('not measurable: ')}" in page  # the status said once
+    assert "not measurable: not measurable" not in page
+    # psoas too small here: the paraspinal muscle calibrated the scan, and the legend and footer say so
+    assert results["calibration"]["muscle_roi_source"] == "paraspinal"
+    assert "paraspinal muscle ROI (dashed)" in page and "paraspinal muscle fat 6.9 %" in page
+    assert "psoas ROI" not in page and "psoas fat" not in page
+    assert "marrow fat 50 % (default: age unknown)" in page and "((" not in page and "))" not in page
     for level in ("T11", "T12"):
         assert f"{level} " in page and results["spine"]["levels"][level]["valid"] is False
     assert page.count("not valid: level cut by fov") == 2
