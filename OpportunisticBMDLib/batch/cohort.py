@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -165,8 +166,6 @@ def category_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 def bar_label(text: str) -> str:
     """A bar's label wrapped to :data:`LABEL_LINES` lines of :data:`LABEL_WIDTH_CHARS`, cut with '…' beyond:
     a long failure reason neither runs off the figure nor squeezes the other panels."""
-    import textwrap
-
     lines = textwrap.wrap(str(text), LABEL_WIDTH_CHARS) or [""]
     if len(lines) > LABEL_LINES:
         lines = lines[:LABEL_LINES]
