@@ -15,7 +15,7 @@ import pydicom
 import pytest
 import requests
 from pydicom.uid import generate_uid
-from web_harness import free_port
+from web_harness import free_port, stop_process
 
 from OpportunisticBMDLib.cli import main
 from OpportunisticBMDLib.dicom import dicomweb, sources
@@ -58,12 +58,7 @@ def orthanc(tmp_path_factory) -> str:
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
